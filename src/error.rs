@@ -1,0 +1,208 @@
+//! The crate's one error type and the JSON-RPC codes it maps to.
+
+use crate::types::{Height, SessionId};
+use std::time::Duration;
+
+/// An error raised by a host implementation ([`crate::Db`], [`crate::Daemon`],
+/// [`crate::Mempool`], [`crate::Transport`]), carried inside [`Error::Host`].
+pub type HostError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// JSON-RPC error codes used by Electrum servers.
+pub mod codes {
+    /// ElectrumX's `BAD_REQUEST`: a request the server understood but refuses.
+    pub const BAD_REQUEST: i32 = 1;
+    /// ElectrumX's `DAEMON_ERROR`: the node failed or refused.
+    pub const DAEMON_ERROR: i32 = 2;
+    /// A history too large to send (cached so it is refused cheaply).
+    pub const HISTORY_TOO_LARGE: i32 = 10001;
+    /// aiorpcX's excessive resource usage: the client is disconnected after it.
+    pub const EXCESSIVE_RESOURCE_USAGE: i32 = -101;
+    /// aiorpcX's server busy: the request timed out.
+    pub const SERVER_BUSY: i32 = -102;
+    /// JSON-RPC invalid request.
+    pub const INVALID_REQUEST: i32 = -32600;
+    /// JSON-RPC method not found.
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    /// JSON-RPC invalid params.
+    pub const INVALID_PARAMS: i32 = -32602;
+    /// JSON-RPC internal error.
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// JSON-RPC parse error.
+    pub const PARSE_ERROR: i32 = -32700;
+}
+
+/// Which subscription limit refused a new subscription.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SubscriptionScope {
+    /// `max_subs_per_session`.
+    Session,
+    /// `max_subs_per_group`.
+    Group,
+    /// `max_subs`, across the whole manager.
+    Global,
+}
+
+impl std::fmt::Display for SubscriptionScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SubscriptionScope::Session => "session",
+            SubscriptionScope::Group => "group",
+            SubscriptionScope::Global => "server",
+        })
+    }
+}
+
+/// Everything that can go wrong, each with the JSON-RPC code a host should
+/// answer with ([`Error::rpc_code`]). A returned error never leaves the
+/// manager in a changed state unless its documentation says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A cost must be finite and non-negative.
+    #[error("invalid cost {0}: costs must be finite and non-negative")]
+    InvalidCost(f64),
+    /// No session has this id (it never existed or has ended).
+    #[error("unknown session {0}")]
+    UnknownSession(SessionId),
+    /// The session has been closed; nothing more is served for it.
+    #[error("session {0} is closed")]
+    SessionClosed(SessionId),
+    /// The server holds its maximum number of sessions.
+    #[error("server at capacity ({max} sessions)")]
+    AtCapacity {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The client's address lies in a banned network.
+    #[error("address {addr} is banned ({network})")]
+    Banned {
+        /// The client's address.
+        addr: std::net::IpAddr,
+        /// The ban that matched.
+        network: ipnetwork::IpNetwork,
+    },
+    /// The client's group already has its maximum number of sessions.
+    #[error("too many sessions from {group} (limit {max})")]
+    GroupSessionLimit {
+        /// The group name (its subnet).
+        group: String,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The session, with its group, used more than the hard cost limit.
+    #[error("excessive resource usage")]
+    ExcessiveCost,
+    /// The request did not finish within the request timeout.
+    #[error("server busy - request timed out after {0:?}")]
+    ServerBusy(Duration),
+    /// A subscription limit refused the new subscription.
+    #[error("too many subscriptions for this {scope} (limit {max})")]
+    SubscriptionLimit {
+        /// Which limit.
+        scope: SubscriptionScope,
+        /// Its value.
+        max: usize,
+    },
+    /// A height beyond the chain tip (or otherwise out of range).
+    #[error("height {height} out of range (tip {tip})")]
+    HeightOutOfRange {
+        /// The height asked for.
+        height: Height,
+        /// The current tip height.
+        tip: Height,
+    },
+    /// A request parameter is invalid.
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    /// The history of a script is too large to send.
+    #[error("history too large ({len} entries, limit {limit})")]
+    HistoryTooLarge {
+        /// Entries found (at least the limit).
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A transaction validator refused the transaction before the daemon saw it.
+    #[error("the transaction was rejected: {0}")]
+    TxRejected(String),
+    /// The daemon refused the transaction; its message is kept.
+    #[error("the transaction was rejected by network rules: {0}")]
+    DaemonRejected(String),
+    /// A host call failed.
+    #[error("{operation} failed: {source}")]
+    Host {
+        /// Which host operation.
+        operation: &'static str,
+        /// The host's error.
+        #[source]
+        source: HostError,
+    },
+    /// A host call did not answer in time.
+    #[error("{operation} did not answer within {after:?}")]
+    HostTimeout {
+        /// Which host operation.
+        operation: &'static str,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The manager is shutting down.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// The JSON-RPC error code an Electrum server answers with.
+    ///
+    /// ```
+    /// use indexer_sessions::Error;
+    /// assert_eq!(Error::ExcessiveCost.rpc_code(), -101);
+    /// ```
+    pub fn rpc_code(&self) -> i32 {
+        match self {
+            Error::ExcessiveCost => codes::EXCESSIVE_RESOURCE_USAGE,
+            Error::ServerBusy(_) | Error::ShuttingDown | Error::AtCapacity { .. } => {
+                codes::SERVER_BUSY
+            }
+            Error::HistoryTooLarge { .. } => codes::HISTORY_TOO_LARGE,
+            Error::InvalidCost(_) => codes::INVALID_PARAMS,
+            Error::Host { .. } | Error::HostTimeout { .. } => codes::DAEMON_ERROR,
+            Error::InvalidConfig { .. } | Error::UnknownSession(_) => codes::INTERNAL_ERROR,
+            _ => codes::BAD_REQUEST,
+        }
+    }
+
+    /// Whether the host should close the connection after answering.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::ExcessiveCost
+                | Error::SessionClosed(_)
+                | Error::ShuttingDown
+                | Error::AtCapacity { .. }
+                | Error::Banned { .. }
+                | Error::GroupSessionLimit { .. }
+        )
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn host(operation: &'static str, source: HostError) -> Self {
+        Error::Host { operation, source }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,119 @@
+//! The traits a host implements: one client connection ([`Transport`]), the
+//! node ([`Daemon`]), the index ([`Db`]) and the mempool ([`Mempool`]).
+//!
+//! All are `#[async_trait]`, `Send + Sync + 'static` and dyn-compatible: the
+//! manager holds them as `Arc<dyn Trait>`. A failing call returns a
+//! [`HostError`]; the manager turns it into [`crate::Error::Host`] and never
+//! caches or records anything from a failed call.
+
+use crate::error::HostError;
+use crate::types::{DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TxHash};
+use async_trait::async_trait;
+
+/// One client connection, owned by the host.
+///
+/// The manager calls [`Transport::send`] only from the session's delivery
+/// future ([`crate::SessionHandle::deliver`]), one notification at a time and
+/// in order, and [`Transport::close`] once when it ends the session.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// The peer's address and the kind of transport.
+    fn peer(&self) -> PeerInfo;
+    /// Writes one notification to the client. May wait while the client is
+    /// slow to read; the manager disconnects it after `max_send_delay`.
+    async fn send(&self, notification: Notification) -> Result<(), HostError>;
+    /// Closes the connection; the host's read loop should end.
+    async fn close(&self, reason: DisconnectReason);
+}
+
+/// Fee estimation mode passed to the node (`estimatesmartfee`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum FeeMode {
+    /// `ECONOMICAL`.
+    Economical,
+    /// `CONSERVATIVE`.
+    Conservative,
+}
+
+impl FeeMode {
+    /// Parses an Electrum `estimatefee` mode argument (case-insensitive
+    /// `ECONOMICAL` / `CONSERVATIVE`); anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.eq_ignore_ascii_case("economical") {
+            Some(FeeMode::Economical)
+        } else if text.eq_ignore_ascii_case("conservative") {
+            Some(FeeMode::Conservative)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the daemon did not broadcast a transaction.
+#[derive(Debug)]
+pub enum BroadcastFailure {
+    /// The node refused the transaction; the message is shown to the client.
+    Rejected(String),
+    /// The node could not be asked.
+    Unavailable(HostError),
+}
+
+/// The node.
+#[async_trait]
+pub trait Daemon: Send + Sync + 'static {
+    /// Broadcasts a raw transaction, returning its txid.
+    async fn broadcast_transaction(&self, raw: &[u8]) -> Result<TxHash, BroadcastFailure>;
+    /// Fee rate estimate in coin units per kilobyte for confirmation within
+    /// `blocks`, or `None` when the node cannot estimate.
+    async fn estimate_fee(&self, blocks: u32, mode: Option<FeeMode>) -> Result<Option<f64>, HostError>;
+    /// The node's minimum relay fee in coin units per kilobyte.
+    async fn relay_fee(&self) -> Result<f64, HostError>;
+    /// A raw transaction by txid (confirmed or in the mempool), `None` if unknown.
+    async fn raw_transaction(&self, txid: TxHash) -> Result<Option<Vec<u8>>, HostError>;
+}
+
+/// One confirmed transaction touching a script.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HistoryEntry {
+    /// The transaction.
+    pub txid: TxHash,
+    /// The height of the block that confirmed it.
+    pub height: Height,
+}
+
+/// The index.
+#[async_trait]
+pub trait Db: Send + Sync + 'static {
+    /// The current tip.
+    async fn tip(&self) -> Result<Tip, HostError>;
+    /// The 80-byte raw header at `height`, `None` above the tip.
+    async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, HostError>;
+    /// Up to `count` consecutive raw headers from `start`, fewer at the tip.
+    async fn headers(&self, start: Height, count: u32) -> Result<Vec<Vec<u8>>, HostError>;
+    /// Confirmed history of a script ordered by (height, position in block),
+    /// at most `limit` entries (a host may stop reading at `limit`).
+    async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError>;
+    /// The txids of the block at `height`, in block order; `None` above the tip.
+    async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError>;
+}
+
+/// One unconfirmed transaction touching a script.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MempoolEntry {
+    /// The transaction.
+    pub txid: TxHash,
+    /// Its fee in satoshis.
+    pub fee: u64,
+    /// Whether it spends outputs of other unconfirmed transactions
+    /// (Electrum reports it at height −1 instead of 0).
+    pub has_unconfirmed_inputs: bool,
+}
+
+/// The mempool.
+#[async_trait]
+pub trait Mempool: Send + Sync + 'static {
+    /// Unconfirmed transactions touching a script.
+    async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError>;
+    /// The fee histogram: `(fee rate sat/vB, cumulative vsize)` pairs, highest rate first.
+    async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError>;
+}

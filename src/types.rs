@@ -1,0 +1,307 @@
+//! Small value types shared by the host traits and the manager.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Writes `bytes` as lowercase hex, in the order given.
+pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: impl IntoIterator<Item = u8>) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+/// Parses hex into exactly `N` bytes; `None` on a wrong length or a non-hex digit.
+pub(crate) fn parse_hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Some(out)
+}
+
+pub(crate) fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes a hex string of any even length into bytes.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((hex_digit(pair[0])? << 4) | hex_digit(pair[1])?))
+        .collect()
+}
+
+/// Encodes bytes as lowercase hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// Length in bytes of a [`HashX`], as in ElectrumX.
+pub const HASHX_LEN: usize = 11;
+
+/// The index key of a script: the first [`HASHX_LEN`] bytes of its SHA-256
+/// script hash, in internal (not reversed) byte order.
+///
+/// ```
+/// use indexer_sessions::HashX;
+/// let scripthash = [7u8; 32];
+/// assert_eq!(HashX::from_scripthash(&scripthash).as_bytes(), &[7u8; 11]);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct HashX(pub [u8; HASHX_LEN]);
+
+impl HashX {
+    /// The hashX of a 32-byte script hash (internal byte order).
+    pub fn from_scripthash(scripthash: &[u8; 32]) -> Self {
+        let mut out = [0u8; HASHX_LEN];
+        out.copy_from_slice(&scripthash[..HASHX_LEN]);
+        HashX(out)
+    }
+
+    /// The hashX of an Electrum scripthash string (64 hex digits, reversed
+    /// byte order as clients send it); `None` if it is not valid hex of that length.
+    pub fn from_scripthash_hex(text: &str) -> Option<Self> {
+        let mut bytes: [u8; 32] = parse_hex_array(text)?;
+        bytes.reverse();
+        Some(Self::from_scripthash(&bytes))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; HASHX_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HashX {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashX(")?;
+        write_hex(f, self.0)?;
+        f.write_str(")")
+    }
+}
+
+macro_rules! hash32 {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Stored in internal byte order (as hashed); `Display` and
+        /// [`Self::from_hex`] use the reversed order Electrum clients show.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// Parses the reversed (display) hex form; `None` unless it is 64 hex digits.
+            pub fn from_hex(text: &str) -> Option<Self> {
+                let mut bytes: [u8; 32] = parse_hex_array(text)?;
+                bytes.reverse();
+                Some($name(bytes))
+            }
+
+            /// The reversed (display) hex form.
+            pub fn to_hex(&self) -> String {
+                self.to_string()
+            }
+
+            /// The raw bytes in internal order.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(f, self.0.iter().rev().copied())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+    };
+}
+
+hash32!(
+    /// A transaction id (double SHA-256 of the non-witness serialisation).
+    TxHash
+);
+hash32!(
+    /// A block hash (double SHA-256 of the 80-byte header).
+    BlockHash
+);
+
+/// A block height.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct Height(pub u32);
+
+impl fmt::Display for Height {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The chain tip: its height and block hash. Caches are invalidated when the
+/// *hash* changes, so a reorg to a block at the same height is seen.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Tip {
+    /// Height of the tip block.
+    pub height: Height,
+    /// Hash of the tip block.
+    pub hash: BlockHash,
+}
+
+/// A unique, never reused identifier of a session within one manager.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a client is connected; shown in admin tables (ElectrumX's flag letter).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// TCP with TLS.
+    Ssl,
+    /// WebSocket.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+    /// The operator's local RPC interface.
+    Rpc,
+    /// Anything else.
+    Other,
+}
+
+impl TransportKind {
+    /// ElectrumX's one-letter flag for the kind (`T`, `S`, `W`, `X`, `R`, `O`).
+    pub fn flag(self) -> char {
+        match self {
+            TransportKind::Tcp => 'T',
+            TransportKind::Ssl => 'S',
+            TransportKind::Ws => 'W',
+            TransportKind::Wss => 'X',
+            TransportKind::Rpc => 'R',
+            TransportKind::Other => 'O',
+        }
+    }
+}
+
+/// Why the manager closed (or asked the host to close) a session.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// No complete message received within the session timeout.
+    Stale,
+    /// The session (or its group) used more than the hard cost limit.
+    ExcessiveCost,
+    /// A notification could not be delivered within `max_send_delay`.
+    SendTimeout,
+    /// An operator asked for it.
+    Admin,
+    /// The session's network was banned.
+    Banned,
+    /// The manager is shutting down.
+    Shutdown,
+    /// The host's transport failed.
+    TransportError(String),
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::Stale => f.write_str("stale: idle past the session timeout"),
+            DisconnectReason::ExcessiveCost => f.write_str("excessive resource usage"),
+            DisconnectReason::SendTimeout => f.write_str("client stopped reading notifications"),
+            DisconnectReason::Admin => f.write_str("disconnected by the operator"),
+            DisconnectReason::Banned => f.write_str("network banned"),
+            DisconnectReason::Shutdown => f.write_str("server shutting down"),
+            DisconnectReason::TransportError(e) => write!(f, "transport error: {e}"),
+        }
+    }
+}
+
+/// What the manager tells a client, typed (the host encodes it as JSON-RPC).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Notification {
+    /// `blockchain.headers.subscribe`: a new tip header.
+    Header {
+        /// Height of the header.
+        height: Height,
+        /// The 80-byte raw header.
+        header: Vec<u8>,
+    },
+    /// `blockchain.scripthash.subscribe`: the status of a subscribed script changed.
+    ScriptHashStatus {
+        /// The scripthash string exactly as the client subscribed with it.
+        alias: String,
+        /// The new status (lowercase hex), `None` for no history.
+        status: Option<String>,
+    },
+}
+
+/// The peer address and kind of a connection, as given by its [`crate::Transport`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PeerInfo {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Transport kind.
+    pub kind: TransportKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_in_display_order() {
+        let text = "ef1d870d24c85b89d92ad50f4631026f585d6a34e972eaf427475e5d60acf3a3";
+        let tx = TxHash::from_hex(text).unwrap();
+        assert_eq!(tx.0[0], 0xa3);
+        assert_eq!(tx.to_hex(), text);
+        assert!(TxHash::from_hex("zz").is_none());
+        assert!(TxHash::from_hex(&text[2..]).is_none());
+        assert_eq!(decode_hex("00ff").unwrap(), vec![0, 255]);
+        assert!(decode_hex("0").is_none());
+        assert_eq!(encode_hex(&[1, 0xab]), "01ab");
+    }
+
+    #[test]
+    fn hashx_from_scripthash_hex_reverses() {
+        let mut text = String::new();
+        for i in 0..32u8 {
+            text.push_str(&format!("{i:02x}"));
+        }
+        let h = HashX::from_scripthash_hex(&text).unwrap();
+        assert_eq!(h.0[0], 31);
+        assert_eq!(h.0[10], 21);
+    }
+}
