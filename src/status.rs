@@ -1,1 +1,168 @@
-//! (in progress)
+//! The Electrum status of a script: a hash of its history, sent to clients
+//! subscribed with `blockchain.scripthash.subscribe`.
+//!
+//! The status is the SHA-256 of a text *preimage*, shown as lowercase hex
+//! (not reversed). The preimage concatenates `"{txid}:{height}:"`, with the
+//! txid in display (reversed) hex:
+//!
+//! 1. for each confirmed transaction, in history order (height, then position
+//!    in the block), with its block height;
+//! 2. then for each mempool transaction, with height `-1` when it spends
+//!    outputs of other unconfirmed transactions and `0` otherwise; mempool
+//!    transactions are ordered by [`sort_mempool`]: height-0 ones first,
+//!    then height −1, each group by txid in internal byte order.
+//!
+//! A script with neither confirmed nor mempool transactions has no status
+//! (`null` to the client). `blockchain.scripthash.get_history` lists the
+//! mempool in the same order, so a client can recompute the status.
+//!
+//! ```
+//! use indexer_sessions::status::{electrum_status, status_hex};
+//! use indexer_sessions::{HistoryEntry, Height, TxHash};
+//!
+//! assert_eq!(electrum_status(&[], &[]), None);
+//! let entry = HistoryEntry { txid: TxHash([0; 32]), height: Height(1) };
+//! let status = electrum_status(&[entry], &[]).unwrap();
+//! assert_eq!(status_hex(&status).len(), 64);
+//! ```
+
+use crate::{HistoryEntry, MempoolEntry};
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+
+/// The height Electrum reports for a mempool transaction: `-1` when it has
+/// unconfirmed inputs, `0` otherwise.
+pub fn mempool_height(entry: &MempoolEntry) -> i32 {
+    if entry.has_unconfirmed_inputs { -1 } else { 0 }
+}
+
+/// Sorts mempool entries into status order: entries without unconfirmed
+/// inputs (height 0) first, then those with (height −1), each group by txid
+/// in internal byte order. Equal keys keep their relative order.
+pub fn sort_mempool(entries: &mut [MempoolEntry]) {
+    entries.sort_by(|a, b| {
+        (a.has_unconfirmed_inputs, a.txid.0).cmp(&(b.has_unconfirmed_inputs, b.txid.0))
+    });
+}
+
+/// The status preimage: `"{txid}:{height}:"` for each confirmed entry in the
+/// order given, then for each mempool entry in [`sort_mempool`] order with
+/// its [`mempool_height`]. The mempool slice need not be sorted.
+pub fn status_preimage(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> String {
+    // 64 hex digits, two colons and up to 10 height digits per entry.
+    let mut out = String::with_capacity((confirmed.len() + mempool.len()) * 76);
+    for entry in confirmed {
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{}:{}:", entry.txid, entry.height);
+    }
+    let mut sorted = mempool.to_vec();
+    sort_mempool(&mut sorted);
+    for entry in &sorted {
+        let _ = write!(out, "{}:{}:", entry.txid, mempool_height(entry));
+    }
+    out
+}
+
+/// The status: SHA-256 of [`status_preimage`], `None` when both lists are
+/// empty.
+pub fn electrum_status(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> Option<[u8; 32]> {
+    if confirmed.is_empty() && mempool.is_empty() {
+        return None;
+    }
+    Some(Sha256::digest(status_preimage(confirmed, mempool).as_bytes()).into())
+}
+
+/// A status as clients see it: lowercase hex in hash order (not reversed).
+pub fn status_hex(status: &[u8; 32]) -> String {
+    crate::encode_hex(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Height, TxHash};
+
+    const A: &str = "71b3dbaca67e9f9189dad3617138c19725ab541ef0b49c05a94913e9f28e3f4e";
+    const B: &str = "f7a5b68109e39b62054c0cde9db95066ac9f3e53680435e1d6e7fdc33d01d8e9";
+
+    fn confirmed(hex: &str, height: u32) -> HistoryEntry {
+        HistoryEntry {
+            txid: TxHash::from_hex(hex).unwrap(),
+            height: Height(height),
+        }
+    }
+
+    /// A txid whose internal bytes are `first`, thirty 0x11 bytes, `last`:
+    /// internal order follows `first`, display order follows `last`.
+    fn mempool(first: u8, last: u8, has_unconfirmed_inputs: bool) -> MempoolEntry {
+        let mut txid = [0x11u8; 32];
+        txid[0] = first;
+        txid[31] = last;
+        MempoolEntry {
+            txid: TxHash(txid),
+            fee: 1000,
+            has_unconfirmed_inputs,
+        }
+    }
+
+    #[test]
+    fn empty_has_no_status() {
+        assert_eq!(electrum_status(&[], &[]), None);
+        assert_eq!(status_preimage(&[], &[]), "");
+    }
+
+    #[test]
+    fn one_confirmed() {
+        let history = [confirmed(A, 100)];
+        assert_eq!(status_preimage(&history, &[]), format!("{A}:100:"));
+        let status = electrum_status(&history, &[]).unwrap();
+        // python3: hashlib.sha256(b"71b3...3f4e:100:").hexdigest()
+        assert_eq!(
+            status_hex(&status),
+            "a03954713ec65952ff027a1cc31a35eed20f3d4234431b827bfc94f843ebbb51"
+        );
+    }
+
+    #[test]
+    fn mempool_sorted_by_flag_then_internal_txid() {
+        let ma = mempool(2, 0x00, false);
+        let mb = mempool(1, 0xff, false);
+        let mc = mempool(0, 0xee, true);
+        let mut entries = [mc, ma, mb];
+        sort_mempool(&mut entries);
+        assert_eq!(entries, [mb, ma, mc]);
+        assert_eq!(mempool_height(&mc), -1);
+        assert_eq!(mempool_height(&ma), 0);
+
+        let history = [confirmed(A, 100), confirmed(B, 101)];
+        let unsorted = [mc, ma, mb];
+        let preimage = status_preimage(&history, &unsorted);
+        let expect = format!(
+            "{A}:100:{B}:101:\
+             ff11111111111111111111111111111111111111111111111111111111111101:0:\
+             0011111111111111111111111111111111111111111111111111111111111102:0:\
+             ee11111111111111111111111111111111111111111111111111111111111100:-1:"
+        );
+        assert_eq!(preimage, expect);
+        assert_eq!(
+            status_hex(&electrum_status(&history, &unsorted).unwrap()),
+            "021ebbc802209beaeba9804a57d2aa1b8bf1ee8598adbda7117d864f4c5b4936"
+        );
+    }
+
+    #[test]
+    fn mempool_only() {
+        let entries = [mempool(0, 0xee, true), mempool(1, 0xff, false)];
+        assert_eq!(
+            status_hex(&electrum_status(&[], &entries).unwrap()),
+            "b031df98ec3d0ee3efbaaaf04d43d8dc17f7fe2516a823ca09476c1db1e7dda3"
+        );
+    }
+
+    #[test]
+    fn status_hex_is_not_reversed() {
+        let mut status = [0u8; 32];
+        status[0] = 0xab;
+        assert!(status_hex(&status).starts_with("ab00"));
+    }
+}

@@ -1,0 +1,251 @@
+//! Configuration. [`Config::default`] reproduces ElectrumX's numbers; the
+//! extra limits ElectrumX lacks (per-group sessions, subscriptions) are off.
+
+use crate::error::{Error, Result};
+use ipnetwork::IpNetwork;
+use std::time::Duration;
+
+/// Limits that can be changed while the manager runs
+/// ([`crate::SessionManager::set_limits`]).
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Limits {
+    /// Cost (session + group) above which requests are throttled. Default 1000.
+    pub cost_soft_limit: f64,
+    /// Cost at which the session's concurrency target reaches 0 and its next
+    /// request fails with [`Error::ExcessiveCost`]. Default 10000.
+    /// `soft = hard = 0` disables limiting.
+    pub cost_hard_limit: f64,
+    /// Concurrent requests per session when unthrottled. Default 10.
+    pub initial_concurrent: u32,
+    /// Sleep before a request at throttle fraction 1 (scaled by the fraction). Default 2.5 s.
+    pub request_sleep: Duration,
+    /// Time a request may take from admission (queueing and throttle sleep
+    /// included) to its answer before it fails with −102. Default 30 s.
+    pub request_timeout: Duration,
+    /// Bytes per cost unit for traffic in and out. Default 5000.
+    pub bandwidth_unit_cost: f64,
+    /// Cost of a request that ends in an error. Default 100.
+    pub error_cost: f64,
+    /// Cost of a message that cannot be parsed. Default 1100.
+    pub parse_error_cost: f64,
+    /// A session that has not sent a complete message for this long is closed. Default 600 s.
+    pub session_timeout: Duration,
+    /// Most sessions at once; the listener pauses here and resumes at 95 %. Default 1000.
+    pub max_sessions: usize,
+    /// Most sessions per group (subnet). Default: unlimited.
+    pub max_sessions_per_group: Option<usize>,
+    /// Most subscriptions per session. Default: unlimited.
+    pub max_subs_per_session: Option<usize>,
+    /// Most subscriptions per group. Default: unlimited.
+    pub max_subs_per_group: Option<usize>,
+    /// Most subscriptions in the whole manager. Default: unlimited.
+    pub max_subs: Option<usize>,
+    /// A session whose notification stays undelivered this long is closed. Default 20 s.
+    pub max_send_delay: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cost_soft_limit: 1000.0,
+            cost_hard_limit: 10000.0,
+            initial_concurrent: 10,
+            request_sleep: Duration::from_millis(2500),
+            request_timeout: Duration::from_secs(30),
+            bandwidth_unit_cost: 5000.0,
+            error_cost: 100.0,
+            parse_error_cost: 1100.0,
+            session_timeout: Duration::from_secs(600),
+            max_sessions: 1000,
+            max_sessions_per_group: None,
+            max_subs_per_session: None,
+            max_subs_per_group: None,
+            max_subs: None,
+            max_send_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+fn finite_non_negative(field: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::config(field, format!("{value} is not a finite, non-negative number")))
+    }
+}
+
+fn non_zero(field: &'static str, value: Duration) -> Result<()> {
+    if value.is_zero() {
+        Err(Error::config(field, "must be longer than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// Checks every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<()> {
+        finite_non_negative("cost_soft_limit", self.cost_soft_limit)?;
+        finite_non_negative("cost_hard_limit", self.cost_hard_limit)?;
+        if self.cost_hard_limit < self.cost_soft_limit {
+            return Err(Error::config(
+                "cost_hard_limit",
+                format!(
+                    "hard limit {} is below the soft limit {}",
+                    self.cost_hard_limit, self.cost_soft_limit
+                ),
+            ));
+        }
+        if self.initial_concurrent == 0 {
+            return Err(Error::config("initial_concurrent", "must be at least 1"));
+        }
+        finite_non_negative("error_cost", self.error_cost)?;
+        finite_non_negative("parse_error_cost", self.parse_error_cost)?;
+        if !(self.bandwidth_unit_cost.is_finite() && self.bandwidth_unit_cost > 0.0) {
+            return Err(Error::config("bandwidth_unit_cost", "must be a positive number of bytes"));
+        }
+        non_zero("request_timeout", self.request_timeout)?;
+        non_zero("session_timeout", self.session_timeout)?;
+        non_zero("max_send_delay", self.max_send_delay)?;
+        if self.max_sessions == 0 {
+            return Err(Error::config("max_sessions", "must be at least 1"));
+        }
+        for (field, value) in [
+            ("max_sessions_per_group", self.max_sessions_per_group),
+            ("max_subs_per_session", self.max_subs_per_session),
+            ("max_subs_per_group", self.max_subs_per_group),
+            ("max_subs", self.max_subs),
+        ] {
+            if value == Some(0) {
+                return Err(Error::config(field, "0 would refuse everything; use None for no limit"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether cost limiting is on (it is off when soft and hard are both 0).
+    pub fn limiting(&self) -> bool {
+        self.cost_hard_limit > 0.0
+    }
+
+    /// The session count at which a paused listener resumes: 95 % of `max_sessions`.
+    pub fn resume_at(&self) -> usize {
+        self.max_sessions * 19 / 20
+    }
+}
+
+/// Everything the manager is built with.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Config {
+    /// Limits that can also be changed at run time.
+    pub limits: Limits,
+    /// IPv4 prefix length that forms a group. Default 24.
+    pub ipv4_group_prefix: u8,
+    /// IPv6 prefix length that forms a group. Default 48.
+    pub ipv6_group_prefix: u8,
+    /// Networks whose clients belong to no group (and so are never limited
+    /// by group cost or group session limits). Default: loopback, private,
+    /// link-local and unique-local networks.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_networks"))]
+    pub exempt_networks: Vec<IpNetwork>,
+    /// How often idle sessions are looked for. Default 60 s.
+    pub sweep_interval: Duration,
+    /// How often every session's cost is decayed and its concurrency
+    /// retargeted, and retained group cost refunded. Default 300 s.
+    pub recalc_interval: Duration,
+    /// Time allowed for one host call (database, daemon, mempool) before it
+    /// fails with [`Error::HostTimeout`]. Default 30 s.
+    pub host_timeout: Duration,
+    /// Time allowed for [`crate::Transport::close`]. Default 30 s.
+    pub close_timeout: Duration,
+    /// Largest response the host will send, in bytes; bounds the history
+    /// length served (`(max_send − 100) / 99` entries). Default 8,100,000.
+    pub max_send: usize,
+    /// Byte budget of the history cache. Default 64 MiB.
+    pub history_cache_bytes: u64,
+    /// Byte budget of the block txids cache. Default 32 MiB.
+    pub txids_cache_bytes: u64,
+    /// Byte budget of the merkle middle-level cache. Default 8 MiB.
+    pub merkle_cache_bytes: u64,
+}
+
+#[cfg(feature = "serde")]
+fn serialize_networks<S: serde::Serializer>(
+    networks: &[IpNetwork],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_seq(networks.iter().map(|n| n.to_string()))
+}
+
+/// The default exempt networks: IPv4 loopback, private (RFC 1918) and
+/// link-local; IPv6 loopback, link-local and unique-local.
+pub fn default_exempt_networks() -> Vec<IpNetwork> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "::1/128",
+        "fe80::/10",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|text| text.parse().ok())
+    .collect()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            ipv4_group_prefix: 24,
+            ipv6_group_prefix: 48,
+            exempt_networks: default_exempt_networks(),
+            sweep_interval: Duration::from_secs(60),
+            recalc_interval: Duration::from_secs(300),
+            host_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(30),
+            max_send: 8_100_000,
+            history_cache_bytes: 64 << 20,
+            txids_cache_bytes: 32 << 20,
+            merkle_cache_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every value; the first problem found is returned.
+    ///
+    /// ```
+    /// use indexer_sessions::Config;
+    /// let mut config = Config::default();
+    /// assert!(config.validate().is_ok());
+    /// config.ipv4_group_prefix = 33;
+    /// assert!(config.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        self.limits.validate()?;
+        if self.ipv4_group_prefix > 32 {
+            return Err(Error::config("ipv4_group_prefix", format!("{} is over 32", self.ipv4_group_prefix)));
+        }
+        if self.ipv6_group_prefix > 128 {
+            return Err(Error::config("ipv6_group_prefix", format!("{} is over 128", self.ipv6_group_prefix)));
+        }
+        non_zero("sweep_interval", self.sweep_interval)?;
+        non_zero("recalc_interval", self.recalc_interval)?;
+        non_zero("host_timeout", self.host_timeout)?;
+        non_zero("close_timeout", self.close_timeout)?;
+        if self.max_send < 1000 {
+            return Err(Error::config("max_send", "must be at least 1000 bytes"));
+        }
+        Ok(())
+    }
+
+    /// Longest confirmed history served for one script: `(max_send − 100) / 99`.
+    pub fn max_history_len(&self) -> usize {
+        (self.max_send - 100) / 99
+    }
+}

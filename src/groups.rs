@@ -1,0 +1,231 @@
+//! IP-subnet groups and the group ledger.
+//!
+//! Clients are grouped by subnet (IPv4 /24 and IPv6 /48 by default) so that
+//! one operator opening many connections shares one budget. A group's cost
+//! is its *retained* cost (left behind by sessions that ended, refunded over
+//! time) plus the costs of its live members; a member's *extra cost* is the
+//! group cost minus its own, and counts toward its throttle.
+//!
+//! The ledger is the one seam a multi-node deployment replaces: implement
+//! [`GroupLedger`] over a shared store and pass it to the builder; the cost
+//! meter and the manager do not change. The manager reports each session's
+//! cost to the ledger only at recalculation (drift > 100 or the periodic
+//! pass) and when the session ends, never per request.
+
+use crate::sync::lock;
+use hashbrown::HashMap;
+use ipnetwork::IpNetwork;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// An address with IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned into IPv4.
+pub fn canonical_ip(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// The group of `addr`: its subnet at the configured prefix, or `None` when
+/// the (canonical) address lies in an exempt network.
+///
+/// ```
+/// use indexer_sessions::groups::group_of;
+/// let group = group_of("203.0.113.77".parse().unwrap(), 24, 48, &[]).unwrap();
+/// assert_eq!(group.to_string(), "203.0.113.0/24");
+/// let mapped = group_of("::ffff:203.0.113.9".parse().unwrap(), 24, 48, &[]).unwrap();
+/// assert_eq!(mapped, group);
+/// ```
+pub fn group_of(addr: IpAddr, v4_prefix: u8, v6_prefix: u8, exempt: &[IpNetwork]) -> Option<IpNetwork> {
+    let addr = canonical_ip(addr);
+    if exempt.iter().any(|net| net.contains(addr)) {
+        return None;
+    }
+    let prefix = match addr {
+        IpAddr::V4(_) => v4_prefix,
+        IpAddr::V6(_) => v6_prefix,
+    };
+    let net = IpNetwork::new(addr, prefix).ok()?;
+    IpNetwork::new(net.network(), prefix).ok()
+}
+
+/// One group as the ledger sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupEntry {
+    /// The subnet.
+    pub network: IpNetwork,
+    /// Live sessions in the group.
+    pub sessions: usize,
+    /// Sum of the live members' costs as last reported.
+    pub live_cost: f64,
+    /// Cost left behind by ended sessions, refunded over time.
+    pub retained_cost: f64,
+}
+
+impl GroupEntry {
+    /// Retained plus live cost.
+    pub fn cost(&self) -> f64 {
+        self.retained_cost + self.live_cost
+    }
+}
+
+/// Why a session could not join its group.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GroupFull {
+    /// The limit reached.
+    pub max: usize,
+}
+
+/// Group costs and membership. The in-process implementation is
+/// [`InProcessLedger`]; a shared store can implement this for several nodes.
+pub trait GroupLedger: Send + Sync + 'static {
+    /// Adds a member whose cost is `initial_cost`, unless the group already
+    /// has `max_sessions` members. A new group starts with no retained cost.
+    fn join(&self, group: IpNetwork, initial_cost: f64, max_sessions: Option<usize>) -> Result<(), GroupFull>;
+    /// A member's cost changed by `delta`; returns the group's total cost after.
+    fn report(&self, group: IpNetwork, delta: f64) -> f64;
+    /// A member whose last reported cost is `cost` left: its cost moves to
+    /// the retained cost.
+    fn leave(&self, group: IpNetwork, cost: f64);
+    /// Lowers every group's retained cost by `amount` (not below zero), and
+    /// deletes groups with no members and nothing retained.
+    fn refund(&self, amount: f64);
+    /// The group's total cost (0 for an unknown group).
+    fn cost(&self, group: IpNetwork) -> f64;
+    /// Every group, in no particular order.
+    fn entries(&self) -> Vec<GroupEntry>;
+    /// One group.
+    fn entry(&self, group: IpNetwork) -> Option<GroupEntry>;
+}
+
+/// The ledger of one process: a map under one lock, O(1) per operation.
+#[derive(Debug, Default)]
+pub struct InProcessLedger {
+    groups: Mutex<HashMap<IpNetwork, GroupEntry>>,
+}
+
+impl InProcessLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl GroupLedger for InProcessLedger {
+    fn join(&self, group: IpNetwork, initial_cost: f64, max_sessions: Option<usize>) -> Result<(), GroupFull> {
+        let mut groups = lock(&self.groups);
+        let entry = groups.entry(group).or_insert_with(|| GroupEntry {
+            network: group,
+            sessions: 0,
+            live_cost: 0.0,
+            retained_cost: 0.0,
+        });
+        if let Some(max) = max_sessions
+            && entry.sessions >= max
+        {
+            return Err(GroupFull { max });
+        }
+        entry.sessions += 1;
+        entry.live_cost += initial_cost;
+        Ok(())
+    }
+
+    fn report(&self, group: IpNetwork, delta: f64) -> f64 {
+        let mut groups = lock(&self.groups);
+        match groups.get_mut(&group) {
+            Some(entry) => {
+                entry.live_cost = (entry.live_cost + delta).max(0.0);
+                entry.cost()
+            }
+            None => 0.0,
+        }
+    }
+
+    fn leave(&self, group: IpNetwork, cost: f64) {
+        let mut groups = lock(&self.groups);
+        if let Some(entry) = groups.get_mut(&group) {
+            entry.sessions = entry.sessions.saturating_sub(1);
+            entry.retained_cost += cost;
+            entry.live_cost = if entry.sessions == 0 {
+                0.0
+            } else {
+                (entry.live_cost - cost).max(0.0)
+            };
+        }
+    }
+
+    fn refund(&self, amount: f64) {
+        let mut groups = lock(&self.groups);
+        groups.retain(|_, entry| {
+            entry.retained_cost = (entry.retained_cost - amount).max(0.0);
+            entry.sessions > 0 || entry.retained_cost > 0.0
+        });
+    }
+
+    fn cost(&self, group: IpNetwork) -> f64 {
+        lock(&self.groups).get(&group).map_or(0.0, GroupEntry::cost)
+    }
+
+    fn entries(&self) -> Vec<GroupEntry> {
+        lock(&self.groups).values().cloned().collect()
+    }
+
+    fn entry(&self, group: IpNetwork) -> Option<GroupEntry> {
+        lock(&self.groups).get(&group).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_exempt_networks;
+
+    fn net(text: &str) -> IpNetwork {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn groups_by_24_and_48() {
+        let exempt = default_exempt_networks();
+        assert_eq!(group_of("8.8.4.4".parse().unwrap(), 24, 48, &exempt), Some(net("8.8.4.0/24")));
+        assert_eq!(
+            group_of("2001:db8:abcd:12::1".parse().unwrap(), 24, 48, &exempt),
+            Some(net("2001:db8:abcd::/48"))
+        );
+        assert_eq!(group_of("8.8.4.4".parse().unwrap(), 16, 48, &exempt), Some(net("8.8.0.0/16")));
+    }
+
+    #[test]
+    fn mapped_addresses_group_as_ipv4_and_exemptions_apply() {
+        let exempt = default_exempt_networks();
+        assert_eq!(
+            group_of("::ffff:8.8.4.4".parse().unwrap(), 24, 48, &exempt),
+            Some(net("8.8.4.0/24"))
+        );
+        for private in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.20.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+            assert_eq!(group_of(private.parse().unwrap(), 24, 48, &exempt), None, "{private}");
+        }
+        assert_eq!(group_of("127.0.0.1".parse().unwrap(), 24, 48, &[]), Some(net("127.0.0.0/24")));
+    }
+
+    #[test]
+    fn ledger_moves_cost_to_retained_refunds_and_deletes() {
+        let ledger = InProcessLedger::new();
+        let g = net("8.8.4.0/24");
+        ledger.join(g, 5.0, None).unwrap();
+        ledger.join(g, 5.0, Some(2)).unwrap();
+        assert_eq!(ledger.join(g, 5.0, Some(2)), Err(GroupFull { max: 2 }));
+        assert_eq!(ledger.report(g, 95.0), 105.0);
+        ledger.leave(g, 100.0);
+        let e = ledger.entry(g).unwrap();
+        assert_eq!((e.sessions, e.live_cost, e.retained_cost), (1, 5.0, 100.0));
+        ledger.leave(g, 5.0);
+        ledger.refund(60.0);
+        assert_eq!(ledger.cost(g), 45.0);
+        ledger.refund(60.0);
+        assert!(ledger.entry(g).is_none());
+    }
+}

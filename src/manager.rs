@@ -1,0 +1,436 @@
+//! The session manager: admits sessions, keeps the group ledger and limits,
+//! runs housekeeping, and closes sessions.
+
+use crate::bans::BanList;
+use crate::config::{Config, Limits};
+use crate::error::{Error, Result};
+use crate::groups::{GroupLedger, InProcessLedger, group_of};
+use crate::host::{Daemon, Db, Mempool, Transport};
+use crate::listener::{ListenerEvents, ListenerState};
+use crate::session::{Context, Counters, SessionHandle, SessionShared};
+use crate::sync::{lock, write};
+use crate::timer::{Timer, within};
+use crate::tx::{StructuralValidator, TxValidator};
+use crate::types::{DisconnectReason, SessionId};
+use crate::watch::WatchCell;
+use futures::future::{Either, join_all, select};
+use hashbrown::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) daemon: Arc<dyn Daemon>,
+    pub(crate) db: Arc<dyn Db>,
+    pub(crate) mempool: Arc<dyn Mempool>,
+    pub(crate) validator: Arc<dyn TxValidator>,
+    pub(crate) sessions: Mutex<HashMap<SessionId, Arc<SessionShared>>>,
+    pub(crate) bans: Mutex<BanList>,
+    pub(crate) listener: WatchCell<ListenerState>,
+    pub(crate) shutdown: WatchCell<bool>,
+    next_id: AtomicU64,
+    pub(crate) started: Instant,
+    /// Counters of sessions that have ended.
+    pub(crate) ended_counters: Mutex<Counters>,
+    pub(crate) sessions_ended: AtomicU64,
+    pub(crate) caches: crate::caches::Caches,
+    pub(crate) index: Mutex<crate::notify::Index>,
+    pub(crate) pending_events: Mutex<crate::notify::PendingEvents>,
+    pub(crate) last_tip: Mutex<Option<crate::types::Tip>>,
+    /// The shared header-subscription result: (tip, height, raw header).
+    pub(crate) tip_header: Mutex<Option<(crate::types::Tip, crate::types::Height, Vec<u8>)>>,
+}
+
+/// The session manager: a cheap-to-clone handle on shared state.
+///
+/// See the [crate documentation](crate) for the model and an example.
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("sessions", &self.session_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SessionManager`]; see [`SessionManager::builder`].
+#[must_use]
+pub struct SessionManagerBuilder {
+    config: Config,
+    timer: Option<Arc<dyn Timer>>,
+    daemon: Option<Arc<dyn Daemon>>,
+    db: Option<Arc<dyn Db>>,
+    mempool: Option<Arc<dyn Mempool>>,
+    ledger: Option<Arc<dyn GroupLedger>>,
+    validator: Option<Arc<dyn TxValidator>>,
+}
+
+impl SessionManagerBuilder {
+    /// The clock and sleeps to use (required): `TokioTimer` with the `tokio`
+    /// feature, `testing::ManualTimer` with `test-util`, or your own [`Timer`].
+    pub fn timer(mut self, timer: impl Timer) -> Self {
+        self.timer = Some(Arc::new(timer));
+        self
+    }
+
+    /// The node (required).
+    pub fn daemon(mut self, daemon: impl Daemon) -> Self {
+        self.daemon = Some(Arc::new(daemon));
+        self
+    }
+
+    /// The index (required).
+    pub fn db(mut self, db: impl Db) -> Self {
+        self.db = Some(Arc::new(db));
+        self
+    }
+
+    /// The mempool (required).
+    pub fn mempool(mut self, mempool: impl Mempool) -> Self {
+        self.mempool = Some(Arc::new(mempool));
+        self
+    }
+
+    /// The group ledger; default [`InProcessLedger`].
+    pub fn ledger(mut self, ledger: impl GroupLedger) -> Self {
+        self.ledger = Some(Arc::new(ledger));
+        self
+    }
+
+    /// The check a transaction passes before it reaches the daemon; default
+    /// [`StructuralValidator`].
+    pub fn validator(mut self, validator: impl TxValidator) -> Self {
+        self.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// Builds the manager.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an out-of-range setting or a missing
+    /// timer, daemon, db or mempool.
+    pub fn build(self) -> Result<SessionManager> {
+        self.config.validate()?;
+        let missing = |field: &'static str| Error::config(field, "required: the builder was not given one");
+        let timer = self.timer.ok_or_else(|| missing("timer"))?;
+        let daemon = self.daemon.ok_or_else(|| missing("daemon"))?;
+        let db = self.db.ok_or_else(|| missing("db"))?;
+        let mempool = self.mempool.ok_or_else(|| missing("mempool"))?;
+        let ledger = self.ledger.unwrap_or_else(|| Arc::new(InProcessLedger::new()));
+        let validator = self.validator.unwrap_or_else(|| Arc::new(StructuralValidator));
+        let started = timer.now();
+        let ctx = Arc::new(Context {
+            timer,
+            ledger,
+            limits: RwLock::new(Arc::new(self.config.limits.clone())),
+        });
+        Ok(SessionManager {
+            inner: Arc::new(Inner {
+                ctx,
+                daemon,
+                db,
+                mempool,
+                validator,
+                sessions: Mutex::new(HashMap::new()),
+                bans: Mutex::new(BanList::default()),
+                listener: WatchCell::new(ListenerState::Accepting),
+                shutdown: WatchCell::new(false),
+                next_id: AtomicU64::new(0),
+                started,
+                ended_counters: Mutex::new(Counters::default()),
+                sessions_ended: AtomicU64::new(0),
+                caches: crate::caches::Caches::new(&self.config),
+                index: Mutex::new(crate::notify::Index::default()),
+                pending_events: Mutex::new(crate::notify::PendingEvents::default()),
+                last_tip: Mutex::new(None),
+                tip_header: Mutex::new(None),
+                config: self.config,
+            }),
+        })
+    }
+}
+
+impl SessionManager {
+    /// Starts building a manager with `config` ([`Config::default`] gives
+    /// ElectrumX's numbers).
+    pub fn builder(config: Config) -> SessionManagerBuilder {
+        SessionManagerBuilder {
+            config,
+            timer: None,
+            daemon: None,
+            db: None,
+            mempool: None,
+            ledger: None,
+            validator: None,
+        }
+    }
+
+    /// The configuration the manager was built with (limits as they are now).
+    pub fn config(&self) -> Config {
+        let mut config = self.inner.config.clone();
+        config.limits = (*self.limits()).clone();
+        config
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.inner.ctx.limits()
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.inner.ctx.timer.now()
+    }
+
+    /// Replaces the limits at run time. Every session is recalculated at
+    /// once, and the listener state follows a changed `max_sessions`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`]; the old limits stay in force.
+    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+        limits.validate()?;
+        *write(&self.inner.ctx.limits) = Arc::new(limits);
+        self.recalculate_all();
+        self.update_listener();
+        Ok(())
+    }
+
+    /// Listener control events: `Paused` when the session count reaches
+    /// `max_sessions`, `Accepting` again at 95 %, `Stopped` at shutdown.
+    pub fn listener_state(&self) -> ListenerEvents {
+        ListenerEvents {
+            watcher: self.inner.listener.watcher(),
+        }
+    }
+
+    /// Sessions now.
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.sessions).len()
+    }
+
+    /// Adds a session for a newly accepted connection.
+    ///
+    /// # Errors
+    /// - [`Error::Banned`] if the peer's address is in a banned network;
+    /// - [`Error::AtCapacity`] at `max_sessions`;
+    /// - [`Error::GroupSessionLimit`] at `max_sessions_per_group`;
+    /// - [`Error::ShuttingDown`] after [`SessionManager::shutdown`].
+    ///
+    /// A refused connection leaves no trace; the host closes it.
+    pub fn add_session(&self, transport: impl Transport) -> Result<SessionHandle> {
+        self.add_shared_transport(Arc::new(transport))
+    }
+
+    /// [`SessionManager::add_session`] for a transport already in an `Arc`.
+    pub fn add_shared_transport(&self, transport: Arc<dyn Transport>) -> Result<SessionHandle> {
+        if self.inner.shutdown.get() {
+            return Err(Error::ShuttingDown);
+        }
+        let inner = &self.inner;
+        let peer = transport.peer();
+        let now = self.now();
+        if let Some(network) = lock(&inner.bans).matching(peer.addr.ip(), now) {
+            return Err(Error::Banned {
+                addr: peer.addr.ip(),
+                network,
+            });
+        }
+        let limits = self.limits();
+        let group = group_of(
+            peer.addr.ip(),
+            inner.config.ipv4_group_prefix,
+            inner.config.ipv6_group_prefix,
+            &inner.config.exempt_networks,
+        );
+        let mut sessions = lock(&inner.sessions);
+        if sessions.len() >= limits.max_sessions {
+            return Err(Error::AtCapacity {
+                max: limits.max_sessions,
+            });
+        }
+        if let Some(group) = group {
+            inner
+                .ctx
+                .ledger
+                .join(group, crate::meter::CostMeter::INITIAL_COST, limits.max_sessions_per_group)
+                .map_err(|full| Error::GroupSessionLimit {
+                    group: group.to_string(),
+                    max: full.max,
+                })?;
+        }
+        let id = SessionId(inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let session = Arc::new(SessionShared::new(id, peer, group, transport, inner.ctx.clone(), now, &limits));
+        sessions.insert(id, session.clone());
+        let count = sessions.len();
+        drop(sessions);
+        if count >= limits.max_sessions {
+            inner.listener.update(|state| match state {
+                ListenerState::Accepting => ListenerState::Paused,
+                other => *other,
+            });
+        }
+        if let Some(group) = group {
+            // The group may already carry cost (a reconnecting client inherits it).
+            if inner.ctx.ledger.cost(group) > limits.cost_soft_limit {
+                session.recalculate(now);
+            }
+        }
+        Ok(SessionHandle {
+            session,
+            manager: self.clone(),
+        })
+    }
+
+    fn update_listener(&self) {
+        let count = self.session_count();
+        let limits = self.limits();
+        self.inner.listener.update(|state| match state {
+            ListenerState::Stopped => ListenerState::Stopped,
+            _ if count >= limits.max_sessions => ListenerState::Paused,
+            ListenerState::Paused if count <= limits.resume_at() => ListenerState::Accepting,
+            other => *other,
+        });
+    }
+
+    /// Removes a session from the manager and settles its cost. Returns
+    /// false if it had already ended.
+    pub(crate) fn end_session(&self, session: &Arc<SessionShared>) -> bool {
+        let now = self.now();
+        if !session.end(now) {
+            return false;
+        }
+        lock(&self.inner.sessions).remove(&session.id);
+        self.forget_subscriptions(session);
+        *lock(&self.inner.ended_counters) += lock(&session.state).counters;
+        self.inner.sessions_ended.fetch_add(1, Ordering::Relaxed);
+        self.update_listener();
+        true
+    }
+
+    /// Ends a session and closes its transport (within `close_timeout`).
+    pub(crate) async fn close_session(&self, session: &Arc<SessionShared>, reason: DisconnectReason) -> bool {
+        if !self.end_session(session) {
+            return false;
+        }
+        let timer = self.inner.ctx.timer.clone();
+        within(&*timer, self.inner.config.close_timeout, session.transport.close(reason)).await;
+        true
+    }
+
+    pub(crate) async fn close_all(&self, sessions: Vec<Arc<SessionShared>>, reason: DisconnectReason) -> usize {
+        let closes = sessions.iter().map(|s| self.close_session(s, reason.clone()));
+        join_all(closes).await.into_iter().filter(|closed| *closed).count()
+    }
+
+    pub(crate) fn live_sessions(&self) -> Vec<Arc<SessionShared>> {
+        lock(&self.inner.sessions).values().cloned().collect()
+    }
+
+    pub(crate) fn session(&self, id: SessionId) -> Result<Arc<SessionShared>> {
+        lock(&self.inner.sessions).get(&id).cloned().ok_or(Error::UnknownSession(id))
+    }
+
+    /// Closes every session idle past `session_timeout` (reason
+    /// [`DisconnectReason::Stale`]) and every session whose notifications
+    /// have waited past `max_send_delay` ([`DisconnectReason::SendTimeout`]),
+    /// and drops expired bans. Housekeeping calls this every
+    /// `sweep_interval`; returns how many sessions were closed.
+    pub async fn sweep(&self) -> usize {
+        let now = self.now();
+        let limits = self.limits();
+        lock(&self.inner.bans).prune(now);
+        let mut stale = Vec::new();
+        let mut stuck = Vec::new();
+        for session in self.live_sessions() {
+            let last_recv = lock(&session.state).last_recv;
+            if now.saturating_duration_since(last_recv) >= limits.session_timeout {
+                stale.push(session);
+            } else if session
+                .outbox
+                .pending_since()
+                .is_some_and(|since| now.saturating_duration_since(since) >= limits.max_send_delay)
+            {
+                stuck.push(session);
+            }
+        }
+        let (stale, stuck) = futures::join!(
+            self.close_all(stale, DisconnectReason::Stale),
+            self.close_all(stuck, DisconnectReason::SendTimeout)
+        );
+        stale + stuck
+    }
+
+    /// Decays every session's cost, refunds retained group cost by
+    /// `recalc_interval × hard / 5000` (deleting empty groups at zero), and
+    /// retargets every session. Housekeeping calls this every `recalc_interval`.
+    pub fn recalculate(&self) {
+        let limits = self.limits();
+        let refund = self.inner.config.recalc_interval.as_secs_f64() * limits.cost_hard_limit / 5000.0;
+        self.inner.ctx.ledger.refund(refund);
+        self.recalculate_all();
+    }
+
+    fn recalculate_all(&self) {
+        let now = self.now();
+        for session in self.live_sessions() {
+            session.recalculate(now);
+        }
+    }
+
+    /// The manager's periodic duties, as one future the host runs on its
+    /// executor: the stale sweep every `sweep_interval` and the cost
+    /// recalculation every `recalc_interval`. It ends at shutdown.
+    pub async fn run_housekeeping(&self) {
+        let timer = self.inner.ctx.timer.clone();
+        let sweep_every = self.inner.config.sweep_interval;
+        let recalc_every = self.inner.config.recalc_interval;
+        let start = timer.now();
+        let mut next_sweep = start + sweep_every;
+        let mut next_recalc = start + recalc_every;
+        let mut shutdown = self.inner.shutdown.watcher();
+        loop {
+            if shutdown.current() {
+                return;
+            }
+            let now = timer.now();
+            let wake = next_sweep.min(next_recalc);
+            if wake > now {
+                let sleep = timer.sleep(wake - now);
+                let stop = std::pin::pin!(shutdown.wait_for(|stopped| *stopped));
+                if let Either::Right(_) = select(sleep, stop).await {
+                    return;
+                }
+            }
+            let now = timer.now();
+            if now >= next_recalc {
+                self.recalculate();
+                next_recalc = now + recalc_every;
+            }
+            if now >= next_sweep {
+                self.sweep().await;
+                next_sweep = now + sweep_every;
+            }
+        }
+    }
+
+    /// Shuts down: refuses new sessions, tells listeners to stop, closes
+    /// every session with [`DisconnectReason::Shutdown`] (each close bounded
+    /// by `close_timeout`) and ends housekeeping. Returns how many sessions
+    /// were closed.
+    pub async fn shutdown(&self) -> usize {
+        self.inner.shutdown.set(true);
+        self.inner.listener.set(ListenerState::Stopped);
+        let sessions = self.live_sessions();
+        self.close_all(sessions, DisconnectReason::Shutdown).await
+    }
+
+    /// Whether [`SessionManager::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.get()
+    }
+}

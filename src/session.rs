@@ -1,0 +1,515 @@
+//! One session: its cost meter, admission (the retargetable concurrency
+//! limit and the throttle sleep), traffic counters, and the handle the host
+//! holds for the connection's lifetime.
+
+use crate::config::Limits;
+use crate::error::{Error, Result};
+use crate::groups::GroupLedger;
+use crate::host::Transport;
+use crate::meter::CostMeter;
+use crate::sync::{lock, read};
+use crate::timer::{Timer, within};
+use crate::types::{DisconnectReason, PeerInfo, SessionId};
+use ipnetwork::IpNetwork;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// What every session shares with the manager: clock, ledger, limits.
+pub(crate) struct Context {
+    pub(crate) timer: Arc<dyn Timer>,
+    pub(crate) ledger: Arc<dyn GroupLedger>,
+    pub(crate) limits: RwLock<Arc<Limits>>,
+}
+
+impl Context {
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        read(&self.limits).clone()
+    }
+}
+
+/// Per-session traffic and request counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Counters {
+    /// Complete messages received.
+    pub recv_count: u64,
+    /// Bytes received.
+    pub recv_bytes: u64,
+    /// Messages sent (replies and notifications).
+    pub send_count: u64,
+    /// Bytes sent.
+    pub send_bytes: u64,
+    /// Requests admitted.
+    pub requests: u64,
+    /// Requests that ended in an error (timeouts and parse errors included).
+    pub errors: u64,
+    /// Transactions broadcast.
+    pub txs_sent: u64,
+}
+
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, other: Counters) {
+        self.recv_count += other.recv_count;
+        self.recv_bytes += other.recv_bytes;
+        self.send_count += other.send_count;
+        self.send_bytes += other.send_bytes;
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.txs_sent += other.txs_sent;
+    }
+}
+
+pub(crate) struct SessionState {
+    pub(crate) meter: CostMeter,
+    /// The cost the ledger holds for this session.
+    pub(crate) reported_cost: f64,
+    /// Extra cost seen at the last recalculation.
+    pub(crate) extra_cost: f64,
+    pub(crate) sleep: Duration,
+    pub(crate) in_flight: u32,
+    pub(crate) waiters: Vec<Waker>,
+    pub(crate) last_recv: Instant,
+    pub(crate) counters: Counters,
+    pub(crate) subscriptions: usize,
+    pub(crate) client: Option<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) log: bool,
+    pub(crate) closed: bool,
+}
+
+impl SessionState {
+    fn wake_waiters(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.waiters)
+    }
+}
+
+/// The manager's record of a session.
+pub(crate) struct SessionShared {
+    pub(crate) id: SessionId,
+    pub(crate) peer: PeerInfo,
+    pub(crate) group: Option<IpNetwork>,
+    pub(crate) started: Instant,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) state: Mutex<SessionState>,
+    /// Set once the session has ended; checked without the lock.
+    pub(crate) ended: AtomicBool,
+    pub(crate) outbox: crate::outbox::Outbox,
+}
+
+fn validate_cost(amount: f64) -> Result<()> {
+    if amount.is_finite() && amount >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidCost(amount))
+    }
+}
+
+impl SessionShared {
+    pub(crate) fn new(
+        id: SessionId,
+        peer: PeerInfo,
+        group: Option<IpNetwork>,
+        transport: Arc<dyn Transport>,
+        ctx: Arc<Context>,
+        now: Instant,
+        limits: &Limits,
+    ) -> Self {
+        SessionShared {
+            id,
+            peer,
+            group,
+            started: now,
+            transport,
+            ctx,
+            state: Mutex::new(SessionState {
+                meter: CostMeter::new(now, limits),
+                reported_cost: CostMeter::INITIAL_COST,
+                extra_cost: 0.0,
+                sleep: Duration::ZERO,
+                in_flight: 0,
+                waiters: Vec::new(),
+                last_recv: now,
+                counters: Counters::default(),
+                subscriptions: 0,
+                client: None,
+                protocol: None,
+                log: false,
+                closed: false,
+            }),
+            ended: AtomicBool::new(false),
+            outbox: crate::outbox::Outbox::default(),
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Adds `amount` to the cost, recalculating when it drifted past 100.
+    pub(crate) fn add_cost(&self, amount: f64) {
+        let due = lock(&self.state).meter.charge(amount);
+        if due {
+            self.recalculate(self.ctx.timer.now());
+        }
+    }
+
+    /// Decays the cost, reports it to the group ledger, and retargets the
+    /// concurrency against the rest of the group's cost.
+    pub(crate) fn recalculate(&self, now: Instant) {
+        let limits = self.ctx.limits();
+        let wakers = {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return;
+            }
+            let subscriptions = state.subscriptions;
+            state.meter.decay(now, subscriptions, &limits);
+            let cost = state.meter.cost();
+            let extra = match self.group {
+                Some(group) => {
+                    let delta = cost - state.reported_cost;
+                    state.reported_cost = cost;
+                    (self.ctx.ledger.report(group, delta) - cost).max(0.0)
+                }
+                None => 0.0,
+            };
+            state.extra_cost = extra;
+            let before = state.meter.throttle().target;
+            let throttle = state.meter.retarget(extra, &limits);
+            state.sleep = state.meter.request_sleep(&limits);
+            if throttle.target > before || throttle.target == 0 {
+                state.wake_waiters()
+            } else {
+                Vec::new()
+            }
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Marks the session closed and settles its cost with the ledger.
+    /// Returns false if it had already ended.
+    pub(crate) fn end(&self, now: Instant) -> bool {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let limits = self.ctx.limits();
+        let wakers = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            let subscriptions = state.subscriptions;
+            state.meter.decay(now, subscriptions, &limits);
+            if let Some(group) = self.group {
+                let cost = state.meter.cost();
+                self.ctx.ledger.report(group, cost - state.reported_cost);
+                state.reported_cost = cost;
+                self.ctx.ledger.leave(group, cost);
+            }
+            state.wake_waiters()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        self.outbox.close();
+        true
+    }
+
+    fn release(&self, pending_charge: f64) {
+        let (wakers, due) = {
+            let mut state = lock(&self.state);
+            state.in_flight = state.in_flight.saturating_sub(1);
+            let due = pending_charge > 0.0 && state.meter.charge(pending_charge);
+            (state.wake_waiters(), due)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        if due {
+            self.recalculate(self.ctx.timer.now());
+        }
+    }
+
+    fn charge_error(&self, amount: f64) {
+        lock(&self.state).counters.errors += 1;
+        self.add_cost(amount);
+    }
+
+    /// Fast path of admission: a free slot and no throttle sleep.
+    fn try_admit_now(self: &Arc<Self>) -> Option<Result<Permit>> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Some(Err(Error::SessionClosed(self.id)));
+        }
+        let target = state.meter.throttle().target;
+        if target == 0 {
+            return Some(Err(Error::ExcessiveCost));
+        }
+        if state.in_flight < target && state.sleep.is_zero() {
+            state.in_flight += 1;
+            state.counters.requests += 1;
+            return Some(Ok(Permit {
+                session: self.clone(),
+                deadline: None,
+                charge: 0.0,
+            }));
+        }
+        None
+    }
+
+    async fn admit_slow(self: Arc<Self>) -> Result<Permit> {
+        let limits = self.ctx.limits();
+        let timer = self.ctx.timer.clone();
+        let started = timer.now();
+        let deadline = started + limits.request_timeout;
+        let acquire = std::future::poll_fn(|cx| {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Poll::Ready(Err(Error::SessionClosed(self.id)));
+            }
+            let target = state.meter.throttle().target;
+            if target == 0 {
+                return Poll::Ready(Err(Error::ExcessiveCost));
+            }
+            if state.in_flight < target {
+                state.in_flight += 1;
+                state.counters.requests += 1;
+                return Poll::Ready(Ok(state.sleep));
+            }
+            if !state.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                state.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        });
+        let sleep = match within(&*timer, limits.request_timeout, acquire).await {
+            Some(result) => result?,
+            None => {
+                self.charge_error(limits.error_cost);
+                return Err(Error::ServerBusy(limits.request_timeout));
+            }
+        };
+        let permit = Permit {
+            session: self.clone(),
+            deadline: Some(deadline),
+            charge: 0.0,
+        };
+        if !sleep.is_zero() {
+            let remaining = deadline.saturating_duration_since(timer.now());
+            if sleep >= remaining {
+                timer.sleep(remaining).await;
+                drop(permit);
+                self.charge_error(limits.error_cost);
+                return Err(Error::ServerBusy(limits.request_timeout));
+            }
+            timer.sleep(sleep).await;
+        }
+        Ok(permit)
+    }
+}
+
+/// A slot to process one request, held until the reply is written.
+///
+/// Dropping it frees the slot and applies what was charged through
+/// [`Permit::charge`]. [`Permit::run`] applies the rest of the request
+/// timeout to the handler.
+#[must_use = "the request slot is released when the permit is dropped"]
+pub struct Permit {
+    session: Arc<SessionShared>,
+    /// Set when admission waited or slept: the request's deadline.
+    deadline: Option<Instant>,
+    charge: f64,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("session", &self.session.id)
+            .field("charge", &self.charge)
+            .finish()
+    }
+}
+
+impl Permit {
+    /// Adds `amount` to the session's cost when the permit is dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCost`] for a negative, NaN or infinite amount (nothing is charged).
+    pub fn charge(&mut self, amount: f64) -> Result<()> {
+        validate_cost(amount)?;
+        self.charge += amount;
+        Ok(())
+    }
+
+    /// Runs the request handler within what is left of the request timeout.
+    ///
+    /// # Errors
+    /// [`Error::ServerBusy`] (−102) if the time runs out; the session is
+    /// charged the error cost and the handler future is dropped.
+    pub async fn run<T>(&mut self, handler: impl std::future::Future<Output = T>) -> Result<T> {
+        let timer = self.session.ctx.timer.clone();
+        let limits = self.session.ctx.limits();
+        let remaining = match self.deadline {
+            Some(deadline) => deadline.saturating_duration_since(timer.now()),
+            None => limits.request_timeout,
+        };
+        match within(&*timer, remaining, handler).await {
+            Some(value) => Ok(value),
+            None => {
+                self.session.charge_error(limits.error_cost);
+                Err(Error::ServerBusy(limits.request_timeout))
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.session.release(self.charge);
+    }
+}
+
+/// The host's handle on one session, held for the connection's lifetime.
+/// Dropping it ends the session (its cost moves to its group's retained
+/// cost). To use it from several tasks, put it in an `Arc`.
+pub struct SessionHandle {
+    pub(crate) session: Arc<SessionShared>,
+    pub(crate) manager: crate::manager::SessionManager,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.session.id)
+            .field("peer", &self.session.peer)
+            .finish()
+    }
+}
+
+impl SessionHandle {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.session.id
+    }
+
+    /// The peer address and transport kind.
+    pub fn peer(&self) -> PeerInfo {
+        self.session.peer
+    }
+
+    /// The session's group (subnet), `None` for an exempt address.
+    pub fn group(&self) -> Option<IpNetwork> {
+        self.session.group
+    }
+
+    /// Whether the session has ended (closed by the manager or removed).
+    pub fn is_closed(&self) -> bool {
+        self.session.is_ended()
+    }
+
+    /// Waits for admission of one request.
+    ///
+    /// Unthrottled with a free slot this completes on its first poll. Throttled,
+    /// it waits for one of the session's `target` slots and then sleeps
+    /// `fraction × request_sleep`; the request timeout covers the queueing and
+    /// the sleep (and [`Permit::run`] the handler).
+    ///
+    /// # Errors
+    /// - [`Error::ExcessiveCost`] (−101) once the concurrency target is 0: the host
+    ///   answers and closes the connection ([`SessionHandle::close`]).
+    /// - [`Error::ServerBusy`] (−102) if the queueing and sleep outlast the request
+    ///   timeout (charged as an error).
+    /// - [`Error::SessionClosed`] after the session ended.
+    pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit>> + Send + 'static {
+        let session = self.session.clone();
+        async move {
+            if let Some(now) = session.try_admit_now() {
+                return now;
+            }
+            session.admit_slow().await
+        }
+    }
+
+    /// Charges `amount` to the session now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCost`] for a negative, NaN or infinite amount (nothing is charged).
+    pub fn charge(&self, amount: f64) -> Result<()> {
+        validate_cost(amount)?;
+        self.session.add_cost(amount);
+        Ok(())
+    }
+
+    /// Records one complete message of `bytes` received: charges the
+    /// bandwidth cost and resets the idle timer.
+    pub fn record_received(&self, bytes: usize) {
+        let now = self.session.ctx.timer.now();
+        let unit = read(&self.session.ctx.limits).bandwidth_unit_cost;
+        {
+            let mut state = lock(&self.session.state);
+            state.last_recv = now;
+            state.counters.recv_count += 1;
+            state.counters.recv_bytes += bytes as u64;
+        }
+        self.session.add_cost(bytes as f64 / unit);
+    }
+
+    /// Records one message of `bytes` sent: charges the bandwidth cost.
+    pub fn record_sent(&self, bytes: usize) {
+        let unit = read(&self.session.ctx.limits).bandwidth_unit_cost;
+        {
+            let mut state = lock(&self.session.state);
+            state.counters.send_count += 1;
+            state.counters.send_bytes += bytes as u64;
+        }
+        self.session.add_cost(bytes as f64 / unit);
+    }
+
+    /// Records a request that ended in an error: charges `error_cost` (100).
+    pub fn record_error(&self) {
+        let cost = read(&self.session.ctx.limits).error_cost;
+        self.session.charge_error(cost);
+    }
+
+    /// Records a message that could not be parsed: charges `parse_error_cost` (1100).
+    pub fn record_parse_error(&self) {
+        let cost = read(&self.session.ctx.limits).parse_error_cost;
+        self.session.charge_error(cost);
+    }
+
+    /// The session's own cost and the extra cost of its group, as of the
+    /// last recalculation.
+    pub fn cost(&self) -> (f64, f64) {
+        let state = lock(&self.session.state);
+        (state.meter.cost(), state.extra_cost)
+    }
+
+    /// The current throttle (fraction and concurrency target).
+    pub fn throttle(&self) -> crate::meter::Throttle {
+        lock(&self.session.state).meter.throttle()
+    }
+
+    /// Records the client's name and negotiated protocol (shown in `sessions()`).
+    pub fn set_client(&self, client: impl Into<String>, protocol: impl Into<String>) {
+        let mut state = lock(&self.session.state);
+        state.client = Some(client.into());
+        state.protocol = Some(protocol.into());
+    }
+
+    /// Whether the operator asked to log this session's requests.
+    pub fn log_enabled(&self) -> bool {
+        lock(&self.session.state).log
+    }
+
+    /// Ends the session and closes its transport with `reason`.
+    pub async fn close(&self, reason: DisconnectReason) {
+        self.manager.close_session(&self.session, reason).await;
+    }
+
+    /// Waits until the session ends.
+    pub async fn closed(&self) {
+        self.session.outbox.closed().await
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.manager.end_session(&self.session);
+    }
+}
