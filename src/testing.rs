@@ -1,0 +1,492 @@
+//! Test and example support (feature `test-util`): a manual clock and
+//! in-memory host implementations.
+//!
+//! ```
+//! use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
+//! use indexer_sessions::{Config, SessionManager};
+//! use std::time::Duration;
+//!
+//! let timer = ManualTimer::new();
+//! let manager = SessionManager::builder(Config::default())
+//!     .timer(timer.clone())
+//!     .db(MemoryDb::new())
+//!     .daemon(MemoryDaemon::new())
+//!     .mempool(MemoryMempool::new())
+//!     .build()
+//!     .unwrap();
+//! let (transport, _client) = MemoryTransport::new("203.0.113.7:50001".parse().unwrap());
+//! let session = manager.add_session(transport).unwrap();
+//! timer.advance(Duration::from_secs(5));
+//! assert_eq!(manager.sessions()[0].age, Duration::from_secs(5));
+//! drop(session);
+//! assert_eq!(manager.session_count(), 0);
+//! ```
+
+use crate::error::HostError;
+use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, HistoryEntry, Mempool, MempoolEntry, Transport};
+use crate::sync::lock;
+use crate::timer::Timer;
+use crate::types::{BlockHash, DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TransportKind, TxHash};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use hashbrown::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Sleepers {
+    elapsed: Duration,
+    waiting: Vec<(Duration, Waker)>,
+}
+
+/// A clock that moves only when told to ([`ManualTimer::advance`]); sleeps
+/// complete when the clock passes their deadline. Cheap to clone (clones share the clock).
+#[derive(Clone)]
+pub struct ManualTimer {
+    base: Instant,
+    state: Arc<Mutex<Sleepers>>,
+}
+
+impl std::fmt::Debug for ManualTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManualTimer").field("elapsed", &self.elapsed()).finish()
+    }
+}
+
+impl Default for ManualTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ManualTimer {
+    /// A clock at its start.
+    pub fn new() -> Self {
+        ManualTimer {
+            base: Instant::now(),
+            state: Arc::new(Mutex::new(Sleepers::default())),
+        }
+    }
+
+    /// Time since the clock was made.
+    pub fn elapsed(&self) -> Duration {
+        lock(&self.state).elapsed
+    }
+
+    /// Moves the clock forward and wakes every sleep now due.
+    pub fn advance(&self, by: Duration) {
+        let due: Vec<Waker> = {
+            let mut state = lock(&self.state);
+            state.elapsed += by;
+            let now = state.elapsed;
+            let (due, waiting): (Vec<_>, Vec<_>) = state.waiting.drain(..).partition(|(at, _)| *at <= now);
+            state.waiting = waiting;
+            due.into_iter().map(|(_, waker)| waker).collect()
+        };
+        due.into_iter().for_each(Waker::wake);
+    }
+
+    /// Sleeps not yet due.
+    pub fn sleepers(&self) -> usize {
+        lock(&self.state).waiting.len()
+    }
+}
+
+impl Timer for ManualTimer {
+    fn now(&self) -> Instant {
+        self.base + lock(&self.state).elapsed
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        let state = self.state.clone();
+        let deadline = lock(&state).elapsed + duration;
+        Box::pin(std::future::poll_fn(move |cx| {
+            let mut state = lock(&state);
+            if state.elapsed >= deadline {
+                return Poll::Ready(());
+            }
+            state.waiting.push((deadline, cx.waker().clone()));
+            Poll::Pending
+        }))
+    }
+}
+
+/// What a [`MemoryTransport`] recorded, shared with the test that made it.
+#[derive(Default)]
+pub struct TransportLog {
+    sent: Mutex<Vec<Notification>>,
+    closed: Mutex<Option<DisconnectReason>>,
+    stalled: AtomicBool,
+    stall_wakers: Mutex<Vec<Waker>>,
+    fail: AtomicBool,
+}
+
+impl TransportLog {
+    /// Notifications sent so far.
+    pub fn sent(&self) -> Vec<Notification> {
+        lock(&self.sent).clone()
+    }
+
+    /// Takes the notifications sent so far.
+    pub fn take_sent(&self) -> Vec<Notification> {
+        std::mem::take(&mut *lock(&self.sent))
+    }
+
+    /// Why the manager closed the connection, if it did.
+    pub fn closed(&self) -> Option<DisconnectReason> {
+        lock(&self.closed).clone()
+    }
+
+    /// While stalled, `send` never completes (a client that stopped reading).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+        if !stalled {
+            lock(&self.stall_wakers).drain(..).for_each(Waker::wake);
+        }
+    }
+
+    /// While failing, `send` returns an error.
+    pub fn set_failing(&self, failing: bool) {
+        self.fail.store(failing, Ordering::SeqCst);
+    }
+}
+
+/// An in-memory connection: records what the manager sends and how it closed.
+pub struct MemoryTransport {
+    peer: PeerInfo,
+    log: Arc<TransportLog>,
+}
+
+impl MemoryTransport {
+    /// A TCP connection from `addr`, and the log the test reads.
+    pub fn new(addr: SocketAddr) -> (Self, Arc<TransportLog>) {
+        Self::with_kind(addr, TransportKind::Tcp)
+    }
+
+    /// A connection of `kind` from `addr`.
+    pub fn with_kind(addr: SocketAddr, kind: TransportKind) -> (Self, Arc<TransportLog>) {
+        let log = Arc::new(TransportLog::default());
+        (
+            MemoryTransport {
+                peer: PeerInfo { addr, kind },
+                log: log.clone(),
+            },
+            log,
+        )
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    fn peer(&self) -> PeerInfo {
+        self.peer
+    }
+
+    async fn send(&self, notification: Notification) -> Result<(), HostError> {
+        std::future::poll_fn(|cx| {
+            if self.log.stalled.load(Ordering::SeqCst) {
+                lock(&self.log.stall_wakers).push(cx.waker().clone());
+                // Re-check after registering, so an unstall in between is not missed.
+                if self.log.stalled.load(Ordering::SeqCst) {
+                    return Poll::Pending;
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        if self.log.fail.load(Ordering::SeqCst) {
+            return Err("connection reset".into());
+        }
+        lock(&self.log.sent).push(notification);
+        Ok(())
+    }
+
+    async fn close(&self, reason: DisconnectReason) {
+        lock(&self.log.closed).get_or_insert(reason);
+    }
+}
+
+/// How a memory host answers: normally, with an error, or never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HostBehaviour {
+    /// Answers from its data.
+    #[default]
+    Normal,
+    /// Every call fails.
+    Failing,
+    /// Every call hangs forever.
+    Hanging,
+}
+
+#[derive(Default)]
+struct Behaviour {
+    mode: Mutex<HostBehaviour>,
+    calls: AtomicUsize,
+}
+
+impl Behaviour {
+    async fn enter(&self, what: &str) -> Result<(), HostError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mode = *lock(&self.mode);
+        match mode {
+            HostBehaviour::Normal => Ok(()),
+            HostBehaviour::Failing => Err(format!("{what}: host unavailable").into()),
+            HostBehaviour::Hanging => futures::future::pending().await,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ChainData {
+    headers: Vec<Vec<u8>>,
+    block_txids: Vec<Vec<TxHash>>,
+    history: HashMap<HashX, Vec<HistoryEntry>>,
+}
+
+/// An in-memory index. Headers are whatever bytes the test stores; the
+/// tip hash is the double SHA-256 of the tip header.
+#[derive(Clone, Default)]
+pub struct MemoryDb {
+    data: Arc<Mutex<ChainData>>,
+    behaviour: Arc<Behaviour>,
+}
+
+impl MemoryDb {
+    /// An empty index (no blocks).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a block: its raw header and txids. Returns the new tip.
+    pub fn push_block(&self, header: Vec<u8>, txids: Vec<TxHash>) -> Tip {
+        let mut data = lock(&self.data);
+        data.headers.push(header);
+        data.block_txids.push(txids);
+        tip_of(&data)
+    }
+
+    /// Replaces the block at the tip (a same-height reorg). Returns the new tip.
+    pub fn replace_tip(&self, header: Vec<u8>, txids: Vec<TxHash>) -> Tip {
+        let mut data = lock(&self.data);
+        data.headers.pop();
+        data.block_txids.pop();
+        data.headers.push(header);
+        data.block_txids.push(txids);
+        tip_of(&data)
+    }
+
+    /// The current tip.
+    pub fn current_tip(&self) -> Tip {
+        tip_of(&lock(&self.data))
+    }
+
+    /// Sets the confirmed history of a script.
+    pub fn set_history(&self, hashx: HashX, history: Vec<HistoryEntry>) {
+        lock(&self.data).history.insert(hashx, history);
+    }
+
+    /// Appends one confirmed transaction to a script's history.
+    pub fn add_history(&self, hashx: HashX, entry: HistoryEntry) {
+        lock(&self.data).history.entry(hashx).or_default().push(entry);
+    }
+
+    /// Makes every later call answer normally, fail or hang.
+    pub fn set_behaviour(&self, behaviour: HostBehaviour) {
+        *lock(&self.behaviour.mode) = behaviour;
+    }
+
+    /// Calls made so far.
+    pub fn calls(&self) -> usize {
+        self.behaviour.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn tip_of(data: &ChainData) -> Tip {
+    match data.headers.last() {
+        Some(header) => Tip {
+            height: Height(data.headers.len() as u32 - 1),
+            hash: BlockHash(crate::merkle::double_sha256(header)),
+        },
+        None => Tip::default(),
+    }
+}
+
+#[async_trait]
+impl Db for MemoryDb {
+    async fn tip(&self) -> Result<Tip, HostError> {
+        self.behaviour.enter("tip").await?;
+        Ok(tip_of(&lock(&self.data)))
+    }
+
+    async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, HostError> {
+        self.behaviour.enter("header").await?;
+        Ok(lock(&self.data).headers.get(height.0 as usize).cloned())
+    }
+
+    async fn headers(&self, start: Height, count: u32) -> Result<Vec<Vec<u8>>, HostError> {
+        self.behaviour.enter("headers").await?;
+        let data = lock(&self.data);
+        let start = (start.0 as usize).min(data.headers.len());
+        let end = start.saturating_add(count as usize).min(data.headers.len());
+        Ok(data.headers[start..end].to_vec())
+    }
+
+    async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError> {
+        self.behaviour.enter("history").await?;
+        let data = lock(&self.data);
+        Ok(data
+            .history
+            .get(&hashx)
+            .map(|h| h.iter().take(limit).copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
+        self.behaviour.enter("block txids").await?;
+        Ok(lock(&self.data).block_txids.get(height.0 as usize).cloned())
+    }
+}
+
+/// An in-memory mempool.
+#[derive(Clone, Default)]
+pub struct MemoryMempool {
+    entries: Arc<Mutex<HashMap<HashX, Vec<MempoolEntry>>>>,
+    histogram: Arc<Mutex<Vec<(f64, u64)>>>,
+    behaviour: Arc<Behaviour>,
+}
+
+impl MemoryMempool {
+    /// An empty mempool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an unconfirmed transaction touching `hashx`.
+    pub fn add(&self, hashx: HashX, entry: MempoolEntry) {
+        lock(&self.entries).entry(hashx).or_default().push(entry);
+    }
+
+    /// Removes a transaction from every script (it confirmed or was dropped).
+    pub fn remove(&self, txid: TxHash) {
+        let mut entries = lock(&self.entries);
+        entries.values_mut().for_each(|list| list.retain(|e| e.txid != txid));
+        entries.retain(|_, list| !list.is_empty());
+    }
+
+    /// Sets the fee histogram.
+    pub fn set_histogram(&self, histogram: Vec<(f64, u64)>) {
+        *lock(&self.histogram) = histogram;
+    }
+
+    /// Makes every later call answer normally, fail or hang.
+    pub fn set_behaviour(&self, behaviour: HostBehaviour) {
+        *lock(&self.behaviour.mode) = behaviour;
+    }
+}
+
+#[async_trait]
+impl Mempool for MemoryMempool {
+    async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError> {
+        self.behaviour.enter("mempool").await?;
+        Ok(lock(&self.entries).get(&hashx).cloned().unwrap_or_default())
+    }
+
+    async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
+        self.behaviour.enter("fee histogram").await?;
+        Ok(lock(&self.histogram).clone())
+    }
+}
+
+/// An in-memory node: stores broadcast transactions, answers fee
+/// estimates from a table, can reject transactions with a message.
+#[derive(Clone, Default)]
+pub struct MemoryDaemon {
+    transactions: Arc<Mutex<HashMap<TxHash, Vec<u8>>>>,
+    broadcasts: Arc<Mutex<Vec<Vec<u8>>>>,
+    fees: Arc<Mutex<HashMap<u32, f64>>>,
+    reject: Arc<Mutex<Option<String>>>,
+    estimate_calls: Arc<AtomicUsize>,
+    estimate_delay: Arc<Mutex<Option<(ManualTimer, Duration)>>>,
+    behaviour: Arc<Behaviour>,
+}
+
+impl MemoryDaemon {
+    /// A node that knows nothing and accepts every transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores a transaction so `raw_transaction` finds it.
+    pub fn add_transaction(&self, txid: TxHash, raw: Vec<u8>) {
+        lock(&self.transactions).insert(txid, raw);
+    }
+
+    /// Sets the estimate for a block target.
+    pub fn set_fee(&self, blocks: u32, rate: f64) {
+        lock(&self.fees).insert(blocks, rate);
+    }
+
+    /// Makes later broadcasts fail with this message (`None` accepts again).
+    pub fn set_reject(&self, message: Option<String>) {
+        *lock(&self.reject) = message;
+    }
+
+    /// Raw transactions broadcast so far.
+    pub fn broadcasts(&self) -> Vec<Vec<u8>> {
+        lock(&self.broadcasts).clone()
+    }
+
+    /// `estimate_fee` calls made so far.
+    pub fn estimate_calls(&self) -> usize {
+        self.estimate_calls.load(Ordering::SeqCst)
+    }
+
+    /// Makes each estimate take `delay` on `timer` (to test call coalescing).
+    pub fn set_estimate_delay(&self, timer: ManualTimer, delay: Duration) {
+        *lock(&self.estimate_delay) = Some((timer, delay));
+    }
+
+    /// Makes every later call answer normally, fail or hang.
+    pub fn set_behaviour(&self, behaviour: HostBehaviour) {
+        *lock(&self.behaviour.mode) = behaviour;
+    }
+}
+
+#[async_trait]
+impl Daemon for MemoryDaemon {
+    async fn broadcast_transaction(&self, raw: &[u8]) -> Result<TxHash, BroadcastFailure> {
+        self.behaviour.enter("broadcast").await.map_err(BroadcastFailure::Unavailable)?;
+        if let Some(message) = lock(&self.reject).clone() {
+            return Err(BroadcastFailure::Rejected(message));
+        }
+        let txid = crate::tx::parse_transaction(raw)
+            .map(|tx| tx.txid)
+            .map_err(|e| BroadcastFailure::Rejected(e.to_string()))?;
+        lock(&self.broadcasts).push(raw.to_vec());
+        lock(&self.transactions).insert(txid, raw.to_vec());
+        Ok(txid)
+    }
+
+    async fn estimate_fee(&self, blocks: u32, _mode: Option<FeeMode>) -> Result<Option<f64>, HostError> {
+        self.behaviour.enter("estimatefee").await?;
+        self.estimate_calls.fetch_add(1, Ordering::SeqCst);
+        let delay = lock(&self.estimate_delay).clone();
+        if let Some((timer, delay)) = delay {
+            timer.sleep(delay).await;
+        }
+        Ok(lock(&self.fees).get(&blocks).copied())
+    }
+
+    async fn relay_fee(&self) -> Result<f64, HostError> {
+        self.behaviour.enter("relayfee").await?;
+        Ok(0.00001)
+    }
+
+    async fn raw_transaction(&self, txid: TxHash) -> Result<Option<Vec<u8>>, HostError> {
+        self.behaviour.enter("getrawtransaction").await?;
+        Ok(lock(&self.transactions).get(&txid).cloned())
+    }
+}

@@ -1,0 +1,187 @@
+//! The cost model through the public API: aiorpcX's throttle, the hard
+//! limit, limiting switched off, and bad input.
+
+mod common;
+
+use common::Fixture;
+use futures::FutureExt;
+use indexer_sessions::{Config, CostMeter, Error, Limits};
+use std::time::Duration;
+
+#[test]
+fn a_new_session_starts_at_five_and_is_admitted_at_once() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    assert_eq!(session.cost(), (CostMeter::INITIAL_COST, 0.0));
+    let permit = session.admit().now_or_never().expect("ready at once");
+    assert!(permit.is_ok());
+}
+
+#[test]
+fn at_5500_the_fraction_is_half_target_five_and_requests_sleep_1250_ms() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(5495.0).unwrap();
+    let throttle = session.throttle();
+    assert_eq!(throttle.fraction, 0.5);
+    assert_eq!(throttle.target, 5);
+
+    let mut admit = Box::pin(session.admit());
+    assert!(common::poll_once(&mut admit).is_none(), "throttled admission sleeps");
+    fx.timer.advance(Duration::from_millis(1249));
+    assert!(common::poll_once(&mut admit).is_none(), "still sleeping at 1249 ms");
+    fx.timer.advance(Duration::from_millis(1));
+    assert!(matches!(common::poll_once(&mut admit), Some(Ok(_))));
+}
+
+#[test]
+fn throttled_sessions_hold_at_most_target_requests() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(5495.0).unwrap(); // target 5, sleep 1.25 s
+    let mut admits: Vec<_> = (0..6).map(|_| Box::pin(session.admit())).collect();
+    for admit in admits.iter_mut() {
+        assert!(common::poll_once(admit).is_none());
+    }
+    fx.timer.advance(Duration::from_millis(1250));
+    let mut permits = Vec::new();
+    let mut waiting = Vec::new();
+    for mut admit in admits {
+        match common::poll_once(&mut admit) {
+            Some(result) => permits.push(result.unwrap()),
+            None => waiting.push(admit),
+        }
+    }
+    assert_eq!(permits.len(), 5);
+    assert_eq!(waiting.len(), 1);
+    drop(permits.pop());
+    let mut last = waiting.pop().unwrap();
+    assert!(common::poll_once(&mut last).is_none(), "got the slot, now sleeps");
+    fx.timer.advance(Duration::from_millis(1250));
+    assert!(matches!(common::poll_once(&mut last), Some(Ok(_))));
+}
+
+#[test]
+fn cost_decays_lazily_at_recalculation() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(95.0).unwrap(); // 100, no recalculation due
+    fx.timer.advance(Duration::from_secs(50));
+    assert_eq!(session.cost().0, 100.0, "no decay until a recalculation");
+    fx.manager.recalculate();
+    // Decay is hard / 10000 = 1 per second without subscriptions.
+    assert!((session.cost().0 - 50.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_recalculation_happens_when_cost_drifts_over_100() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(1000.0).unwrap(); // recalculated: 1005 → fraction 0.000555…
+    fx.timer.advance(Duration::from_secs(10));
+    session.charge(100.0).unwrap(); // drift exactly 100: not yet
+    assert_eq!(session.cost().0, 1105.0);
+    session.charge(0.5).unwrap(); // drift 100.5: decay 10 s then retarget
+    assert!((session.cost().0 - 1095.5).abs() < 1e-9);
+    assert!((session.throttle().fraction - 95.5 / 9000.0).abs() < 1e-12);
+}
+
+#[test]
+fn the_hard_limit_fails_the_next_admission_not_the_current_request() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    let mut permit = session.admit().now_or_never().unwrap().unwrap();
+    permit.charge(10_000.0).unwrap();
+    // The request in progress keeps its slot and completes.
+    drop(permit);
+    assert_eq!(session.throttle().target, 0);
+    let next = session.admit().now_or_never().expect("fails at once");
+    assert!(matches!(next, Err(Error::ExcessiveCost)));
+    assert_eq!(Error::ExcessiveCost.rpc_code(), -101);
+}
+
+#[test]
+fn soft_and_hard_zero_disable_limiting() {
+    let config = Config {
+        limits: Limits {
+            cost_soft_limit: 0.0,
+            cost_hard_limit: 0.0,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let fx = Fixture::new(config);
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(1e9).unwrap();
+    assert_eq!(session.throttle().fraction, 0.0);
+    assert!(matches!(session.admit().now_or_never(), Some(Ok(_))));
+}
+
+#[test]
+fn a_request_queued_and_slept_past_the_timeout_is_server_busy_and_charged() {
+    let config = Config {
+        limits: Limits {
+            request_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let fx = Fixture::new(config);
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(5495.0).unwrap(); // sleep 1.25 s > 1 s timeout
+    let before = session.cost().0;
+    let mut admit = Box::pin(session.admit());
+    assert!(common::poll_once(&mut admit).is_none());
+    fx.timer.advance(Duration::from_secs(1));
+    let result = common::poll_once(&mut admit).expect("timed out");
+    assert!(matches!(result, Err(Error::ServerBusy(_))));
+    assert_eq!(result.unwrap_err().rpc_code(), -102);
+    assert_eq!(session.cost().0, before + 100.0, "charged as an error");
+    assert_eq!(fx.manager.sessions()[0].counters.errors, 1);
+}
+
+#[test]
+fn a_handler_past_the_timeout_is_server_busy() {
+    let config = Config {
+        limits: Limits {
+            request_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let fx = Fixture::new(config);
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    let mut permit = session.admit().now_or_never().unwrap().unwrap();
+    let mut run = Box::pin(permit.run(futures::future::pending::<()>()));
+    assert!(common::poll_once(&mut run).is_none());
+    fx.timer.advance(Duration::from_secs(2));
+    assert!(matches!(common::poll_once(&mut run), Some(Err(Error::ServerBusy(_)))));
+}
+
+#[test]
+fn bad_costs_are_refused_and_change_nothing() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    for bad in [-1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert!(matches!(session.charge(bad), Err(Error::InvalidCost(_))));
+        let mut permit = session.admit().now_or_never().unwrap().unwrap();
+        assert!(matches!(permit.charge(bad), Err(Error::InvalidCost(_))));
+    }
+    assert_eq!(session.cost().0, CostMeter::INITIAL_COST);
+}
+
+#[test]
+fn traffic_and_errors_cost_as_configured() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.record_received(5000);
+    session.record_sent(10_000);
+    assert_eq!(session.cost().0, 5.0 + 1.0 + 2.0);
+    session.record_error();
+    session.record_parse_error();
+    assert_eq!(session.cost().0, 8.0 + 100.0 + 1100.0);
+    let row = &fx.manager.sessions()[0];
+    assert_eq!((row.counters.recv_count, row.counters.recv_bytes), (1, 5000));
+    assert_eq!((row.counters.send_count, row.counters.send_bytes), (1, 10_000));
+    assert_eq!(row.counters.errors, 2);
+}
