@@ -434,3 +434,116 @@ impl SessionManager {
         self.inner.shutdown.get()
     }
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u8),
+        Charge(usize, f64),
+        Remove(usize),
+        Tick(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6u8).prop_map(Op::Add),
+            (0..8usize, 0.0..3000.0f64).prop_map(|(i, c)| Op::Charge(i, c)),
+            (0..8usize).prop_map(Op::Remove),
+            (1..400u64).prop_map(Op::Tick),
+        ]
+    }
+
+    /// Six addresses over three groups (two per /24) and one exempt.
+    fn address(n: u8) -> std::net::SocketAddr {
+        match n {
+            0 | 1 => format!("203.0.113.{n}:1"),
+            2 | 3 => format!("198.51.100.{n}:1"),
+            4 => "[2001:db8::4]:1".to_string(),
+            _ => "127.0.0.1:1".to_string(),
+        }
+        .parse()
+        .unwrap()
+    }
+
+    fn check_ledger(manager: &SessionManager) -> std::result::Result<(), TestCaseError> {
+        let sessions = manager.live_sessions();
+        for entry in manager.inner.ctx.ledger.entries() {
+            let members: Vec<_> = sessions.iter().filter(|s| s.group == Some(entry.network)).collect();
+            prop_assert_eq!(entry.sessions, members.len());
+            let reported: f64 = members.iter().map(|s| lock(&s.state).reported_cost).sum();
+            prop_assert!((entry.live_cost - reported).abs() <= 1e-6 * reported.max(1.0));
+            prop_assert!(entry.live_cost >= 0.0 && entry.retained_cost >= 0.0);
+            prop_assert!((entry.cost() - (entry.retained_cost + reported)).abs() <= 1e-6 * entry.cost().max(1.0));
+        }
+        for session in &sessions {
+            if let Some(group) = session.group {
+                prop_assert!(manager.inner.ctx.ledger.entry(group).is_some());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Random add / charge / remove / tick sequences keep every group's
+        /// cost equal to retained + its members' costs, never negative, and
+        /// leak no session or group once everything has ended and been refunded.
+        #[test]
+        fn group_costs_stay_consistent_and_nothing_leaks(ops in proptest::collection::vec(op(), 1..80)) {
+            let timer = ManualTimer::new();
+            let manager = SessionManager::builder(Config::default())
+                .timer(timer.clone())
+                .db(MemoryDb::new())
+                .daemon(MemoryDaemon::new())
+                .mempool(MemoryMempool::new())
+                .build()
+                .unwrap();
+            let mut handles = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Add(n) => handles.push(manager.add_session(MemoryTransport::new(address(n)).0).unwrap()),
+                    Op::Charge(i, cost) => {
+                        if let Some(handle) = handles.get(i % handles.len().max(1)) {
+                            handle.charge(cost).unwrap();
+                        }
+                    }
+                    Op::Remove(i) => {
+                        if !handles.is_empty() {
+                            let i = i % handles.len();
+                            drop(handles.swap_remove(i));
+                        }
+                    }
+                    Op::Tick(secs) => {
+                        timer.advance(Duration::from_secs(secs));
+                        manager.recalculate();
+                        for session in manager.live_sessions() {
+                            let state = lock(&session.state);
+                            if session.group.is_some() {
+                                prop_assert_eq!(state.reported_cost, state.meter.cost());
+                            }
+                        }
+                    }
+                }
+                check_ledger(&manager)?;
+                prop_assert_eq!(manager.session_count(), handles.len());
+            }
+            handles.clear();
+            prop_assert_eq!(manager.session_count(), 0);
+            // Retained cost is at most 80 × 3000 + the initial costs; refunds
+            // of 600 per pass empty every group.
+            for _ in 0..500 {
+                manager.recalculate();
+                if manager.inner.ctx.ledger.entries().is_empty() {
+                    break;
+                }
+            }
+            prop_assert!(manager.inner.ctx.ledger.entries().is_empty());
+            prop_assert_eq!(lock(&manager.inner.index).total(), 0);
+        }
+    }
+}

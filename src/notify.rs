@@ -91,7 +91,8 @@ impl SessionManager {
     }
 
     /// Tells the manager what changed: the new tip and the scripts touched
-    /// by a block or a mempool refresh (pass them together when both
+    /// by a block or a mempool refresh (any collection of [`HashX`]: a set,
+    /// a slice, a vector) (pass them together when both
     /// happened, or in two calls: a status is only sent when it differs from
     /// what the client was last sent, and a mempool entry already confirmed
     /// is left out of the status, so a confirming transaction is announced
@@ -100,11 +101,11 @@ impl SessionManager {
     /// Returns once every affected session's outbox is filled; it never
     /// waits for a client. A call made while another is running is merged
     /// into that call's next pass and returns at once.
-    pub async fn notify(&self, tip: Tip, touched: &HashSet<HashX>) -> NotifyReport {
+    pub async fn notify<'a>(&self, tip: Tip, touched: impl IntoIterator<Item = &'a HashX>) -> NotifyReport {
         {
             let mut pending = lock(&self.inner.pending_events);
             pending.tip = Some(tip);
-            pending.touched.extend(touched.iter().copied());
+            pending.touched.extend(touched.into_iter().copied());
             if pending.running {
                 return NotifyReport {
                     merged: true,
