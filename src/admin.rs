@@ -249,16 +249,15 @@ impl SessionManager {
         let now = self.now();
         let sessions = self.live_sessions();
         let mut counters = *lock(&self.inner.ended_counters);
-        let (mut with_subs, mut subs, mut in_flight, mut logged) = (0, 0, 0u64, 0);
+        let (mut with_subs, mut in_flight, mut logged) = (0, 0u64, 0);
         for session in &sessions {
             let state = lock(&session.state);
             counters += state.counters;
             with_subs += usize::from(state.subscriptions > 0);
-            subs += state.subscriptions;
             in_flight += u64::from(state.in_flight);
             logged += usize::from(state.log);
         }
-        let (distinct_subs, header_subs) = self.subscription_counts();
+        let (subs, distinct_subs, header_subs) = self.subscription_counts();
         Info {
             sessions: sessions.len(),
             sessions_with_subs: with_subs,

@@ -1,16 +1,46 @@
 //! The manager's caches, each a `moka` cache bounded by a byte budget (a
 //! weigher), not only by entry count, with hit / miss counters.
 //!
+//! | cache | key | value | budget |
+//! | --- | --- | --- | --- |
+//! | history | hashX | confirmed history, or "too large" | `history_cache_bytes` |
+//! | txids | height | the block's txids | `txids_cache_bytes` |
+//! | merkle | height | [`crate::merkle::MerkleLevels`] of blocks with ≥ [`crate::merkle::MIN_TXS_FOR_LEVELS`] txs | `merkle_cache_bytes` |
+//! | checkpoints | checkpoint height | the middle row of the header merkle tree | [`CHECKPOINT_CACHE_BYTES`] |
+//! | fees | (bucketed target, mode) | the node's estimate | [`FEE_CACHE_BYTES`] |
+//!
 //! Invalidation follows the tip *hash*: touched scripts leave the history
-//! cache on every event, and a reorg (the new tip does not extend the old
-//! one, even at the same height) clears the block caches.
+//! cache on every event, fee estimates are dropped whenever the tip hash
+//! changes, and a reorg (the new tip does not extend the old one, even at
+//! the same height) clears the block caches (txids, merkle, checkpoints) and
+//! every history. Block and fee keys carry an *epoch* bumped at each such
+//! clear, so a lookup that was already talking to the host when the chain
+//! moved cannot leave its stale answer behind for later requests. Nothing
+//! that failed is cached; the only cached refusal is a history too large to
+//! send (ElectrumX's error code 10001).
+//!
+//! Entries are weighed in bytes, and `moka` applies evictions in batches: call
+//! [`crate::SessionManager::run_pending_cache_tasks`] to apply them at once
+//! (then [`CacheStats::bytes`] ≤ [`CacheStats::budget`] holds exactly).
 
 use crate::config::Config;
-use crate::host::HistoryEntry;
-use crate::types::HashX;
+use crate::host::{FeeMode, HistoryEntry};
+use crate::merkle::MerkleLevels;
+use crate::types::{HashX, TxHash};
 use moka::future::Cache;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Byte budget of the fee-estimate cache: a few hundred (target, mode) keys.
+pub const FEE_CACHE_BYTES: u64 = 64 << 10;
+
+/// Byte budget of the header-checkpoint cache (one middle row of the header
+/// merkle tree per checkpoint height clients ask for; about 30 KB for a
+/// 900,000-header chain).
+pub const CHECKPOINT_CACHE_BYTES: u64 = 1 << 20;
+
+/// What an entry costs beyond its payload (key, moka's bookkeeping).
+const ENTRY_OVERHEAD: usize = 64;
 
 /// Hit and miss counts of one cache, and its size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -36,8 +66,10 @@ pub struct CacheReport {
     pub history: CacheStats,
     /// Block txids.
     pub txids: CacheStats,
-    /// Merkle middle levels.
+    /// Merkle middle levels of big blocks.
     pub merkle: CacheStats,
+    /// Middle rows of the header merkle tree, for checkpoint proofs.
+    pub checkpoints: CacheStats,
     /// Fee estimates.
     pub fees: CacheStats,
 }
@@ -76,44 +108,166 @@ pub(crate) enum CachedHistory {
     TooLarge { len: usize },
 }
 
+/// A cached history and whether it is known fresh: a load that overlapped
+/// an invalidation (a `notify` ran while the `Db` was being read) may hold
+/// what the `Db` said before the event, so it is not served again.
+#[derive(Clone, Debug)]
+pub(crate) struct HistorySlot {
+    pub(crate) history: CachedHistory,
+    pub(crate) fresh: bool,
+}
+
+/// Key of the block caches: a height within one reorg epoch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct BlockKey {
+    pub(crate) height: u32,
+    pub(crate) epoch: u64,
+}
+
+/// Key of the fee cache: bucketed target and mode within one tip epoch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct FeeKey {
+    pub(crate) blocks: u32,
+    pub(crate) mode: Option<FeeMode>,
+    pub(crate) epoch: u64,
+}
+
 fn weight(bytes: usize) -> u32 {
-    u32::try_from(bytes).unwrap_or(u32::MAX)
+    u32::try_from(ENTRY_OVERHEAD.saturating_add(bytes)).unwrap_or(u32::MAX)
+}
+
+/// A cache of `budget` bytes, each entry weighed by `size`.
+fn byte_cache<K, V>(budget: u64, size: impl Fn(&V) -> usize + Send + Sync + 'static) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(budget)
+        .weigher(move |_, value: &V| weight(size(value)))
+        .build()
 }
 
 pub(crate) struct Caches {
-    pub(crate) history: Cache<HashX, CachedHistory>,
+    pub(crate) history: Cache<HashX, HistorySlot>,
     pub(crate) history_counter: Counter,
     pub(crate) history_budget: u64,
+    pub(crate) txids: Cache<BlockKey, Arc<[TxHash]>>,
+    pub(crate) txids_counter: Counter,
+    pub(crate) txids_budget: u64,
+    pub(crate) merkle: Cache<BlockKey, Arc<MerkleLevels>>,
+    pub(crate) merkle_counter: Counter,
+    pub(crate) merkle_budget: u64,
+    pub(crate) checkpoints: Cache<BlockKey, Arc<crate::checkpoint::HeaderLevels>>,
+    pub(crate) checkpoints_counter: Counter,
+    pub(crate) fees: Cache<FeeKey, Option<f64>>,
+    pub(crate) fees_counter: Counter,
+    /// Bumped whenever the block caches are cleared (a reorg).
+    block_epoch: AtomicU64,
+    /// Bumped whenever the tip hash changes.
+    fee_epoch: AtomicU64,
+    /// Bumped before histories are invalidated.
+    history_generation: AtomicU64,
 }
 
 impl Caches {
     pub(crate) fn new(config: &Config) -> Self {
-        const ENTRY_OVERHEAD: usize = 64;
         Caches {
-            history: Cache::builder()
-                .max_capacity(config.history_cache_bytes)
-                .weigher(|_, value: &CachedHistory| {
-                    weight(
-                        ENTRY_OVERHEAD
-                            + match value {
-                                CachedHistory::Entries(entries) => {
-                                    entries.len() * std::mem::size_of::<HistoryEntry>()
-                                }
-                                CachedHistory::TooLarge { .. } => 0,
-                            },
-                    )
-                })
-                .build(),
+            history: byte_cache(config.history_cache_bytes, |slot: &HistorySlot| match &slot.history {
+                CachedHistory::Entries(entries) => std::mem::size_of_val::<[HistoryEntry]>(entries),
+                CachedHistory::TooLarge { .. } => 0,
+            }),
             history_counter: Counter::default(),
             history_budget: config.history_cache_bytes,
+            txids: byte_cache(config.txids_cache_bytes, |txids: &Arc<[TxHash]>| {
+                std::mem::size_of_val::<[TxHash]>(txids)
+            }),
+            txids_counter: Counter::default(),
+            txids_budget: config.txids_cache_bytes,
+            merkle: byte_cache(config.merkle_cache_bytes, |levels: &Arc<MerkleLevels>| {
+                levels.approx_bytes()
+            }),
+            merkle_counter: Counter::default(),
+            merkle_budget: config.merkle_cache_bytes,
+            checkpoints: byte_cache(
+                CHECKPOINT_CACHE_BYTES,
+                |levels: &Arc<crate::checkpoint::HeaderLevels>| levels.approx_bytes(),
+            ),
+            checkpoints_counter: Counter::default(),
+            fees: byte_cache(FEE_CACHE_BYTES, |_: &Option<f64>| std::mem::size_of::<f64>()),
+            fees_counter: Counter::default(),
+            block_epoch: AtomicU64::new(0),
+            fee_epoch: AtomicU64::new(0),
+            history_generation: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn report(&self) -> CacheReport {
         CacheReport {
             history: self.history_counter.stats(&self.history, self.history_budget),
-            ..CacheReport::default()
+            txids: self.txids_counter.stats(&self.txids, self.txids_budget),
+            merkle: self.merkle_counter.stats(&self.merkle, self.merkle_budget),
+            checkpoints: self
+                .checkpoints_counter
+                .stats(&self.checkpoints, CHECKPOINT_CACHE_BYTES),
+            fees: self.fees_counter.stats(&self.fees, FEE_CACHE_BYTES),
         }
+    }
+
+    /// The current reorg epoch of the block caches.
+    pub(crate) fn block_epoch(&self) -> u64 {
+        self.block_epoch.load(Ordering::Acquire)
+    }
+
+    /// The generation of the history cache: loads that see it change while
+    /// they read the `Db` are not trusted.
+    pub(crate) fn history_generation(&self) -> u64 {
+        self.history_generation.load(Ordering::Acquire)
+    }
+
+    /// Invalidates the histories of `touched`, moving the generation first.
+    pub(crate) async fn invalidate_histories(&self, touched: impl Iterator<Item = &HashX>) {
+        self.history_generation.fetch_add(1, Ordering::AcqRel);
+        for hashx in touched {
+            if self.history.contains_key(hashx) {
+                self.history.invalidate(hashx).await;
+            }
+        }
+    }
+
+    /// Invalidates every history, moving the generation first.
+    pub(crate) fn invalidate_all_histories(&self) {
+        self.history_generation.fetch_add(1, Ordering::AcqRel);
+        self.history.invalidate_all();
+    }
+
+    /// The current tip epoch of the fee cache.
+    pub(crate) fn fee_epoch(&self) -> u64 {
+        self.fee_epoch.load(Ordering::Acquire)
+    }
+
+    /// Drops every txids, merkle and checkpoint entry, and moves later
+    /// lookups to a new epoch (so loads already in flight cannot serve their
+    /// answer to them).
+    pub(crate) fn clear_block_caches(&self) {
+        self.block_epoch.fetch_add(1, Ordering::AcqRel);
+        self.txids.invalidate_all();
+        self.merkle.invalidate_all();
+        self.checkpoints.invalidate_all();
+    }
+
+    /// Drops every fee estimate (the tip hash changed).
+    pub(crate) fn clear_fees(&self) {
+        self.fee_epoch.fetch_add(1, Ordering::AcqRel);
+        self.fees.invalidate_all();
+    }
+
+    async fn run_pending_tasks(&self) {
+        self.history.run_pending_tasks().await;
+        self.txids.run_pending_tasks().await;
+        self.merkle.run_pending_tasks().await;
+        self.checkpoints.run_pending_tasks().await;
+        self.fees.run_pending_tasks().await;
     }
 }
 
@@ -123,8 +277,81 @@ impl crate::manager::SessionManager {
         self.inner.caches.report()
     }
 
+    /// Applies every cache's pending evictions and invalidations now.
+    ///
+    /// `moka` applies them in batches as the caches are used, so between
+    /// batches a cache may briefly hold more than its budget and the entry
+    /// and byte counts in [`crate::SessionManager::info`] lag. After this
+    /// call each cache is within its byte budget and its counts are exact.
+    /// Cheap when nothing is pending; a host may call it from its own
+    /// periodic task.
+    pub async fn run_pending_cache_tasks(&self) {
+        self.inner.caches.run_pending_tasks().await;
+    }
+
     /// A reorg: every history may have changed, and block caches are stale.
     pub(crate) async fn on_reorg(&self) {
-        self.inner.caches.history.invalidate_all();
+        self.inner.caches.invalidate_all_histories();
+        self.inner.caches.clear_block_caches();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Height;
+
+    fn entries(n: usize) -> CachedHistory {
+        let entry = HistoryEntry {
+            txid: TxHash([1; 32]),
+            height: Height(1),
+        };
+        CachedHistory::Entries(vec![entry; n].into())
+    }
+
+    #[test]
+    fn history_cache_holds_its_byte_budget() {
+        let config = Config {
+            history_cache_bytes: 100_000,
+            ..Config::default()
+        };
+        let caches = Caches::new(&config);
+        futures::executor::block_on(async {
+            for i in 0..10u8 {
+                // About 36 KB each: ten of them are more than three times the budget.
+                caches.history.insert(HashX([i; 11]), HistorySlot { history: entries(1000), fresh: true }).await;
+            }
+            caches.run_pending_tasks().await;
+        });
+        let report = caches.report();
+        assert!(report.history.bytes <= 100_000, "{:?}", report.history);
+        assert!(report.history.entries >= 1 && report.history.entries <= 2);
+        assert_eq!(report.history.budget, 100_000);
+    }
+
+    #[test]
+    fn clearing_block_caches_moves_the_epoch() {
+        let caches = Caches::new(&Config::default());
+        let key = BlockKey {
+            height: 7,
+            epoch: caches.block_epoch(),
+        };
+        futures::executor::block_on(async {
+            caches.txids.insert(key, Arc::from(vec![TxHash([2; 32])])).await;
+            assert!(caches.txids.get(&key).await.is_some());
+            caches.clear_block_caches();
+            assert!(caches.txids.get(&key).await.is_none());
+        });
+        assert_eq!(caches.block_epoch(), key.epoch + 1);
+        let fee_epoch = caches.fee_epoch();
+        caches.clear_fees();
+        assert_eq!(caches.fee_epoch(), fee_epoch + 1);
+        assert_eq!(caches.block_epoch(), key.epoch + 1);
+    }
+
+    #[test]
+    fn entries_are_weighed_in_bytes() {
+        assert_eq!(weight(0), ENTRY_OVERHEAD as u32);
+        assert_eq!(weight(usize::MAX), u32::MAX);
     }
 }

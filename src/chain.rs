@@ -1,14 +1,114 @@
 //! Chain data the manager serves through its caches: confirmed histories,
-//! script statuses, and every host call's timeout and error mapping.
+//! script statuses, block txids and merkle branches, headers with
+//! checkpoint proofs, and every host call's timeout and error mapping.
+//!
+//! The public part is a set of [`SessionHandle`] methods, one per Electrum
+//! request, each charging the calling session what ElectrumX charges for it
+//! (see [`crate::cost`]).
 
-use crate::caches::CachedHistory;
+use crate::caches::{BlockKey, CachedHistory, HistorySlot};
 use crate::cost;
 use crate::error::{Error, HostError, Result};
 use crate::host::{HistoryEntry, MempoolEntry};
 use crate::manager::SessionManager;
+use crate::merkle::{MIN_TXS_FOR_LEVELS, merkle_branch};
+use crate::session::SessionHandle;
 use crate::status;
-use crate::types::HashX;
+use crate::subscriptions::parse_scripthash;
+use crate::sync::lock;
+use crate::types::{HashX, Height, Tip, TxHash};
 use std::sync::Arc;
+
+/// Most headers one `blockchain.block.headers` call returns (ElectrumX's
+/// `MAX_CHUNK_SIZE`).
+pub const MAX_HEADERS_PER_CALL: u32 = 2016;
+
+/// One transaction of a script's history, as `blockchain.scripthash.get_history`
+/// and `get_mempool` return it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryItem {
+    /// The transaction.
+    pub txid: TxHash,
+    /// The confirming block's height; for a mempool transaction −1 when it
+    /// spends unconfirmed outputs, else 0.
+    pub height: i64,
+    /// The fee in satoshis, for mempool transactions only (as Electrum).
+    pub fee: Option<u64>,
+}
+
+impl HistoryItem {
+    fn confirmed(entry: &HistoryEntry) -> Self {
+        HistoryItem {
+            txid: entry.txid,
+            height: i64::from(entry.height.0),
+            fee: None,
+        }
+    }
+
+    fn unconfirmed(entry: &MempoolEntry) -> Self {
+        HistoryItem {
+            txid: entry.txid,
+            height: i64::from(status::mempool_height(entry)),
+            fee: Some(entry.fee),
+        }
+    }
+}
+
+/// ElectrumX's checkpoint proof of a header: the merkle branch of its block
+/// hash in the tree over the hashes of headers `0..=cp_height`, and that
+/// tree's root. Hashes are in internal byte order (their `Display` is the
+/// reversed hex Electrum sends); check one with
+/// [`crate::merkle::root_from_branch`]`(TxHash(block_hash), height, &branch) == root`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderProof {
+    /// Siblings from the leaves up.
+    pub branch: Vec<TxHash>,
+    /// The root of the header tree at the checkpoint.
+    pub root: TxHash,
+}
+
+/// The answer to `blockchain.block.header`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockHeader {
+    /// The raw header.
+    pub header: Vec<u8>,
+    /// With `cp_height > 0`: the header's checkpoint proof.
+    pub proof: Option<HeaderProof>,
+}
+
+/// The answer to `blockchain.block.headers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderChunk {
+    /// The raw headers, concatenated (Electrum's `hex`).
+    pub headers: Vec<u8>,
+    /// How many headers `headers` holds (fewer than asked at the tip).
+    pub count: u32,
+    /// [`MAX_HEADERS_PER_CALL`] (Electrum's `max`).
+    pub max: u32,
+    /// With `cp_height > 0` and `count > 0`: the checkpoint proof of the
+    /// last header returned.
+    pub proof: Option<HeaderProof>,
+}
+
+/// The answer to `blockchain.transaction.get_merkle`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerkleProof {
+    /// The block's height.
+    pub block_height: Height,
+    /// The transaction's position in the block.
+    pub pos: usize,
+    /// Siblings from the leaves up (internal byte order).
+    pub branch: Vec<TxHash>,
+}
+
+/// The answer to `blockchain.transaction.id_from_pos`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxAtPosition {
+    /// The transaction at that position.
+    pub txid: TxHash,
+    /// Its merkle branch, when asked for.
+    pub branch: Option<Vec<TxHash>>,
+}
 
 /// The status of a script, computed once and shared by every subscriber.
 #[derive(Clone, Debug)]
@@ -42,6 +142,55 @@ pub(crate) fn status_print(status: &Option<[u8; 32]>) -> crate::outbox::StatusPr
     }
 }
 
+/// Rebuilds an error shared by concurrent waiters of one cache load.
+pub(crate) fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Host { operation, source } => Error::Host {
+            operation,
+            source: source.to_string().into(),
+        },
+        Error::HostTimeout { operation, after } => Error::HostTimeout {
+            operation,
+            after: *after,
+        },
+        Error::HistoryTooLarge { len, limit } => Error::HistoryTooLarge {
+            len: *len,
+            limit: *limit,
+        },
+        Error::HeightOutOfRange { height, tip } => Error::HeightOutOfRange {
+            height: *height,
+            tip: *tip,
+        },
+        Error::DaemonRejected(message) => Error::DaemonRejected(message.clone()),
+        Error::TxRejected(message) => Error::TxRejected(message.clone()),
+        Error::BadRequest(message) => Error::BadRequest(message.clone()),
+        other => Error::BadRequest(other.to_string()),
+    }
+}
+
+/// The error of a cache load, taken back from the `Arc` moka shares it in.
+pub(crate) fn unshare(shared: Arc<Error>) -> Error {
+    Arc::try_unwrap(shared).unwrap_or_else(|e| clone_error(&e))
+}
+
+/// Refuses a height above the tip.
+pub(crate) fn check_height(height: Height, tip: Tip) -> Result<()> {
+    if height > tip.height {
+        Err(Error::HeightOutOfRange {
+            height,
+            tip: tip.height,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_alias(alias: &str) -> Result<HashX> {
+    parse_scripthash(alias)
+        .map(|(hashx, _)| hashx)
+        .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))
+}
+
 impl SessionManager {
     /// Runs one host call within `host_timeout`, mapping its failure.
     pub(crate) async fn host_call<T>(
@@ -61,35 +210,62 @@ impl SessionManager {
         }
     }
 
-    /// Confirmed history of `hashx` through the history cache, and its cost.
+    /// Confirmed history of `hashx` through the history cache, and what the
+    /// lookup cost — charged by ElectrumX even when the history is too large.
     /// A history at or over the limit is cached as too large; a failed
     /// lookup is not cached.
-    pub(crate) async fn confirmed_history(&self, hashx: HashX) -> Result<(Arc<[HistoryEntry]>, f64)> {
+    async fn history_lookup(&self, hashx: HashX) -> (Result<Arc<[HistoryEntry]>>, f64) {
         let caches = &self.inner.caches;
         let limit = self.inner.config.max_history_len();
         let mut loaded = false;
-        let cached = caches
-            .history
-            .try_get_with(hashx, async {
-                loaded = true;
-                let db = self.inner.db.clone();
-                let entries = self.host_call("history", db.history(hashx, limit)).await?;
-                Ok::<_, Error>(if entries.len() >= limit {
-                    CachedHistory::TooLarge { len: entries.len() }
-                } else {
-                    CachedHistory::Entries(entries.into())
+        // A load that overlapped an invalidation is dropped and read again;
+        // a third overlap in a row is served (it is at most one event old).
+        let mut attempts = 0;
+        let cached = loop {
+            attempts += 1;
+            let slot = caches
+                .history
+                .try_get_with(hashx, async {
+                    loaded = true;
+                    let generation = caches.history_generation();
+                    let db = self.inner.db.clone();
+                    let entries = self.host_call("history", db.history(hashx, limit)).await?;
+                    let history = if entries.len() >= limit {
+                        CachedHistory::TooLarge { len: entries.len() }
+                    } else {
+                        CachedHistory::Entries(entries.into())
+                    };
+                    Ok::<_, Error>(HistorySlot {
+                        history,
+                        fresh: generation == caches.history_generation(),
+                    })
                 })
-            })
-            .await
-            .map_err(|shared: Arc<Error>| Arc::try_unwrap(shared).unwrap_or_else(|e| clone_error(&e)))?;
+                .await;
+            match slot {
+                Ok(slot) if slot.fresh || attempts == 3 => break slot.history,
+                Ok(_) => caches.history.invalidate(&hashx).await,
+                Err(shared) => return (Err(unshare(shared)), 0.0),
+            }
+        };
         caches.history_counter.record(!loaded);
         match cached {
             CachedHistory::Entries(entries) => {
                 let cost = cost::history(!loaded, entries.len());
-                Ok((entries, cost))
+                (Ok(entries), cost)
             }
-            CachedHistory::TooLarge { len } => Err(Error::HistoryTooLarge { len, limit }),
+            CachedHistory::TooLarge { len } => (
+                Err(Error::HistoryTooLarge { len, limit }),
+                cost::history(!loaded, len),
+            ),
         }
+    }
+
+    /// Confirmed history of `hashx` through the history cache, and its cost.
+    /// A history at or over the limit is cached as too large; a failed
+    /// lookup is not cached.
+    pub(crate) async fn confirmed_history(&self, hashx: HashX) -> Result<(Arc<[HistoryEntry]>, f64)> {
+        let (history, cost) = self.history_lookup(hashx).await;
+        Ok((history?, cost))
     }
 
     /// Unconfirmed entries of `hashx`.
@@ -98,16 +274,24 @@ impl SessionManager {
         self.host_call("mempool entries", mempool.entries(hashx)).await
     }
 
-    /// The Electrum status of `hashx`. Mempool entries already confirmed in
-    /// the history are left out, so a transaction that confirms while the
-    /// mempool lags is announced once, not twice.
-    pub(crate) async fn script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
-        let (history, mut cost) = self.confirmed_history(hashx).await?;
+    /// Mempool entries of `hashx` minus those already in `history`, in
+    /// status order ([`status::sort_mempool`]).
+    async fn unconfirmed(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<Vec<MempoolEntry>> {
         let mut mempool = self.mempool_entries(hashx).await?;
         if !mempool.is_empty() && !history.is_empty() {
             let confirmed: hashbrown::HashSet<_> = history.iter().map(|e| e.txid).collect();
             mempool.retain(|entry| !confirmed.contains(&entry.txid));
         }
+        status::sort_mempool(&mut mempool);
+        Ok(mempool)
+    }
+
+    /// The Electrum status of `hashx`. Mempool entries already confirmed in
+    /// the history are left out, so a transaction that confirms while the
+    /// mempool lags is announced once, not twice.
+    pub(crate) async fn script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
+        let (history, mut cost) = self.confirmed_history(hashx).await?;
+        let mempool = self.unconfirmed(hashx, &history).await?;
         let preimage_len = (history.len() + mempool.len()) * 68;
         cost += cost::status(preimage_len);
         Ok(ScriptStatus {
@@ -116,54 +300,138 @@ impl SessionManager {
             cost,
         })
     }
-}
 
-/// Rebuilds an error shared by concurrent waiters of one cache load.
-pub(crate) fn clone_error(error: &Error) -> Error {
-    match error {
-        Error::Host { operation, source } => Error::Host {
-            operation,
-            source: source.to_string().into(),
-        },
-        Error::HostTimeout { operation, after } => Error::HostTimeout {
-            operation,
-            after: *after,
-        },
-        Error::HistoryTooLarge { len, limit } => Error::HistoryTooLarge { len: *len, limit: *limit },
-        Error::DaemonRejected(message) => Error::DaemonRejected(message.clone()),
-        other => Error::BadRequest(other.to_string()),
-    }
-}
-
-impl SessionManager {
-    /// Records a new tip. Touched scripts leave the history cache; a
-    /// changed tip hash drops the shared header result, and a tip that does
-    /// not extend the previous one (a reorg, even to the same height) also
-    /// clears the block caches. Returns whether the tip hash changed.
-    pub(crate) async fn advance_tip(&self, tip: crate::types::Tip, touched: &hashbrown::HashSet<HashX>) -> bool {
-        let caches = &self.inner.caches;
-        for hashx in touched {
-            caches.history.invalidate(hashx).await;
+    /// The tip requests are checked against: the last one given to
+    /// `notify`, or the `Db`'s before the first.
+    pub(crate) async fn known_tip(&self) -> Result<Tip> {
+        let known = *lock(&self.inner.last_tip);
+        match known {
+            Some(tip) => Ok(tip),
+            None => {
+                let db = self.inner.db.clone();
+                self.host_call("tip", db.tip()).await
+            }
         }
+    }
+
+    /// The txids of the block at `height` (checked against `tip`) through
+    /// the txids cache, whether they were cached, and the lookup's cost.
+    pub(crate) async fn block_txids(
+        &self,
+        height: Height,
+        tip: Tip,
+        epoch: u64,
+    ) -> Result<(Arc<[TxHash]>, bool, f64)> {
+        check_height(height, tip)?;
+        let caches = &self.inner.caches;
+        let key = BlockKey {
+            height: height.0,
+            epoch,
+        };
+        let mut loaded = false;
+        let txids = caches
+            .txids
+            .try_get_with(key, async {
+                loaded = true;
+                let db = self.inner.db.clone();
+                match self.host_call("block txids", db.block_txids(height)).await? {
+                    Some(txids) => Ok(Arc::<[TxHash]>::from(txids)),
+                    None => Err(Error::HeightOutOfRange {
+                        height,
+                        tip: tip.height,
+                    }),
+                }
+            })
+            .await
+            .map_err(unshare)?;
+        if loaded && caches.block_epoch() != epoch {
+            // A reorg happened while the host answered: nobody may reuse it.
+            caches.txids.invalidate(&key).await;
+        }
+        caches.txids_counter.record(!loaded);
+        let cost = cost::block_txids(!loaded, txids.len());
+        Ok((txids, !loaded, cost))
+    }
+
+    /// The merkle branch of position `pos` in `txids` (the block at
+    /// `height`), through the merkle cache for blocks of at least
+    /// [`MIN_TXS_FOR_LEVELS`] transactions, and its cost. `pos` must be in range.
+    pub(crate) async fn branch_at(
+        &self,
+        txids: &[TxHash],
+        pos: usize,
+        height: Height,
+        epoch: u64,
+    ) -> (Vec<TxHash>, f64) {
+        let n = txids.len();
+        if n < MIN_TXS_FOR_LEVELS {
+            let branch = merkle_branch(txids, pos).unwrap_or_default();
+            return (branch, cost::merkle(n, false));
+        }
+        let caches = &self.inner.caches;
+        let key = BlockKey {
+            height: height.0,
+            epoch,
+        };
+        let mut built = false;
+        let levels = caches
+            .merkle
+            .get_with(key, async {
+                built = true;
+                Arc::new(crate::merkle::MerkleLevels::new(txids))
+            })
+            .await;
+        if built && caches.block_epoch() != epoch {
+            caches.merkle.invalidate(&key).await;
+        }
+        caches.merkle_counter.record(!built);
+        match levels.branch(txids, pos) {
+            Some(branch) => (branch, cost::merkle(n, !built)),
+            None => {
+                // Levels of other txids (cannot happen within one epoch):
+                // drop them and answer the slow way.
+                caches.merkle.invalidate(&key).await;
+                (
+                    merkle_branch(txids, pos).unwrap_or_default(),
+                    cost::merkle(n, false),
+                )
+            }
+        }
+    }
+
+    /// Records a new tip. Touched scripts leave the history cache; a
+    /// changed tip hash drops the shared header result and the fee
+    /// estimates, and a tip that does not extend the previous one (a reorg,
+    /// even to the same height) also clears the block caches and every
+    /// history. The first tip recorded clears the block caches too (what
+    /// was read before it cannot be checked). Returns whether the tip hash
+    /// changed.
+    pub(crate) async fn advance_tip(&self, tip: Tip, touched: &hashbrown::HashSet<HashX>) -> bool {
+        let caches = &self.inner.caches;
+        caches.invalidate_histories(touched.iter()).await;
         let previous = {
-            let mut last = crate::sync::lock(&self.inner.last_tip);
+            let mut last = lock(&self.inner.last_tip);
             if *last == Some(tip) {
                 return false;
             }
             last.replace(tip)
         };
-        *crate::sync::lock(&self.inner.tip_header) = None;
-        if let Some(previous) = previous
-            && !self.extends(previous, tip).await
-        {
-            self.on_reorg().await;
+        *lock(&self.inner.tip_header) = None;
+        caches.clear_fees();
+        match previous {
+            Some(previous) => {
+                if !self.extends(previous, tip).await {
+                    self.on_reorg().await;
+                }
+            }
+            None => caches.clear_block_caches(),
         }
         true
     }
 
     /// Whether `tip` extends `previous`: it is higher and the header at the
     /// previous height still hashes to the previous tip's hash.
-    async fn extends(&self, previous: crate::types::Tip, tip: crate::types::Tip) -> bool {
+    async fn extends(&self, previous: Tip, tip: Tip) -> bool {
         if tip.height <= previous.height {
             return false;
         }
@@ -176,11 +444,11 @@ impl SessionManager {
 
     /// The shared `blockchain.headers.subscribe` result: the tip height and
     /// raw header, read once per tip.
-    pub(crate) async fn tip_header(&self) -> Result<(crate::types::Height, Vec<u8>)> {
-        if let Some((_, height, header)) = crate::sync::lock(&self.inner.tip_header).clone() {
+    pub(crate) async fn tip_header(&self) -> Result<(Height, Vec<u8>)> {
+        if let Some((_, height, header)) = lock(&self.inner.tip_header).clone() {
             return Ok((height, header));
         }
-        let known = *crate::sync::lock(&self.inner.last_tip);
+        let known = *lock(&self.inner.last_tip);
         let tip = match known {
             Some(tip) => tip,
             None => {
@@ -189,17 +457,225 @@ impl SessionManager {
             }
         };
         let db = self.inner.db.clone();
-        let header = self
-            .host_call("header", db.header(tip.height))
-            .await?
-            .ok_or(Error::HeightOutOfRange {
-                height: tip.height,
-                tip: tip.height,
-            })?;
-        let mut cached = crate::sync::lock(&self.inner.tip_header);
-        if *crate::sync::lock(&self.inner.last_tip) == known {
+        let header =
+            self.host_call("header", db.header(tip.height))
+                .await?
+                .ok_or(Error::HeightOutOfRange {
+                    height: tip.height,
+                    tip: tip.height,
+                })?;
+        let mut cached = lock(&self.inner.tip_header);
+        if *lock(&self.inner.last_tip) == known {
             *cached = Some((tip, tip.height, header.clone()));
         }
         Ok((tip.height, header))
+    }
+
+    /// The raw header at `height` (checked against `tip`).
+    async fn header_at(&self, height: Height, tip: Tip) -> Result<Vec<u8>> {
+        check_height(height, tip)?;
+        let db = self.inner.db.clone();
+        self.host_call("header", db.header(height))
+            .await?
+            .ok_or(Error::HeightOutOfRange {
+                height,
+                tip: tip.height,
+            })
+    }
+
+    /// Checks `height ≤ cp_height ≤ tip` and builds the checkpoint proof.
+    async fn checkpoint_proof(&self, height: Height, cp_height: u32, tip: Tip) -> Result<HeaderProof> {
+        if cp_height < height.0 {
+            return Err(Error::BadRequest(format!(
+                "header height {height} is above checkpoint height {cp_height}"
+            )));
+        }
+        check_height(Height(cp_height), tip)?;
+        self.header_proof(height, Height(cp_height)).await
+    }
+}
+
+impl SessionHandle {
+    /// `blockchain.scripthash.get_history`: the confirmed history of the
+    /// script with scripthash `alias`, in block order, then its mempool
+    /// transactions (height −1 with unconfirmed inputs, else 0, with their
+    /// fee) in status order ([`status::sort_mempool`]), leaving out any
+    /// already confirmed — the list a client hashes into the status.
+    ///
+    /// **Cost:** the history lookup (0.1, plus 0.1 + 0.001 × entries on a
+    /// cache miss, charged even when the history is too large) plus
+    /// `0.25 + mempool entries / 50`.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a malformed scripthash;
+    /// [`Error::HistoryTooLarge`] (code 10001) for a history of at least
+    /// `(max_send − 100) / 99` entries; [`Error::Host`] /
+    /// [`Error::HostTimeout`] when the `Db` or `Mempool` fails.
+    pub async fn history(&self, alias: &str) -> Result<Vec<HistoryItem>> {
+        let hashx = parse_alias(alias)?;
+        let manager = &self.manager;
+        let (history, cost) = manager.history_lookup(hashx).await;
+        self.session.add_cost(cost);
+        let history = history?;
+        let mempool = manager.unconfirmed(hashx, &history).await?;
+        self.session.add_cost(cost::mempool_lookup(mempool.len()));
+        let mut items = Vec::with_capacity(history.len() + mempool.len());
+        items.extend(history.iter().map(HistoryItem::confirmed));
+        items.extend(mempool.iter().map(HistoryItem::unconfirmed));
+        Ok(items)
+    }
+
+    /// `blockchain.scripthash.get_mempool`: the mempool transactions of the
+    /// script with scripthash `alias` (height −1 with unconfirmed inputs,
+    /// else 0, with their fee), in status order ([`status::sort_mempool`]).
+    ///
+    /// **Cost:** `0.25 + entries / 50`.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a malformed scripthash; [`Error::Host`] /
+    /// [`Error::HostTimeout`] when the `Mempool` fails.
+    pub async fn mempool(&self, alias: &str) -> Result<Vec<HistoryItem>> {
+        let hashx = parse_alias(alias)?;
+        let mut mempool = self.manager.mempool_entries(hashx).await?;
+        status::sort_mempool(&mut mempool);
+        self.session.add_cost(cost::mempool_lookup(mempool.len()));
+        Ok(mempool.iter().map(HistoryItem::unconfirmed).collect())
+    }
+
+    /// `blockchain.block.header`: the raw header at `height` and, with
+    /// `cp_height > 0`, its checkpoint proof against the tree of headers
+    /// `0..=cp_height` (see [`HeaderProof`]). Heights are checked against
+    /// the tip last given to [`SessionManager::notify`] (the `Db`'s tip
+    /// before the first).
+    ///
+    /// **Cost:** 0.25, or 1.25 with a checkpoint (charged once the header is read).
+    ///
+    /// # Errors
+    /// [`Error::HeightOutOfRange`] for `height` or `cp_height` above the tip;
+    /// [`Error::BadRequest`] for `0 < cp_height < height`; [`Error::Host`] /
+    /// [`Error::HostTimeout`] when the `Db` fails.
+    pub async fn block_header(&self, height: Height, cp_height: u32) -> Result<BlockHeader> {
+        let manager = &self.manager;
+        let tip = manager.known_tip().await?;
+        let header = manager.header_at(height, tip).await?;
+        self.session.add_cost(cost::block_header(cp_height));
+        let proof = match cp_height {
+            0 => None,
+            cp_height => Some(manager.checkpoint_proof(height, cp_height, tip).await?),
+        };
+        Ok(BlockHeader { header, proof })
+    }
+
+    /// `blockchain.block.headers`: up to `count` consecutive raw headers
+    /// from `start` (at most [`MAX_HEADERS_PER_CALL`]; fewer, possibly none,
+    /// at the tip — as ElectrumX, a start above the tip is not an error)
+    /// and, with `cp_height > 0` and at least one header, the checkpoint
+    /// proof of the last one.
+    ///
+    /// **Cost:** `count / 50` (the count asked for), plus 1.0 with a proof.
+    ///
+    /// # Errors
+    /// With a proof: [`Error::HeightOutOfRange`] for `cp_height` above the
+    /// tip, [`Error::BadRequest`] for `cp_height` below the last header.
+    /// [`Error::Host`] / [`Error::HostTimeout`] when the `Db` fails.
+    pub async fn block_headers(&self, start: Height, count: u32, cp_height: u32) -> Result<HeaderChunk> {
+        let manager = &self.manager;
+        let tip = manager.known_tip().await?;
+        let wanted = count.min(MAX_HEADERS_PER_CALL);
+        let available = if start > tip.height {
+            0
+        } else {
+            wanted.min(tip.height.0 - start.0 + 1)
+        };
+        let mut raw = Vec::new();
+        if available > 0 {
+            let db = manager.inner.db.clone();
+            raw = manager.host_call("headers", db.headers(start, available)).await?;
+            raw.truncate(available as usize);
+        }
+        // At most MAX_HEADERS_PER_CALL.
+        let returned = raw.len() as u32;
+        let with_proof = cp_height > 0 && returned > 0;
+        self.session
+            .add_cost(cost::block_headers(count, if with_proof { cp_height } else { 0 }));
+        let proof = if with_proof {
+            let last = Height(start.0 + returned - 1);
+            Some(manager.checkpoint_proof(last, cp_height, tip).await?)
+        } else {
+            None
+        };
+        Ok(HeaderChunk {
+            headers: raw.concat(),
+            count: returned,
+            max: MAX_HEADERS_PER_CALL,
+            proof,
+        })
+    }
+
+    /// `blockchain.transaction.get_merkle`: the merkle branch of `txid` in
+    /// the block at `height`. The block's txids come through the txids
+    /// cache; in a block of at least [`MIN_TXS_FOR_LEVELS`] transactions the
+    /// branch comes from the block's cached middle level (built on the
+    /// first request), otherwise it is computed from all txids.
+    ///
+    /// **Cost:** the txids lookup (0.1 cached, else `0.25 + 0.0001 × n`)
+    /// plus the branch (`n / 2500`, or `10·√n / 2500` with the block's
+    /// middle level already cached).
+    ///
+    /// # Errors
+    /// [`Error::HeightOutOfRange`] above the tip; [`Error::BadRequest`]
+    /// naming `txid` when it is not in that block; [`Error::Host`] /
+    /// [`Error::HostTimeout`] when the `Db` fails.
+    pub async fn merkle_branch(&self, txid: TxHash, height: Height) -> Result<MerkleProof> {
+        let manager = &self.manager;
+        let epoch = manager.inner.caches.block_epoch();
+        let tip = manager.known_tip().await?;
+        let (txids, _, txids_cost) = manager.block_txids(height, tip, epoch).await?;
+        let Some(pos) = txids.iter().position(|t| *t == txid) else {
+            self.session.add_cost(txids_cost);
+            return Err(Error::BadRequest(format!(
+                "tx {txid} not in block at height {height}"
+            )));
+        };
+        let (branch, merkle_cost) = manager.branch_at(&txids, pos, height, epoch).await;
+        self.session.add_cost(txids_cost + merkle_cost);
+        Ok(MerkleProof {
+            block_height: height,
+            pos,
+            branch,
+        })
+    }
+
+    /// `blockchain.transaction.id_from_pos`: the txid at position `pos` of
+    /// the block at `height` and, when `merkle` is true, its merkle branch
+    /// (as [`SessionHandle::merkle_branch`]).
+    ///
+    /// **Cost:** the txids lookup (0.1 cached, else `0.25 + 0.0001 × n`),
+    /// plus with `merkle` the branch (`n / 2500`, or `10·√n / 2500` with
+    /// the block's middle level cached).
+    ///
+    /// # Errors
+    /// [`Error::HeightOutOfRange`] above the tip; [`Error::BadRequest`]
+    /// when the block has no transaction at `pos`; [`Error::Host`] /
+    /// [`Error::HostTimeout`] when the `Db` fails.
+    pub async fn id_from_pos(&self, height: Height, pos: usize, merkle: bool) -> Result<TxAtPosition> {
+        let manager = &self.manager;
+        let epoch = manager.inner.caches.block_epoch();
+        let tip = manager.known_tip().await?;
+        let (txids, _, txids_cost) = manager.block_txids(height, tip, epoch).await?;
+        let Some(&txid) = txids.get(pos) else {
+            self.session.add_cost(txids_cost);
+            return Err(Error::BadRequest(format!(
+                "no tx at position {pos} in block at height {height}"
+            )));
+        };
+        let (branch, merkle_cost) = if merkle {
+            let (branch, cost) = manager.branch_at(&txids, pos, height, epoch).await;
+            (Some(branch), cost)
+        } else {
+            (None, 0.0)
+        };
+        self.session.add_cost(txids_cost + merkle_cost);
+        Ok(TxAtPosition { txid, branch })
     }
 }

@@ -70,9 +70,10 @@ impl SessionManager {
         lock(&self.inner.index).remove_session(session.id);
     }
 
-    pub(crate) fn subscription_counts(&self) -> (usize, usize) {
+    /// (subscriptions, distinct scripts, header subscribers).
+    pub(crate) fn subscription_counts(&self) -> (usize, usize, usize) {
         let index = lock(&self.inner.index);
-        (index.distinct(), index.header_subscriber_count())
+        (index.total(), index.distinct(), index.header_subscriber_count())
     }
 
     fn queue(&self, deliveries: Vec<Delivery<Arc<SessionShared>>>, status: &crate::chain::ScriptStatus) -> usize {
@@ -98,22 +99,44 @@ impl SessionManager {
     /// is left out of the status, so a confirming transaction is announced
     /// once).
     ///
-    /// Returns once every affected session's outbox is filled; it never
-    /// waits for a client. A call made while another is running is merged
-    /// into that call's next pass and returns at once.
-    pub async fn notify<'a>(&self, tip: Tip, touched: impl IntoIterator<Item = &'a HashX>) -> NotifyReport {
+    /// The event is recorded when `notify` is called; the returned future
+    /// does the work and completes once every affected session's outbox is
+    /// filled (it never waits for a client). A call made while another pass
+    /// is running is merged into that pass's next round and completes at
+    /// once with `merged` set. Dropping the future before it completes
+    /// leaves the event to the next `notify`.
+    pub fn notify<'a>(
+        &self,
+        tip: Tip,
+        touched: impl IntoIterator<Item = &'a HashX>,
+    ) -> impl std::future::Future<Output = NotifyReport> + Send + '_ {
         {
             let mut pending = lock(&self.inner.pending_events);
             pending.tip = Some(tip);
             pending.touched.extend(touched.into_iter().copied());
-            if pending.running {
-                return NotifyReport {
+        }
+        async move {
+            if !std::mem::replace(&mut lock(&self.inner.pending_events).running, true) {
+                self.run_passes().await
+            } else {
+                NotifyReport {
                     merged: true,
                     ..NotifyReport::default()
-                };
+                }
             }
-            pending.running = true;
         }
+    }
+
+    /// Runs passes until no event is pending. If the caller drops the
+    /// future mid-pass, the guard lets the next `notify` take over.
+    async fn run_passes(&self) -> NotifyReport {
+        struct Running<'m>(&'m SessionManager);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.inner.pending_events).running = false;
+            }
+        }
+        let _running = Running(self);
         let mut report = NotifyReport::default();
         loop {
             let (tip, touched) = {
@@ -121,6 +144,8 @@ impl SessionManager {
                 match pending.tip.take() {
                     Some(tip) => (tip, std::mem::take(&mut pending.touched)),
                     None => {
+                        // Cleared under the same lock a new event is queued
+                        // under, so no event is left behind.
                         pending.running = false;
                         break;
                     }

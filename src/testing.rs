@@ -385,6 +385,11 @@ impl MemoryMempool {
     pub fn set_behaviour(&self, behaviour: HostBehaviour) {
         *lock(&self.behaviour.mode) = behaviour;
     }
+
+    /// Calls made so far.
+    pub fn calls(&self) -> usize {
+        self.behaviour.calls.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -452,6 +457,11 @@ impl MemoryDaemon {
     /// Makes every later call answer normally, fail or hang.
     pub fn set_behaviour(&self, behaviour: HostBehaviour) {
         *lock(&self.behaviour.mode) = behaviour;
+    }
+
+    /// Calls made so far (every method, failed ones included).
+    pub fn calls(&self) -> usize {
+        self.behaviour.calls.load(Ordering::SeqCst)
     }
 }
 
