@@ -62,9 +62,9 @@ impl FromStr for Selector {
                 .map(|net| Selector::Group(IpNetwork::new(net.network(), net.prefix()).unwrap_or(net)))
                 .map_err(|e| Error::BadRequest(format!("bad group {text:?}: {e}")))
         } else {
-            text.parse::<IpAddr>()
-                .map(Selector::Address)
-                .map_err(|_| Error::BadRequest(format!("{text:?} is not a session id, group, address or 'all'")))
+            text.parse::<IpAddr>().map(Selector::Address).map_err(|_| {
+                Error::BadRequest(format!("{text:?} is not a session id, group, address or 'all'"))
+            })
         }
     }
 }
@@ -261,7 +261,10 @@ impl SessionManager {
         Info {
             sessions: sessions.len(),
             sessions_with_subs: with_subs,
-            sessions_ended: self.inner.sessions_ended.load(std::sync::atomic::Ordering::Relaxed),
+            sessions_ended: self
+                .inner
+                .sessions_ended
+                .load(std::sync::atomic::Ordering::Relaxed),
             groups: self.inner.ctx.ledger.entries().len(),
             subs,
             distinct_subs,
@@ -280,7 +283,11 @@ impl SessionManager {
         if let Selector::Session(id) = selector {
             return Ok(vec![self.session(id)?]);
         }
-        Ok(self.live_sessions().into_iter().filter(|s| selector.matches(s)).collect())
+        Ok(self
+            .live_sessions()
+            .into_iter()
+            .filter(|s| selector.matches(s))
+            .collect())
     }
 
     /// Closes the selected sessions ([`DisconnectReason::Admin`]); returns how many.

@@ -68,7 +68,10 @@ mod tests {
     fn bans_match_cidr_and_expire() {
         let now = Instant::now();
         let mut bans = BanList::default();
-        bans.ban("203.0.113.0/24".parse().unwrap(), Some(now + Duration::from_secs(10)));
+        bans.ban(
+            "203.0.113.0/24".parse().unwrap(),
+            Some(now + Duration::from_secs(10)),
+        );
         let inside: IpAddr = "203.0.113.9".parse().unwrap();
         let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
         assert!(bans.matching(inside, now).is_some());

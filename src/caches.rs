@@ -173,9 +173,11 @@ pub(crate) struct Caches {
 impl Caches {
     pub(crate) fn new(config: &Config) -> Self {
         Caches {
-            history: byte_cache(config.history_cache_bytes, |slot: &HistorySlot| match &slot.history {
-                CachedHistory::Entries(entries) => std::mem::size_of_val::<[HistoryEntry]>(entries),
-                CachedHistory::TooLarge { .. } => 0,
+            history: byte_cache(config.history_cache_bytes, |slot: &HistorySlot| {
+                match &slot.history {
+                    CachedHistory::Entries(entries) => std::mem::size_of_val::<[HistoryEntry]>(entries),
+                    CachedHistory::TooLarge { .. } => 0,
+                }
             }),
             history_counter: Counter::default(),
             history_budget: config.history_cache_bytes,
@@ -319,7 +321,16 @@ mod tests {
         futures::executor::block_on(async {
             for i in 0..10u8 {
                 // About 36 KB each: ten of them are more than three times the budget.
-                caches.history.insert(HashX([i; 11]), HistorySlot { history: entries(1000), fresh: true }).await;
+                caches
+                    .history
+                    .insert(
+                        HashX([i; 11]),
+                        HistorySlot {
+                            history: entries(1000),
+                            fresh: true,
+                        },
+                    )
+                    .await;
             }
             caches.run_pending_tasks().await;
         });

@@ -71,7 +71,10 @@ fn finite_non_negative(field: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(Error::config(field, format!("{value} is not a finite, non-negative number")))
+        Err(Error::config(
+            field,
+            format!("{value} is not a finite, non-negative number"),
+        ))
     }
 }
 
@@ -103,7 +106,10 @@ impl Limits {
         finite_non_negative("error_cost", self.error_cost)?;
         finite_non_negative("parse_error_cost", self.parse_error_cost)?;
         if !(self.bandwidth_unit_cost.is_finite() && self.bandwidth_unit_cost > 0.0) {
-            return Err(Error::config("bandwidth_unit_cost", "must be a positive number of bytes"));
+            return Err(Error::config(
+                "bandwidth_unit_cost",
+                "must be a positive number of bytes",
+            ));
         }
         non_zero("request_timeout", self.request_timeout)?;
         non_zero("session_timeout", self.session_timeout)?;
@@ -118,7 +124,10 @@ impl Limits {
             ("max_subs", self.max_subs),
         ] {
             if value == Some(0) {
-                return Err(Error::config(field, "0 would refuse everything; use None for no limit"));
+                return Err(Error::config(
+                    field,
+                    "0 would refuse everything; use None for no limit",
+                ));
             }
         }
         Ok(())
@@ -229,10 +238,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.limits.validate()?;
         if self.ipv4_group_prefix > 32 {
-            return Err(Error::config("ipv4_group_prefix", format!("{} is over 32", self.ipv4_group_prefix)));
+            return Err(Error::config(
+                "ipv4_group_prefix",
+                format!("{} is over 32", self.ipv4_group_prefix),
+            ));
         }
         if self.ipv6_group_prefix > 128 {
-            return Err(Error::config("ipv6_group_prefix", format!("{} is over 128", self.ipv6_group_prefix)));
+            return Err(Error::config(
+                "ipv6_group_prefix",
+                format!("{} is over 128", self.ipv6_group_prefix),
+            ));
         }
         non_zero("sweep_interval", self.sweep_interval)?;
         non_zero("recalc_interval", self.recalc_interval)?;

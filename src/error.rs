@@ -168,9 +168,7 @@ impl Error {
     pub fn rpc_code(&self) -> i32 {
         match self {
             Error::ExcessiveCost => codes::EXCESSIVE_RESOURCE_USAGE,
-            Error::ServerBusy(_) | Error::ShuttingDown | Error::AtCapacity { .. } => {
-                codes::SERVER_BUSY
-            }
+            Error::ServerBusy(_) | Error::ShuttingDown | Error::AtCapacity { .. } => codes::SERVER_BUSY,
             Error::HistoryTooLarge { .. } => codes::HISTORY_TOO_LARGE,
             Error::InvalidCost(_) => codes::INVALID_PARAMS,
             Error::Host { .. } | Error::HostTimeout { .. } => codes::DAEMON_ERROR,

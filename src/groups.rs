@@ -84,7 +84,8 @@ pub struct GroupFull {
 pub trait GroupLedger: Send + Sync + 'static {
     /// Adds a member whose cost is `initial_cost`, unless the group already
     /// has `max_sessions` members. A new group starts with no retained cost.
-    fn join(&self, group: IpNetwork, initial_cost: f64, max_sessions: Option<usize>) -> Result<(), GroupFull>;
+    fn join(&self, group: IpNetwork, initial_cost: f64, max_sessions: Option<usize>)
+    -> Result<(), GroupFull>;
     /// A member's cost changed by `delta`; returns the group's total cost after.
     fn report(&self, group: IpNetwork, delta: f64) -> f64;
     /// A member whose last reported cost is `cost` left: its cost moves to
@@ -115,7 +116,12 @@ impl InProcessLedger {
 }
 
 impl GroupLedger for InProcessLedger {
-    fn join(&self, group: IpNetwork, initial_cost: f64, max_sessions: Option<usize>) -> Result<(), GroupFull> {
+    fn join(
+        &self,
+        group: IpNetwork,
+        initial_cost: f64,
+        max_sessions: Option<usize>,
+    ) -> Result<(), GroupFull> {
         let mut groups = lock(&self.groups);
         let entry = groups.entry(group).or_insert_with(|| GroupEntry {
             network: group,
@@ -190,12 +196,18 @@ mod tests {
     #[test]
     fn groups_by_24_and_48() {
         let exempt = default_exempt_networks();
-        assert_eq!(group_of("8.8.4.4".parse().unwrap(), 24, 48, &exempt), Some(net("8.8.4.0/24")));
+        assert_eq!(
+            group_of("8.8.4.4".parse().unwrap(), 24, 48, &exempt),
+            Some(net("8.8.4.0/24"))
+        );
         assert_eq!(
             group_of("2001:db8:abcd:12::1".parse().unwrap(), 24, 48, &exempt),
             Some(net("2001:db8:abcd::/48"))
         );
-        assert_eq!(group_of("8.8.4.4".parse().unwrap(), 16, 48, &exempt), Some(net("8.8.0.0/16")));
+        assert_eq!(
+            group_of("8.8.4.4".parse().unwrap(), 16, 48, &exempt),
+            Some(net("8.8.0.0/16"))
+        );
     }
 
     #[test]
@@ -205,10 +217,26 @@ mod tests {
             group_of("::ffff:8.8.4.4".parse().unwrap(), 24, 48, &exempt),
             Some(net("8.8.4.0/24"))
         );
-        for private in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.20.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
-            assert_eq!(group_of(private.parse().unwrap(), 24, 48, &exempt), None, "{private}");
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.20.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert_eq!(
+                group_of(private.parse().unwrap(), 24, 48, &exempt),
+                None,
+                "{private}"
+            );
         }
-        assert_eq!(group_of("127.0.0.1".parse().unwrap(), 24, 48, &[]), Some(net("127.0.0.0/24")));
+        assert_eq!(
+            group_of("127.0.0.1".parse().unwrap(), 24, 48, &[]),
+            Some(net("127.0.0.0/24"))
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl ListenerEvents {
     /// Waits until the state is `Accepting` (at once if it is) or `Stopped`;
     /// returns which.
     pub async fn accepting(&mut self) -> ListenerState {
-        self.watcher.wait_for(|state| *state != ListenerState::Paused).await
+        self.watcher
+            .wait_for(|state| *state != ListenerState::Paused)
+            .await
     }
 }
 

@@ -257,14 +257,26 @@ impl SessionManager {
             inner
                 .ctx
                 .ledger
-                .join(group, crate::meter::CostMeter::INITIAL_COST, limits.max_sessions_per_group)
+                .join(
+                    group,
+                    crate::meter::CostMeter::INITIAL_COST,
+                    limits.max_sessions_per_group,
+                )
                 .map_err(|full| Error::GroupSessionLimit {
                     group: group.to_string(),
                     max: full.max,
                 })?;
         }
         let id = SessionId(inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let session = Arc::new(SessionShared::new(id, peer, group, transport, inner.ctx.clone(), now, &limits));
+        let session = Arc::new(SessionShared::new(
+            id,
+            peer,
+            group,
+            transport,
+            inner.ctx.clone(),
+            now,
+            &limits,
+        ));
         sessions.insert(id, session.clone());
         let count = sessions.len();
         drop(sessions);
@@ -318,13 +330,26 @@ impl SessionManager {
             return false;
         }
         let timer = self.inner.ctx.timer.clone();
-        within(&*timer, self.inner.config.close_timeout, session.transport.close(reason)).await;
+        within(
+            &*timer,
+            self.inner.config.close_timeout,
+            session.transport.close(reason),
+        )
+        .await;
         true
     }
 
-    pub(crate) async fn close_all(&self, sessions: Vec<Arc<SessionShared>>, reason: DisconnectReason) -> usize {
+    pub(crate) async fn close_all(
+        &self,
+        sessions: Vec<Arc<SessionShared>>,
+        reason: DisconnectReason,
+    ) -> usize {
         let closes = sessions.iter().map(|s| self.close_session(s, reason.clone()));
-        join_all(closes).await.into_iter().filter(|closed| *closed).count()
+        join_all(closes)
+            .await
+            .into_iter()
+            .filter(|closed| *closed)
+            .count()
     }
 
     pub(crate) fn live_sessions(&self) -> Vec<Arc<SessionShared>> {
@@ -332,7 +357,10 @@ impl SessionManager {
     }
 
     pub(crate) fn session(&self, id: SessionId) -> Result<Arc<SessionShared>> {
-        lock(&self.inner.sessions).get(&id).cloned().ok_or(Error::UnknownSession(id))
+        lock(&self.inner.sessions)
+            .get(&id)
+            .cloned()
+            .ok_or(Error::UnknownSession(id))
     }
 
     /// Closes every session idle past `session_timeout` (reason
@@ -474,12 +502,17 @@ mod tests {
     fn check_ledger(manager: &SessionManager) -> std::result::Result<(), TestCaseError> {
         let sessions = manager.live_sessions();
         for entry in manager.inner.ctx.ledger.entries() {
-            let members: Vec<_> = sessions.iter().filter(|s| s.group == Some(entry.network)).collect();
+            let members: Vec<_> = sessions
+                .iter()
+                .filter(|s| s.group == Some(entry.network))
+                .collect();
             prop_assert_eq!(entry.sessions, members.len());
             let reported: f64 = members.iter().map(|s| lock(&s.state).reported_cost).sum();
             prop_assert!((entry.live_cost - reported).abs() <= 1e-6 * reported.max(1.0));
             prop_assert!(entry.live_cost >= 0.0 && entry.retained_cost >= 0.0);
-            prop_assert!((entry.cost() - (entry.retained_cost + reported)).abs() <= 1e-6 * entry.cost().max(1.0));
+            prop_assert!(
+                (entry.cost() - (entry.retained_cost + reported)).abs() <= 1e-6 * entry.cost().max(1.0)
+            );
         }
         for session in &sessions {
             if let Some(group) = session.group {

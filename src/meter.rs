@@ -103,7 +103,13 @@ impl CostMeter {
     /// cost). Call [`Self::decay`] first when the group ledger must learn the
     /// decayed cost before `extra_cost` is known; decaying twice at the same
     /// `now` is harmless.
-    pub fn recalculate(&mut self, now: Instant, extra_cost: f64, subscriptions: usize, limits: &Limits) -> Throttle {
+    pub fn recalculate(
+        &mut self,
+        now: Instant,
+        extra_cost: f64,
+        subscriptions: usize,
+        limits: &Limits,
+    ) -> Throttle {
         self.decay(now, subscriptions, limits);
         self.retarget(extra_cost, limits)
     }
@@ -126,7 +132,9 @@ impl CostMeter {
             }
         } else {
             let fraction = ((self.cost + extra_cost - limits.cost_soft_limit) / soft_range).max(0.0);
-            let target = ((1.0 - fraction) * f64::from(limits.initial_concurrent)).ceil().max(0.0);
+            let target = ((1.0 - fraction) * f64::from(limits.initial_concurrent))
+                .ceil()
+                .max(0.0);
             Throttle {
                 fraction,
                 target: target as u32,
@@ -167,7 +175,13 @@ mod tests {
         let mut meter = CostMeter::new(now, &limits());
         meter.charge(5495.0);
         let t = meter.recalculate(now, 0.0, 0, &limits());
-        assert_eq!(t, Throttle { fraction: 0.5, target: 5 });
+        assert_eq!(
+            t,
+            Throttle {
+                fraction: 0.5,
+                target: 5
+            }
+        );
         assert_eq!(meter.request_sleep(&limits()), Duration::from_millis(1250));
     }
 
@@ -224,7 +238,13 @@ mod tests {
         let mut meter = CostMeter::new(now, &limits);
         meter.charge(1e12);
         let t = meter.recalculate(now, 1e12, 0, &limits);
-        assert_eq!(t, Throttle { fraction: 0.0, target: 10 });
+        assert_eq!(
+            t,
+            Throttle {
+                fraction: 0.0,
+                target: 10
+            }
+        );
         // No decay either: hard = 0.
         assert_eq!(meter.cost(), 1e12 + 5.0);
     }

@@ -76,16 +76,24 @@ impl SessionManager {
         (index.total(), index.distinct(), index.header_subscriber_count())
     }
 
-    fn queue(&self, deliveries: Vec<Delivery<Arc<SessionShared>>>, status: &crate::chain::ScriptStatus) -> usize {
+    fn queue(
+        &self,
+        deliveries: Vec<Delivery<Arc<SessionShared>>>,
+        status: &crate::chain::ScriptStatus,
+    ) -> usize {
         let now = self.now();
         let print = status.print();
         let hex = status.hex();
         let charge = crate::cost::status(0);
         for delivery in &deliveries {
-            delivery
-                .subscriber
-                .outbox
-                .push_status(delivery.hashx, &delivery.alias, hex.clone(), print, delivery.base, now);
+            delivery.subscriber.outbox.push_status(
+                delivery.hashx,
+                &delivery.alias,
+                hex.clone(),
+                print,
+                delivery.base,
+                now,
+            );
             delivery.subscriber.add_cost(charge);
         }
         deliveries.len()
@@ -209,7 +217,8 @@ impl SessionHandle {
     pub async fn subscribe(&self, alias: &str) -> Result<Option<String>> {
         let manager = &self.manager;
         let session = &self.session;
-        let (hashx, _) = parse_scripthash(alias).ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
+        let (hashx, _) = parse_scripthash(alias)
+            .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
         let limits = manager.sub_limits();
         lock(&manager.inner.index).check_limits(session.id, session.group, &hashx, limits)?;
         let status = manager.script_status(hashx).await?;
@@ -219,7 +228,14 @@ impl SessionHandle {
         }
         let subscribed = {
             let mut index = lock(&manager.inner.index);
-            let subscribed = index.subscribe(session.clone(), session.group, alias, status.print(), status.mempool, limits)?;
+            let subscribed = index.subscribe(
+                session.clone(),
+                session.group,
+                alias,
+                status.print(),
+                status.mempool,
+                limits,
+            )?;
             lock(&session.state).subscriptions = subscribed.count;
             subscribed
         };
@@ -233,7 +249,8 @@ impl SessionHandle {
     /// # Errors
     /// [`Error::BadRequest`] for a malformed scripthash.
     pub fn unsubscribe(&self, alias: &str) -> Result<bool> {
-        let (hashx, _) = parse_scripthash(alias).ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
+        let (hashx, _) = parse_scripthash(alias)
+            .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
         self.session.add_cost(crate::cost::UNSUBSCRIBE);
         let remaining = lock(&self.manager.inner.index).unsubscribe(self.session.id, &hashx);
         match remaining {
@@ -292,7 +309,9 @@ impl SessionHandle {
                         return;
                     }
                     None => {
-                        manager.close_session(&session, DisconnectReason::SendTimeout).await;
+                        manager
+                            .close_session(&session, DisconnectReason::SendTimeout)
+                            .await;
                         return;
                     }
                 }

@@ -187,7 +187,10 @@ impl Outbox {
             state.order.clear();
             state.statuses.clear();
             state.pending_since = None;
-            (state.deliver_waker.take(), std::mem::take(&mut state.close_wakers))
+            (
+                state.deliver_waker.take(),
+                std::mem::take(&mut state.close_wakers),
+            )
         };
         deliver.into_iter().chain(close).for_each(Waker::wake);
     }

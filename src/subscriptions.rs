@@ -185,7 +185,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     }
 
     pub(crate) fn is_subscribed(&self, id: SessionId, hashx: &HashX) -> bool {
-        self.sessions.get(&id).is_some_and(|s| s.scripts.binary_search(hashx).is_ok())
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| s.scripts.binary_search(hashx).is_ok())
     }
 
     /// Checks the limits for one more subscription of `id`.
@@ -265,7 +267,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             }),
         };
         let canonical = alias.len() == 64
-            && alias.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            && alias
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
             && entry.rest == rest;
         if mempool {
             self.mempool_scripts.insert(hashx);
@@ -286,7 +290,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 aliases.remove(&hashx);
             }
         } else {
-            subs.aliases.get_or_insert_default().insert(hashx, alias.to_owned());
+            subs.aliases
+                .get_or_insert_default()
+                .insert(hashx, alias.to_owned());
         }
         let count = subs.scripts.len();
         for delivery in &mut deliveries {
@@ -383,12 +389,25 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// whose last status involved the mempool.
     pub(crate) fn targets(&self, touched: &HashSet<HashX>, tip_changed: bool) -> Vec<HashX> {
         let mut out: Vec<HashX> = if touched.len() <= self.entries.len() {
-            touched.iter().filter(|h| self.entries.contains_key(*h)).copied().collect()
+            touched
+                .iter()
+                .filter(|h| self.entries.contains_key(*h))
+                .copied()
+                .collect()
         } else {
-            self.entries.keys().filter(|h| touched.contains(*h)).copied().collect()
+            self.entries
+                .keys()
+                .filter(|h| touched.contains(*h))
+                .copied()
+                .collect()
         };
         if tip_changed {
-            out.extend(self.mempool_scripts.iter().filter(|h| !touched.contains(*h)).copied());
+            out.extend(
+                self.mempool_scripts
+                    .iter()
+                    .filter(|h| !touched.contains(*h))
+                    .copied(),
+            );
         }
         out
     }
@@ -485,10 +504,16 @@ mod tests {
     fn a_changed_status_on_subscribe_goes_to_the_others() {
         let mut index = SubscriptionIndex::default();
         let limits = SubLimits::default();
-        index.subscribe(Sub(1), None, &alias(1), 10, false, limits).unwrap();
-        let same = index.subscribe(Sub(2), None, &alias(1), 10, false, limits).unwrap();
+        index
+            .subscribe(Sub(1), None, &alias(1), 10, false, limits)
+            .unwrap();
+        let same = index
+            .subscribe(Sub(2), None, &alias(1), 10, false, limits)
+            .unwrap();
         assert!(same.deliveries.is_empty());
-        let changed = index.subscribe(Sub(3), None, &alias(1), 11, true, limits).unwrap();
+        let changed = index
+            .subscribe(Sub(3), None, &alias(1), 11, true, limits)
+            .unwrap();
         let mut to: Vec<u64> = changed.deliveries.iter().map(|d| d.subscriber.0).collect();
         to.sort();
         assert_eq!(to, vec![1, 2]);
@@ -501,10 +526,17 @@ mod tests {
     fn unusual_aliases_are_kept_per_session() {
         let mut index = SubscriptionIndex::default();
         let upper = alias(0xab).to_uppercase();
-        index.subscribe(Sub(1), None, &alias(0xab), 0, false, SubLimits::default()).unwrap();
-        index.subscribe(Sub(2), None, &upper, 0, false, SubLimits::default()).unwrap();
+        index
+            .subscribe(Sub(1), None, &alias(0xab), 0, false, SubLimits::default())
+            .unwrap();
+        index
+            .subscribe(Sub(2), None, &upper, 0, false, SubLimits::default())
+            .unwrap();
         let deliveries = index.update(&hx(0xab), 5, false);
-        let mut aliases: Vec<(u64, String)> = deliveries.into_iter().map(|d| (d.subscriber.0, d.alias)).collect();
+        let mut aliases: Vec<(u64, String)> = deliveries
+            .into_iter()
+            .map(|d| (d.subscriber.0, d.alias))
+            .collect();
         aliases.sort();
         assert_eq!(aliases, vec![(1, alias(0xab)), (2, upper)]);
     }
@@ -518,18 +550,55 @@ mod tests {
             per_group: Some(3),
             global: Some(4),
         };
-        index.subscribe(Sub(1), Some(group), &alias(1), 0, false, limits).unwrap();
-        index.subscribe(Sub(1), Some(group), &alias(2), 0, false, limits).unwrap();
+        index
+            .subscribe(Sub(1), Some(group), &alias(1), 0, false, limits)
+            .unwrap();
+        index
+            .subscribe(Sub(1), Some(group), &alias(2), 0, false, limits)
+            .unwrap();
         // Re-subscribing is not a new subscription.
-        index.subscribe(Sub(1), Some(group), &alias(2), 0, false, limits).unwrap();
-        let err = index.subscribe(Sub(1), Some(group), &alias(3), 0, false, limits).err().unwrap();
-        assert!(matches!(err, Error::SubscriptionLimit { scope: SubscriptionScope::Session, max: 2 }));
-        index.subscribe(Sub(2), Some(group), &alias(3), 0, false, limits).unwrap();
-        let err = index.subscribe(Sub(2), Some(group), &alias(4), 0, false, limits).err().unwrap();
-        assert!(matches!(err, Error::SubscriptionLimit { scope: SubscriptionScope::Group, max: 3 }));
-        index.subscribe(Sub(3), None, &alias(4), 0, false, limits).unwrap();
-        let err = index.subscribe(Sub(4), None, &alias(5), 0, false, limits).err().unwrap();
-        assert!(matches!(err, Error::SubscriptionLimit { scope: SubscriptionScope::Global, max: 4 }));
+        index
+            .subscribe(Sub(1), Some(group), &alias(2), 0, false, limits)
+            .unwrap();
+        let err = index
+            .subscribe(Sub(1), Some(group), &alias(3), 0, false, limits)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            Error::SubscriptionLimit {
+                scope: SubscriptionScope::Session,
+                max: 2
+            }
+        ));
+        index
+            .subscribe(Sub(2), Some(group), &alias(3), 0, false, limits)
+            .unwrap();
+        let err = index
+            .subscribe(Sub(2), Some(group), &alias(4), 0, false, limits)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            Error::SubscriptionLimit {
+                scope: SubscriptionScope::Group,
+                max: 3
+            }
+        ));
+        index
+            .subscribe(Sub(3), None, &alias(4), 0, false, limits)
+            .unwrap();
+        let err = index
+            .subscribe(Sub(4), None, &alias(5), 0, false, limits)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            Error::SubscriptionLimit {
+                scope: SubscriptionScope::Global,
+                max: 4
+            }
+        ));
         assert_eq!(index.total(), 4);
         index.check_consistency();
     }
@@ -538,7 +607,9 @@ mod tests {
     fn targets_iterate_the_smaller_side_and_add_mempool_scripts_on_tip_change() {
         let mut index = SubscriptionIndex::default();
         for n in 0..10 {
-            index.subscribe(Sub(1), None, &alias(n), 0, n == 9, SubLimits::default()).unwrap();
+            index
+                .subscribe(Sub(1), None, &alias(n), 0, n == 9, SubLimits::default())
+                .unwrap();
         }
         let touched: HashSet<HashX> = [hx(1), hx(2), hx(200)].into_iter().collect();
         let mut t = index.targets(&touched, false);

@@ -26,7 +26,9 @@ use crate::error::HostError;
 use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, HistoryEntry, Mempool, MempoolEntry, Transport};
 use crate::sync::lock;
 use crate::timer::Timer;
-use crate::types::{BlockHash, DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TransportKind, TxHash};
+use crate::types::{
+    BlockHash, DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TransportKind, TxHash,
+};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use hashbrown::HashMap;
@@ -52,7 +54,9 @@ pub struct ManualTimer {
 
 impl std::fmt::Debug for ManualTimer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManualTimer").field("elapsed", &self.elapsed()).finish()
+        f.debug_struct("ManualTimer")
+            .field("elapsed", &self.elapsed())
+            .finish()
     }
 }
 
@@ -372,7 +376,9 @@ impl MemoryMempool {
     /// Removes a transaction from every script (it confirmed or was dropped).
     pub fn remove(&self, txid: TxHash) {
         let mut entries = lock(&self.entries);
-        entries.values_mut().for_each(|list| list.retain(|e| e.txid != txid));
+        entries
+            .values_mut()
+            .for_each(|list| list.retain(|e| e.txid != txid));
         entries.retain(|_, list| !list.is_empty());
     }
 
@@ -468,7 +474,10 @@ impl MemoryDaemon {
 #[async_trait]
 impl Daemon for MemoryDaemon {
     async fn broadcast_transaction(&self, raw: &[u8]) -> Result<TxHash, BroadcastFailure> {
-        self.behaviour.enter("broadcast").await.map_err(BroadcastFailure::Unavailable)?;
+        self.behaviour
+            .enter("broadcast")
+            .await
+            .map_err(BroadcastFailure::Unavailable)?;
         if let Some(message) = lock(&self.reject).clone() {
             return Err(BroadcastFailure::Rejected(message));
         }

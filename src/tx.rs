@@ -183,9 +183,7 @@ impl fmt::Display for TxField {
 #[non_exhaustive]
 pub enum TxParseError {
     /// The data ends inside a field.
-    #[error(
-        "truncated at byte {offset} while reading {field} ({needed} bytes needed, {available} left)"
-    )]
+    #[error("truncated at byte {offset} while reading {field} ({needed} bytes needed, {available} left)")]
     Truncated {
         /// Where the field starts.
         offset: usize,
@@ -425,10 +423,7 @@ fn parse_at(data: &[u8], start: usize) -> Result<(ParsedTransaction, usize), TxP
         }
         let script_len = r.compact_size(TxField::OutputScriptLength(o))?;
         let script_pubkey = r.take(script_len, TxField::OutputScript(o))?.to_vec();
-        outputs.push(TxOutput {
-            value,
-            script_pubkey,
-        });
+        outputs.push(TxOutput { value, script_pubkey });
     }
     let body_end = r.pos;
 
@@ -440,18 +435,13 @@ fn parse_at(data: &[u8], start: usize) -> Result<(ParsedTransaction, usize), TxP
             let mut stack = Vec::with_capacity(items);
             for item in 0..items {
                 let len = r.compact_size(TxField::WitnessItemLength { input: i, item })?;
-                stack.push(
-                    r.take(len, TxField::WitnessItem { input: i, item })?
-                        .to_vec(),
-                );
+                stack.push(r.take(len, TxField::WitnessItem { input: i, item })?.to_vec());
             }
             any_witness |= !stack.is_empty();
             input.witness = stack;
         }
         if !any_witness {
-            return Err(TxParseError::SuperfluousWitness {
-                offset: witnesses_at,
-            });
+            return Err(TxParseError::SuperfluousWitness { offset: witnesses_at });
         }
     }
 
@@ -508,16 +498,12 @@ pub fn parse_transaction(raw: &[u8]) -> Result<ParsedTransaction, TxParseError> 
 /// block order. Each transaction is checked as by [`parse_transaction`];
 /// error offsets count from the start of the block. Nothing may follow the
 /// last transaction.
-pub fn parse_block_transactions(
-    raw_block: &[u8],
-) -> Result<(Vec<u8>, Vec<ParsedTransaction>), TxParseError> {
+pub fn parse_block_transactions(raw_block: &[u8]) -> Result<(Vec<u8>, Vec<ParsedTransaction>), TxParseError> {
     let mut r = Reader {
         data: raw_block,
         pos: 0,
     };
-    let header = r
-        .take(BLOCK_HEADER_LEN as u64, TxField::BlockHeader)?
-        .to_vec();
+    let header = r.take(BLOCK_HEADER_LEN as u64, TxField::BlockHeader)?.to_vec();
     let count = r.count(TxField::TransactionCount, MIN_TX_LEN)?;
     if count == 0 {
         return Err(TxParseError::EmptyBlock);
@@ -635,10 +621,7 @@ mod tests {
         for hex in [LEGACY, SEGWIT] {
             let bytes = raw(hex);
             for len in 0..bytes.len() {
-                assert!(
-                    parse_transaction(&bytes[..len]).is_err(),
-                    "prefix of {len} bytes"
-                );
+                assert!(parse_transaction(&bytes[..len]).is_err(), "prefix of {len} bytes");
             }
         }
     }
@@ -696,15 +679,10 @@ mod tests {
                 available: 0,
             }
         );
-        let tx = [
-            1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ];
+        let tx = [1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
             parse_transaction(&tx),
-            Err(TxParseError::CountTooLarge {
-                count: u64::MAX,
-                ..
-            })
+            Err(TxParseError::CountTooLarge { count: u64::MAX, .. })
         ));
         // Five bytes: the count's own bytes are missing.
         assert!(matches!(
@@ -776,9 +754,7 @@ mod tests {
         tx.extend_from_slice(&legacy[body_end..]);
         assert_eq!(
             parse_transaction(&tx),
-            Err(TxParseError::SuperfluousWitness {
-                offset: witnesses_at
-            })
+            Err(TxParseError::SuperfluousWitness { offset: witnesses_at })
         );
         // One empty witness item is a witness: accepted, and the txid is the legacy one.
         tx[witnesses_at + 1] = 1;
@@ -801,10 +777,7 @@ mod tests {
         );
         // No inputs (legacy form).
         let tx = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(
-            parse_transaction(&tx),
-            Err(TxParseError::NoInputs { offset: 4 })
-        );
+        assert_eq!(parse_transaction(&tx), Err(TxParseError::NoInputs { offset: 4 }));
         // No outputs.
         let mut tx = legacy[..4 + 1 + 41].to_vec();
         tx.extend_from_slice(&[0, 0, 0, 0, 0]);
@@ -874,17 +847,11 @@ mod tests {
             Err(TxParseError::TrailingBytes { count: 1, .. })
         ));
         for len in 0..block.len() - 1 {
-            assert!(
-                parse_block_transactions(&block[..len]).is_err(),
-                "prefix {len}"
-            );
+            assert!(parse_block_transactions(&block[..len]).is_err(), "prefix {len}");
         }
         let mut empty = header.to_vec();
         empty.push(0);
-        assert_eq!(
-            parse_block_transactions(&empty),
-            Err(TxParseError::EmptyBlock)
-        );
+        assert_eq!(parse_block_transactions(&empty), Err(TxParseError::EmptyBlock));
         let mut huge = header.to_vec();
         huge.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xff]);
         assert!(matches!(
@@ -910,11 +877,7 @@ mod tests {
         let coinbase = raw(
             "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff0704ffff001d0104ffffffff0100f2052a010000000000000000",
         );
-        assert!(
-            block_on(v.validate(&coinbase))
-                .unwrap_err()
-                .contains("coinbase")
-        );
+        assert!(block_on(v.validate(&coinbase)).unwrap_err().contains("coinbase"));
         let dyn_validator: std::sync::Arc<dyn TxValidator> = std::sync::Arc::new(v);
         assert!(block_on(dyn_validator.validate(&[])).is_err());
     }

@@ -27,9 +27,15 @@ fn at_5500_the_fraction_is_half_target_five_and_requests_sleep_1250_ms() {
     assert_eq!(throttle.target, 5);
 
     let mut admit = Box::pin(session.admit());
-    assert!(common::poll_once(&mut admit).is_none(), "throttled admission sleeps");
+    assert!(
+        common::poll_once(&mut admit).is_none(),
+        "throttled admission sleeps"
+    );
     fx.timer.advance(Duration::from_millis(1249));
-    assert!(common::poll_once(&mut admit).is_none(), "still sleeping at 1249 ms");
+    assert!(
+        common::poll_once(&mut admit).is_none(),
+        "still sleeping at 1249 ms"
+    );
     fx.timer.advance(Duration::from_millis(1));
     assert!(matches!(common::poll_once(&mut admit), Some(Ok(_))));
 }
@@ -155,7 +161,10 @@ fn a_handler_past_the_timeout_is_server_busy() {
     let mut run = Box::pin(permit.run(futures::future::pending::<()>()));
     assert!(common::poll_once(&mut run).is_none());
     fx.timer.advance(Duration::from_secs(2));
-    assert!(matches!(common::poll_once(&mut run), Some(Err(Error::ServerBusy(_)))));
+    assert!(matches!(
+        common::poll_once(&mut run),
+        Some(Err(Error::ServerBusy(_)))
+    ));
 }
 
 #[test]

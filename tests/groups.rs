@@ -14,11 +14,19 @@ fn sessions_group_by_24_and_48_and_mapped_ipv6_joins_its_ipv4_group() {
     let (_b, _) = fx.connect("[::ffff:203.0.113.77]:2");
     let (_c, _) = fx.connect("[2001:db8:1:2::5]:3");
     let (_d, _) = fx.connect("[2001:db8:1:ffff::9]:4");
-    let mut groups: Vec<(String, usize)> = fx.manager.groups().into_iter().map(|g| (g.name, g.sessions)).collect();
+    let mut groups: Vec<(String, usize)> = fx
+        .manager
+        .groups()
+        .into_iter()
+        .map(|g| (g.name, g.sessions))
+        .collect();
     groups.sort();
     assert_eq!(
         groups,
-        vec![("2001:db8:1::/48".to_string(), 2), ("203.0.113.0/24".to_string(), 2)]
+        vec![
+            ("2001:db8:1::/48".to_string(), 2),
+            ("203.0.113.0/24".to_string(), 2)
+        ]
     );
 }
 

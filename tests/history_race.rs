@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::executor::block_on;
 use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
-use indexer_sessions::{
-    Config, Db, HashX, HistoryEntry, Height, HostError, SessionManager, Tip, TxHash,
-};
+use indexer_sessions::{Config, Db, HashX, Height, HistoryEntry, HostError, SessionManager, Tip, TxHash};
 use std::sync::{Arc, Mutex};
 
 /// A `Db` whose next history read takes its answer at once, then waits for
@@ -71,7 +69,10 @@ fn a_read_that_overlaps_a_notify_is_read_again() {
     let (release, gate) = oneshot::channel();
     *db.gate.lock().unwrap() = Some(gate);
     memory.set_history(hashx, vec![]);
-    let block_entry = HistoryEntry { txid: TxHash([9; 32]), height: Height(1) };
+    let block_entry = HistoryEntry {
+        txid: TxHash([9; 32]),
+        height: Height(1),
+    };
     block_on(async {
         let read = session.subscribe(&alias);
         let block = async {

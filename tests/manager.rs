@@ -48,7 +48,10 @@ fn housekeeping_sweeps_every_interval_and_stops_at_shutdown() {
     assert!(common::poll_once(&mut housekeeping).is_none());
     assert_eq!(log.closed(), Some(DisconnectReason::Stale));
     block_on(fx.manager.shutdown());
-    assert!(common::poll_once(&mut housekeeping).is_some(), "housekeeping ends at shutdown");
+    assert!(
+        common::poll_once(&mut housekeeping).is_some(),
+        "housekeeping ends at shutdown"
+    );
 }
 
 #[test]
@@ -61,7 +64,9 @@ fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
         ..Config::default()
     });
     let mut events = fx.manager.listener_state();
-    let mut sessions: Vec<_> = (0..19).map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i))).collect();
+    let mut sessions: Vec<_> = (0..19)
+        .map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i)))
+        .collect();
     assert_eq!(events.current(), ListenerState::Accepting);
     sessions.push(fx.connect("127.0.0.1:2000"));
     assert_eq!(events.changed().now_or_never(), Some(ListenerState::Paused));
@@ -79,7 +84,9 @@ fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
         ..Config::default()
     });
     let mut events = fx.manager.listener_state();
-    let mut sessions: Vec<_> = (0..100).map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i))).collect();
+    let mut sessions: Vec<_> = (0..100)
+        .map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i)))
+        .collect();
     assert_eq!(events.changed().now_or_never(), Some(ListenerState::Paused));
     sessions.truncate(96);
     assert_eq!(events.current(), ListenerState::Paused, "96 % stays paused");
@@ -94,7 +101,11 @@ fn banned_networks_are_refused_and_their_sessions_closed() {
     let fx = Fixture::new(Config::default());
     let (_inside, log) = fx.connect("203.0.113.9:1");
     let (_outside, other) = fx.connect("198.51.100.9:1");
-    let closed = block_on(fx.manager.ban("203.0.113.0/24".parse().unwrap(), Some(Duration::from_secs(60)))).unwrap();
+    let closed = block_on(
+        fx.manager
+            .ban("203.0.113.0/24".parse().unwrap(), Some(Duration::from_secs(60))),
+    )
+    .unwrap();
     assert_eq!(closed, 1);
     assert_eq!(log.closed(), Some(DisconnectReason::Banned));
     assert_eq!(other.closed(), None);
@@ -107,7 +118,10 @@ fn banned_networks_are_refused_and_their_sessions_closed() {
     assert!(fx.manager.unban("198.51.100.0/24".parse().unwrap()));
     fx.connect("198.51.100.10:1");
     assert!(matches!(
-        block_on(fx.manager.ban("198.51.100.0/24".parse().unwrap(), Some(Duration::ZERO))),
+        block_on(
+            fx.manager
+                .ban("198.51.100.0/24".parse().unwrap(), Some(Duration::ZERO))
+        ),
         Err(Error::InvalidConfig { .. })
     ));
 }
@@ -121,14 +135,23 @@ fn disconnect_selects_by_id_group_address_and_all() {
     let (_d, d_log) = fx.connect("198.51.100.1:2");
     let (_e, e_log) = fx.connect("[2001:db8::1]:2");
 
-    assert_eq!(block_on(fx.manager.disconnect(Selector::Session(a.id()))).unwrap(), 1);
+    assert_eq!(
+        block_on(fx.manager.disconnect(Selector::Session(a.id()))).unwrap(),
+        1
+    );
     assert_eq!(a_log.closed(), Some(DisconnectReason::Admin));
     assert_eq!(b_log.closed(), None);
     let unknown = block_on(fx.manager.disconnect(Selector::Session(SessionId(999))));
     assert!(matches!(unknown, Err(Error::UnknownSession(SessionId(999)))));
-    assert_eq!(block_on(fx.manager.disconnect("203.0.113.0/24".parse().unwrap())).unwrap(), 1);
+    assert_eq!(
+        block_on(fx.manager.disconnect("203.0.113.0/24".parse().unwrap())).unwrap(),
+        1
+    );
     assert_eq!(b_log.closed(), Some(DisconnectReason::Admin));
-    assert_eq!(block_on(fx.manager.disconnect("198.51.100.1".parse().unwrap())).unwrap(), 2);
+    assert_eq!(
+        block_on(fx.manager.disconnect("198.51.100.1".parse().unwrap())).unwrap(),
+        2
+    );
     assert!(c_log.closed().is_some() && d_log.closed().is_some());
     assert_eq!(e_log.closed(), None);
     assert_eq!(block_on(fx.manager.disconnect(Selector::All)).unwrap(), 1);
@@ -171,7 +194,11 @@ fn admin_tables_show_the_numbers() {
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].sessions, 2);
     // Both members decayed 3 s at 1 unit per second before being reported.
-    assert!((groups[0].cost - ((6.5 - 3.0) + (50.0 - 3.0))).abs() < 1e-9, "{}", groups[0].cost);
+    assert!(
+        (groups[0].cost - ((6.5 - 3.0) + (50.0 - 3.0))).abs() < 1e-9,
+        "{}",
+        groups[0].cost
+    );
     assert_eq!(groups[0].counters.requests, 1);
     assert_eq!(groups[0].counters.recv_bytes, 5000);
 
@@ -186,7 +213,10 @@ fn admin_tables_show_the_numbers() {
     let info = fx.manager.info();
     assert_eq!(info.sessions_ended, 1);
     assert_eq!(info.counters.recv_bytes, 5000, "ended sessions still count");
-    assert!(matches!(fx.manager.session_info(SessionId(77)), Err(Error::UnknownSession(_))));
+    assert!(matches!(
+        fx.manager.session_info(SessionId(77)),
+        Err(Error::UnknownSession(_))
+    ));
 }
 
 #[test]
@@ -198,10 +228,16 @@ fn shutdown_closes_every_session_refuses_new_ones_and_stops_listeners() {
     for (handle, log) in &logs {
         assert_eq!(log.closed(), Some(DisconnectReason::Shutdown));
         assert!(handle.is_closed());
-        assert!(matches!(handle.admit().now_or_never(), Some(Err(Error::SessionClosed(_)))));
+        assert!(matches!(
+            handle.admit().now_or_never(),
+            Some(Err(Error::SessionClosed(_)))
+        ));
     }
     assert_eq!(events.changed().now_or_never(), Some(ListenerState::Stopped));
-    assert!(matches!(fx.try_connect("203.0.113.9:1"), Err(Error::ShuttingDown)));
+    assert!(matches!(
+        fx.try_connect("203.0.113.9:1"),
+        Err(Error::ShuttingDown)
+    ));
 }
 
 #[test]
@@ -222,7 +258,13 @@ fn limits_change_at_run_time_and_bad_limits_change_nothing() {
         cost_hard_limit: 10.0,
         ..Limits::default()
     };
-    assert!(matches!(fx.manager.set_limits(bad), Err(Error::InvalidConfig { field: "cost_hard_limit", .. })));
+    assert!(matches!(
+        fx.manager.set_limits(bad),
+        Err(Error::InvalidConfig {
+            field: "cost_hard_limit",
+            ..
+        })
+    ));
     assert_eq!(*fx.manager.limits(), tighter);
 }
 
@@ -241,25 +283,64 @@ fn bad_configuration_is_a_typed_error_at_build() {
         Err(Error::InvalidConfig { field, .. }) => field,
         other => panic!("expected a configuration error, got {other:?}"),
     };
-    assert_eq!(field(Config { ipv4_group_prefix: 33, ..Config::default() }), "ipv4_group_prefix");
-    assert_eq!(field(Config { ipv6_group_prefix: 129, ..Config::default() }), "ipv6_group_prefix");
-    assert_eq!(field(Config { sweep_interval: Duration::ZERO, ..Config::default() }), "sweep_interval");
-    assert_eq!(field(Config { recalc_interval: Duration::ZERO, ..Config::default() }), "recalc_interval");
-    let limits = |limits: Limits| Config { limits, ..Config::default() };
     assert_eq!(
-        field(limits(Limits { cost_hard_limit: 500.0, ..Limits::default() })),
+        field(Config {
+            ipv4_group_prefix: 33,
+            ..Config::default()
+        }),
+        "ipv4_group_prefix"
+    );
+    assert_eq!(
+        field(Config {
+            ipv6_group_prefix: 129,
+            ..Config::default()
+        }),
+        "ipv6_group_prefix"
+    );
+    assert_eq!(
+        field(Config {
+            sweep_interval: Duration::ZERO,
+            ..Config::default()
+        }),
+        "sweep_interval"
+    );
+    assert_eq!(
+        field(Config {
+            recalc_interval: Duration::ZERO,
+            ..Config::default()
+        }),
+        "recalc_interval"
+    );
+    let limits = |limits: Limits| Config {
+        limits,
+        ..Config::default()
+    };
+    assert_eq!(
+        field(limits(Limits {
+            cost_hard_limit: 500.0,
+            ..Limits::default()
+        })),
         "cost_hard_limit"
     );
     assert_eq!(
-        field(limits(Limits { cost_soft_limit: f64::NAN, ..Limits::default() })),
+        field(limits(Limits {
+            cost_soft_limit: f64::NAN,
+            ..Limits::default()
+        })),
         "cost_soft_limit"
     );
     assert_eq!(
-        field(limits(Limits { session_timeout: Duration::ZERO, ..Limits::default() })),
+        field(limits(Limits {
+            session_timeout: Duration::ZERO,
+            ..Limits::default()
+        })),
         "session_timeout"
     );
     assert_eq!(
-        field(limits(Limits { initial_concurrent: 0, ..Limits::default() })),
+        field(limits(Limits {
+            initial_concurrent: 0,
+            ..Limits::default()
+        })),
         "initial_concurrent"
     );
     let missing = SessionManager::builder(Config::default())
@@ -267,6 +348,9 @@ fn bad_configuration_is_a_typed_error_at_build() {
         .daemon(MemoryDaemon::new())
         .mempool(MemoryMempool::new())
         .build();
-    assert!(matches!(missing, Err(Error::InvalidConfig { field: "timer", .. })));
+    assert!(matches!(
+        missing,
+        Err(Error::InvalidConfig { field: "timer", .. })
+    ));
     assert!(build(Config::default()).is_ok());
 }

@@ -8,12 +8,9 @@ use indexer_sessions::tx::parse_block_transactions;
 use indexer_sessions::{BlockHash, TxHash, decode_hex};
 use std::path::PathBuf;
 
-const BLOCK_2500: &str =
-    "mainnet_block_000000000000000000000c835b2adcaedc20fdf6ee440009c249452c726dafae";
-const BLOCK_9: &str =
-    "mainnet_block_0000000000013b8ab2cd513b0261a14096412195a72a0c4827d229dcc7e0f7af";
-const BLOCK_SEGWIT: &str =
-    "testnet_block_000000000000045e0b1660b6445b5e5c5ab63c9a4f956be7e1e69be04fa4497b";
+const BLOCK_2500: &str = "mainnet_block_000000000000000000000c835b2adcaedc20fdf6ee440009c249452c726dafae";
+const BLOCK_9: &str = "mainnet_block_0000000000013b8ab2cd513b0261a14096412195a72a0c4827d229dcc7e0f7af";
+const BLOCK_SEGWIT: &str = "testnet_block_000000000000045e0b1660b6445b5e5c5ab63c9a4f956be7e1e69be04fa4497b";
 
 /// The Bitcoin mainnet genesis block, 285 bytes.
 const GENESIS: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c0101000000010000000000000000000000000000000000000000000000000000000000000000ffffffff4d04ffff001d0104455468652054696d65732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e6b206f66207365636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a01000000434104678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac00000000";
@@ -32,9 +29,7 @@ fn load(name: &str) -> Vector {
     let raw = std::fs::read(dir.join(format!("{name}.raw"))).expect("read raw block");
     let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("read json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("parse json");
-    let hash = |v: &serde_json::Value| {
-        TxHash::from_hex(v.as_str().expect("hex string")).expect("txid hex")
-    };
+    let hash = |v: &serde_json::Value| TxHash::from_hex(v.as_str().expect("hex string")).expect("txid hex");
     let txids: Vec<TxHash> = json["txids"]
         .as_array()
         .expect("txids")
@@ -82,11 +77,7 @@ fn check_branches(txids: &[TxHash], root: TxHash, positions: impl IntoIterator<I
     let levels = MerkleLevels::new(txids);
     for i in positions {
         let naive = merkle_branch(txids, i).expect("index in range");
-        assert_eq!(
-            root_from_branch(txids[i], i, &naive),
-            root,
-            "naive branch {i}"
-        );
+        assert_eq!(root_from_branch(txids[i], i, &naive), root, "naive branch {i}");
         assert_eq!(
             levels.branch(txids, i).as_ref(),
             Some(&naive),
@@ -153,9 +144,6 @@ fn genesis_block_single_transaction() {
 fn truncated_block_is_refused() {
     let v = load(BLOCK_9);
     for len in [0, 79, 80, 81, v.raw.len() / 2, v.raw.len() - 1] {
-        assert!(
-            parse_block_transactions(&v.raw[..len]).is_err(),
-            "prefix {len}"
-        );
+        assert!(parse_block_transactions(&v.raw[..len]).is_err(), "prefix {len}");
     }
 }

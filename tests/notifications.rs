@@ -8,7 +8,7 @@ use futures::executor::block_on;
 use indexer_sessions::status::{electrum_status, status_hex};
 use indexer_sessions::testing::TransportLog;
 use indexer_sessions::{
-    Config, DisconnectReason, Error, HashX, HistoryEntry, Height, Limits, MempoolEntry, Notification,
+    Config, DisconnectReason, Error, HashX, Height, HistoryEntry, Limits, MempoolEntry, Notification,
     SubscriptionScope, Tip, TxHash,
 };
 use proptest::prelude::*;
@@ -61,7 +61,10 @@ type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Polls a delivery future until it waits; returns what the client received.
 fn drain(deliver: &mut Delivery, log: &TransportLog) -> Vec<Notification> {
-    assert!(deliver.as_mut().now_or_never().is_none(), "delivery runs until the session ends");
+    assert!(
+        deliver.as_mut().now_or_never().is_none(),
+        "delivery runs until the session ends"
+    );
     log.take_sent()
 }
 
@@ -93,11 +96,20 @@ fn subscribe_returns_the_status_and_notify_sends_changes_once_per_subscriber() {
     assert_eq!(block_on(b.subscribe(&alias(1))).unwrap(), None);
     assert_eq!(block_on(b.subscribe(&alias(2))).unwrap(), None);
 
-    fx.db.add_history(hashx(1), HistoryEntry { txid: txid(1), height: Height(1) });
+    fx.db.add_history(
+        hashx(1),
+        HistoryEntry {
+            txid: txid(1),
+            height: Height(1),
+        },
+    );
     let tip = new_block(&fx);
     let touched = [hashx(1), hashx(3)];
     let report = block_on(fx.manager.notify(tip, &touched));
-    assert_eq!(report.statuses_computed, 1, "only touched ∩ subscribed is computed");
+    assert_eq!(
+        report.statuses_computed, 1,
+        "only touched ∩ subscribed is computed"
+    );
     assert_eq!(report.statuses_changed, 1);
     assert_eq!(report.status_notifications, 2);
     let expected = vec![(alias(1), true_status(&fx, 1))];
@@ -113,11 +125,20 @@ fn subscribe_returns_the_status_and_notify_sends_changes_once_per_subscriber() {
     // Unsubscribed sessions are not told.
     assert!(a.unsubscribe(&alias(1)).unwrap());
     assert!(!a.unsubscribe(&alias(1)).unwrap());
-    fx.db.add_history(hashx(1), HistoryEntry { txid: txid(2), height: Height(2) });
+    fx.db.add_history(
+        hashx(1),
+        HistoryEntry {
+            txid: txid(2),
+            height: Height(2),
+        },
+    );
     let tip = new_block(&fx);
     block_on(fx.manager.notify(tip, &touched));
     assert!(drain(&mut a_deliver, &a_log).is_empty());
-    assert_eq!(statuses(&drain(&mut b_deliver, &b_log)), vec![(alias(1), true_status(&fx, 1))]);
+    assert_eq!(
+        statuses(&drain(&mut b_deliver, &b_log)),
+        vec![(alias(1), true_status(&fx, 1))]
+    );
 }
 
 #[test]
@@ -134,7 +155,13 @@ fn header_subscribers_get_the_newest_header_once_per_tip_change() {
     }
     // Not drained in between: coalesced into the newest header.
     let sent = drain(&mut deliver, &log);
-    assert_eq!(sent, vec![Notification::Header { height: Height(3), header: header(3, 0) }]);
+    assert_eq!(
+        sent,
+        vec![Notification::Header {
+            height: Height(3),
+            header: header(3, 0)
+        }]
+    );
     // A mempool event (same tip) sends no header.
     block_on(fx.manager.notify(fx.db.current_tip(), &[]));
     assert!(drain(&mut deliver, &log).is_empty());
@@ -145,21 +172,37 @@ fn a_confirming_transaction_produces_exactly_one_status_change_per_subscriber() 
     let fx = Fixture::new(Config::default());
     let tip = start(&fx);
     let sessions: Vec<_> = (0..3).map(|i| fx.connect(&format!("203.0.{i}.1:1"))).collect();
-    let mut deliveries: Vec<Delivery> = sessions.iter().map(|(s, _)| Box::pin(s.deliver()) as Delivery).collect();
+    let mut deliveries: Vec<Delivery> = sessions
+        .iter()
+        .map(|(s, _)| Box::pin(s.deliver()) as Delivery)
+        .collect();
     for (session, _) in &sessions {
         block_on(session.subscribe(&alias(7))).unwrap();
     }
     // The transaction enters the mempool: one change.
-    let entry = MempoolEntry { txid: txid(9), fee: 500, has_unconfirmed_inputs: false };
+    let entry = MempoolEntry {
+        txid: txid(9),
+        fee: 500,
+        has_unconfirmed_inputs: false,
+    };
     fx.mempool.add(hashx(7), entry);
     block_on(fx.manager.notify(tip, &[hashx(7)]));
     let unconfirmed = true_status(&fx, 7);
     for ((_, log), deliver) in sessions.iter().zip(&mut deliveries) {
-        assert_eq!(statuses(&drain(deliver, log)), vec![(alias(7), unconfirmed.clone())]);
+        assert_eq!(
+            statuses(&drain(deliver, log)),
+            vec![(alias(7), unconfirmed.clone())]
+        );
     }
     // It confirms. The block is notified while the mempool still lists it,
     // then the mempool refresh is notified: one change per subscriber.
-    fx.db.add_history(hashx(7), HistoryEntry { txid: txid(9), height: Height(1) });
+    fx.db.add_history(
+        hashx(7),
+        HistoryEntry {
+            txid: txid(9),
+            height: Height(1),
+        },
+    );
     let tip = new_block(&fx);
     block_on(fx.manager.notify(tip, &[hashx(7)]));
     fx.mempool.remove(txid(9));
@@ -167,7 +210,10 @@ fn a_confirming_transaction_produces_exactly_one_status_change_per_subscriber() 
     let confirmed = true_status(&fx, 7);
     assert_ne!(confirmed, unconfirmed);
     for ((_, log), deliver) in sessions.iter().zip(&mut deliveries) {
-        assert_eq!(statuses(&drain(deliver, log)), vec![(alias(7), confirmed.clone())]);
+        assert_eq!(
+            statuses(&drain(deliver, log)),
+            vec![(alias(7), confirmed.clone())]
+        );
     }
 }
 
@@ -189,7 +235,13 @@ fn a_client_that_never_reads_holds_at_most_one_status_per_subscription_plus_a_he
     let mut max_pending = 0;
     for event in 0..1000u32 {
         let n = (event % 10) as u8;
-        fx.db.add_history(hashx(n), HistoryEntry { txid: txid(event), height: Height(event + 1) });
+        fx.db.add_history(
+            hashx(n),
+            HistoryEntry {
+                txid: txid(event),
+                height: Height(event + 1),
+            },
+        );
         let tip = new_block(&fx);
         block_on(fx.manager.notify(tip, &[hashx(n)]));
         // The stalled client's first send is in progress; the rest waits.
@@ -202,11 +254,20 @@ fn a_client_that_never_reads_holds_at_most_one_status_per_subscription_plus_a_he
     assert_eq!(received, 1000, "the reading client got every change");
     assert_eq!(stuck_log.closed(), None, "10 s stalled: not yet");
     fx.timer.advance(Duration::from_secs(10));
-    assert!(stuck_deliver.as_mut().now_or_never().is_some(), "delivery ends with the session");
+    assert!(
+        stuck_deliver.as_mut().now_or_never().is_some(),
+        "delivery ends with the session"
+    );
     assert_eq!(stuck_log.closed(), Some(DisconnectReason::SendTimeout));
     assert!(stuck.is_closed());
     // The reader keeps receiving.
-    fx.db.add_history(hashx(0), HistoryEntry { txid: txid(5000), height: Height(5000) });
+    fx.db.add_history(
+        hashx(0),
+        HistoryEntry {
+            txid: txid(5000),
+            height: Height(5000),
+        },
+    );
     let tip = new_block(&fx);
     block_on(fx.manager.notify(tip, &[hashx(0)]));
     assert_eq!(statuses(&drain(&mut reader_deliver, &reader_log)).len(), 1);
@@ -247,23 +308,44 @@ fn subscription_limits_refuse_without_disconnecting() {
         block_on(a.subscribe(&alias(n))).unwrap();
     }
     let refused = block_on(a.subscribe(&alias(3))).unwrap_err();
-    assert!(matches!(refused, Error::SubscriptionLimit { scope: SubscriptionScope::Session, max: 3 }));
+    assert!(matches!(
+        refused,
+        Error::SubscriptionLimit {
+            scope: SubscriptionScope::Session,
+            max: 3
+        }
+    ));
     assert!(refused.to_string().contains("session"), "{refused}");
     assert!(!a.is_closed());
     block_on(a.subscribe(&alias(0))).expect("re-subscribing is not a new subscription");
     block_on(b.subscribe(&alias(10))).unwrap();
     block_on(b.subscribe(&alias(11))).unwrap();
     let refused = block_on(b.subscribe(&alias(12))).unwrap_err();
-    assert!(matches!(refused, Error::SubscriptionLimit { scope: SubscriptionScope::Group, max: 5 }));
+    assert!(matches!(
+        refused,
+        Error::SubscriptionLimit {
+            scope: SubscriptionScope::Group,
+            max: 5
+        }
+    ));
     block_on(c.subscribe(&alias(20))).unwrap();
     block_on(c.subscribe(&alias(21))).unwrap();
     let refused = block_on(c.subscribe(&alias(22))).unwrap_err();
-    assert!(matches!(refused, Error::SubscriptionLimit { scope: SubscriptionScope::Global, max: 7 }));
+    assert!(matches!(
+        refused,
+        Error::SubscriptionLimit {
+            scope: SubscriptionScope::Global,
+            max: 7
+        }
+    ));
     assert_eq!(fx.manager.info().subs, 7);
     // Room again after an unsubscribe.
     assert!(c.unsubscribe(&alias(20)).unwrap());
     block_on(c.subscribe(&alias(22))).unwrap();
-    assert!(matches!(block_on(c.subscribe("not hex")), Err(Error::BadRequest(_))));
+    assert!(matches!(
+        block_on(c.subscribe("not hex")),
+        Err(Error::BadRequest(_))
+    ));
 }
 
 #[test]

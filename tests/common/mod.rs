@@ -1,7 +1,9 @@
 //! Shared test fixtures: a manager on a manual clock with in-memory hosts.
 #![allow(dead_code)]
 
-use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport, TransportLog};
+use indexer_sessions::testing::{
+    ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport, TransportLog,
+};
 use indexer_sessions::{Config, SessionHandle, SessionManager};
 use std::net::SocketAddr;
 use std::sync::Arc;
