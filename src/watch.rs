@@ -44,17 +44,7 @@ impl<T: Clone + PartialEq> WatchCell<T> {
 
     /// Sets the value; waiters wake only if it changed. Returns whether it changed.
     pub(crate) fn set(&self, value: T) -> bool {
-        let wakers = {
-            let mut state = lock(&self.state);
-            if state.value == value {
-                return false;
-            }
-            state.value = value;
-            state.version += 1;
-            std::mem::take(&mut state.wakers)
-        };
-        wakers.into_iter().for_each(Waker::wake);
-        true
+        self.update(|_| value)
     }
 
     /// Applies `f` to the value under the lock; wakes waiters if it changed.
