@@ -4,7 +4,7 @@
 //! Run: `cargo run --example embed --features tokio,test-util`
 
 use indexer_sessions::testing::{MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
-use indexer_sessions::{Config, HashX, HistoryEntry, Height, SessionManager, TokioTimer, TxHash, cost};
+use indexer_sessions::{Config, HashX, Height, HistoryEntry, SessionManager, TokioTimer, TxHash, cost};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,7 +46,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A block touches the subscribed script: every subscriber is told once.
     let hashx = HashX::from_scripthash_hex(scripthash).ok_or("bad scripthash")?;
-    db.add_history(hashx, HistoryEntry { txid: TxHash([7; 32]), height: Height(1) });
+    db.add_history(
+        hashx,
+        HistoryEntry {
+            txid: TxHash([7; 32]),
+            height: Height(1),
+        },
+    );
     let tip = db.push_block(vec![1u8; 80], vec![TxHash([7; 32])]);
     let report = manager.notify(tip, &[hashx]).await;
     println!(
@@ -59,7 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     manager.recalculate();
 
-    println!("\n{:>4} {:<6} {:<18} {:>9} {:>9} {:>5} {:>5} {:<22} group", "id", "flags", "client", "cost", "xcost", "reqs", "subs", "peer");
+    println!(
+        "\n{:>4} {:<6} {:<18} {:>9} {:>9} {:>5} {:>5} {:<22} group",
+        "id", "flags", "client", "cost", "xcost", "reqs", "subs", "peer"
+    );
     for row in manager.sessions() {
         println!(
             "{:>4} {:<6} {:<18} {:>9.2} {:>9.2} {:>5} {:>5} {:<22} {}",
@@ -74,9 +83,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.group.unwrap_or_else(|| "(exempt)".into())
         );
     }
-    println!("\n{:<18} {:>8} {:>10} {:>10}", "group", "sessions", "cost", "retained");
+    println!(
+        "\n{:<18} {:>8} {:>10} {:>10}",
+        "group", "sessions", "cost", "retained"
+    );
     for group in manager.groups() {
-        println!("{:<18} {:>8} {:>10.2} {:>10.2}", group.name, group.sessions, group.cost, group.retained_cost);
+        println!(
+            "{:<18} {:>8} {:>10.2} {:>10.2}",
+            group.name, group.sessions, group.cost, group.retained_cost
+        );
     }
     let info = manager.info();
     println!(

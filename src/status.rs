@@ -40,7 +40,7 @@ pub fn mempool_height(entry: &MempoolEntry) -> i32 {
 /// inputs (height 0) first, then those with (height −1), each group by txid
 /// in internal byte order. Equal keys keep their relative order.
 pub fn sort_mempool(entries: &mut [MempoolEntry]) {
-    entries.sort_by(|a, b| (a.has_unconfirmed_inputs, a.txid.0).cmp(&(b.has_unconfirmed_inputs, b.txid.0)));
+    entries.sort_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0));
 }
 
 /// The status preimage: `"{txid}:{height}:"` for each confirmed entry in the

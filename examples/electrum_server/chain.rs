@@ -26,7 +26,7 @@ use bitcoin::address::NetworkUnchecked;
 use bitcoin::block::{Header, Version as BlockVersion};
 use bitcoin::blockdata::constants::genesis_block;
 use bitcoin::consensus::{deserialize, serialize};
-use bitcoin::hashes::{Hash, sha256, sha256d};
+use bitcoin::hashes::{Hash, HashEngine, sha256, sha256d};
 use bitcoin::opcodes::OP_0;
 use bitcoin::opcodes::all::OP_RETURN;
 use bitcoin::script::{Builder, PushBytesBuf};
@@ -34,8 +34,8 @@ use bitcoin::secp256k1::{Message, Secp256k1, VerifyOnly};
 use bitcoin::sighash::SighashCache;
 use bitcoin::transaction::Version;
 use bitcoin::{
-    Address, AddressType, Amount, Block, CompactTarget, CompressedPublicKey, Network, OutPoint,
-    ScriptBuf, Sequence, Transaction, TxIn, TxMerkleNode, TxOut, Txid, Witness, absolute, ecdsa,
+    Address, AddressType, Amount, Block, CompactTarget, CompressedPublicKey, Network, OutPoint, ScriptBuf,
+    Sequence, Transaction, TxIn, TxMerkleNode, TxOut, Txid, Witness, absolute, ecdsa,
 };
 
 use crate::wallet::TestKey;
@@ -467,8 +467,8 @@ impl Chain {
                 .chunks(2)
                 .map(|pair| {
                     let mut engine = sha256d::Hash::engine();
-                    bitcoin::hashes::HashEngine::input(&mut engine, &pair[0]);
-                    bitcoin::hashes::HashEngine::input(&mut engine, &pair[1]);
+                    engine.input(&pair[0]);
+                    engine.input(&pair[1]);
                     sha256d::Hash::from_engine(engine).to_byte_array()
                 })
                 .collect();
@@ -578,9 +578,7 @@ impl Chain {
 
     /// Height of the block confirming `txid`; `None` for mempool and unknown transactions.
     pub fn tx_height(&self, txid: &[u8; 32]) -> Option<u32> {
-        self.txs
-            .get(&Txid::from_byte_array(*txid))
-            .map(|tx| tx.height)
+        self.txs.get(&Txid::from_byte_array(*txid)).map(|tx| tx.height)
     }
 
     /// Height and position in its block of the confirmed transaction `txid`.
@@ -619,12 +617,8 @@ impl Chain {
     ///
     /// Returns the txid (internal byte order) and the scripthashes it touches: those
     /// of its outputs, then those of the outputs it spends, each once.
-    pub fn accept_transaction(
-        &mut self,
-        raw: &[u8],
-    ) -> Result<([u8; 32], Vec<ScriptHash>), ChainError> {
-        let tx: Transaction =
-            deserialize(raw).map_err(|error| ChainError::Malformed(error.to_string()))?;
+    pub fn accept_transaction(&mut self, raw: &[u8]) -> Result<([u8; 32], Vec<ScriptHash>), ChainError> {
+        let tx: Transaction = deserialize(raw).map_err(|error| ChainError::Malformed(error.to_string()))?;
         if tx.is_coinbase() {
             return Err(ChainError::Coinbase);
         }
@@ -699,7 +693,11 @@ impl Chain {
         let height = self.height() + 1;
         let entries: Vec<MempoolEntry> = std::mem::take(&mut self.mempool_order)
             .iter()
-            .map(|txid| self.mempool.remove(txid).expect("ordered txids are in the mempool"))
+            .map(|txid| {
+                self.mempool
+                    .remove(txid)
+                    .expect("ordered txids are in the mempool")
+            })
             .collect();
         self.clear_mempool();
 
@@ -998,11 +996,9 @@ impl Chain {
             if !txin.script_sig.is_empty() {
                 return Err(bad("the scriptSig must be empty"));
             }
-            let (Some(sig), Some(pubkey), None) = (
-                txin.witness.nth(0),
-                txin.witness.nth(1),
-                txin.witness.nth(2),
-            ) else {
+            let (Some(sig), Some(pubkey), None) =
+                (txin.witness.nth(0), txin.witness.nth(1), txin.witness.nth(2))
+            else {
                 return Err(bad("the witness must be exactly <signature> <public key>"));
             };
             let pubkey = CompressedPublicKey::from_slice(pubkey)
@@ -1047,9 +1043,9 @@ impl Chain {
         let next_height = self.height() + 1;
         let spendable = self.utxos(&key_sh).into_iter().filter(|utxo| {
             let outpoint = OutPoint::new(Txid::from_byte_array(utxo.txid), utxo.vout);
-            self.coins.get(&outpoint).is_none_or(|coin| {
-                !coin.coinbase || coin.height + COINBASE_MATURITY <= next_height
-            })
+            self.coins
+                .get(&outpoint)
+                .is_none_or(|coin| !coin.coinbase || coin.height + COINBASE_MATURITY <= next_height)
         });
         let (mut unconfirmed, confirmed): (Vec<Utxo>, Vec<Utxo>) =
             spendable.partition(|utxo| utxo.height == 0);
@@ -1177,7 +1173,7 @@ mod tests {
     use bitcoin::opcodes::{Class, ClassifyContext};
     use bitcoin::script::Instruction;
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
-    use bitcoin::{KnownHrp, NetworkKind, PublicKey, Target, XOnlyPublicKey};
+    use bitcoin::{KnownHrp, NetworkKind, Target, XOnlyPublicKey};
 
     use super::*;
 
@@ -1294,7 +1290,10 @@ mod tests {
         for height in 0..=mined.height {
             let block = block_at(&chain, height);
             assert!(block.check_merkle_root(), "merkle root of block {height}");
-            assert!(block.check_witness_commitment(), "witness commitment of block {height}");
+            assert!(
+                block.check_witness_commitment(),
+                "witness commitment of block {height}"
+            );
             for (position, tx) in block.txdata.iter().enumerate() {
                 assert_eq!(tx.is_coinbase(), position == 0);
                 let txid = tx.compute_txid().to_byte_array();
@@ -1340,7 +1339,8 @@ mod tests {
         // Fees come back to the key: it holds every subsidy minus the payment.
         let subsidies = (1..=151).map(subsidy).sum::<u64>();
         assert_eq!(chain.balance(&chain_key().scripthash()), (subsidies - BTC, 0));
-        assert_eq!(chain.history(&chain_key().scripthash()).len(), 151);
+        // 151 coinbases and the payment spending one of them.
+        assert_eq!(chain.history(&chain_key().scripthash()).len(), 152);
     }
 
     #[test]
@@ -1354,8 +1354,7 @@ mod tests {
             Address::p2pkh(public, NetworkKind::Test).to_string(),
             Address::p2sh(&script, NetworkKind::Test).unwrap().to_string(),
             Address::p2wsh(&script, KnownHrp::Regtest).to_string(),
-            Address::p2tr(&secp, XOnlyPublicKey::from(public.0), None, KnownHrp::Regtest)
-                .to_string(),
+            Address::p2tr(&secp, XOnlyPublicKey::from(public.0), None, KnownHrp::Regtest).to_string(),
         ];
         assert!(addresses[1].starts_with(['m', 'n']), "{}", addresses[1]);
         assert!(addresses[2].starts_with('2'));
@@ -1375,39 +1374,74 @@ mod tests {
             assert_eq!(chain.history(&sh), vec![(*txid, 101)]);
             assert_eq!(
                 chain.utxos(&sh),
-                vec![Utxo { txid: *txid, vout, height: 101, value: *amount }]
+                vec![Utxo {
+                    txid: *txid,
+                    vout,
+                    height: 101,
+                    value: *amount
+                }]
             );
             assert_eq!(chain.mempool_entries(&sh), vec![]);
             assert_eq!(chain.tx_height(txid), Some(101));
         }
         // Two payments to one address: two history entries and two outputs.
-        let twice = Chain::new(101, &[(key(1).address(), BTC), (key(1).address(), 2 * BTC)])
-            .expect("chain builds");
+        let twice =
+            Chain::new(101, &[(key(1).address(), BTC), (key(1).address(), 2 * BTC)]).expect("chain builds");
         let sh = key(1).scripthash();
         assert_eq!(twice.balance(&sh), (3 * BTC, 0));
         assert_eq!(twice.history(&sh).len(), 2);
-        assert_eq!(twice.utxos(&sh).iter().map(|u| u.value).collect::<Vec<_>>(), [BTC, 2 * BTC]);
+        assert_eq!(
+            twice.utxos(&sh).iter().map(|u| u.value).collect::<Vec<_>>(),
+            [BTC, 2 * BTC]
+        );
     }
 
     #[test]
     fn pay_to_refuses_other_networks_and_bad_input() {
         let secp = Secp256k1::new();
         let public = CompressedPublicKey(SecretKey::from_slice(&[3; 32]).unwrap().public_key(&secp));
-        let refuse = |address: String, amount: u64| {
-            Chain::new(110, &[(address, amount)]).expect_err("refused")
-        };
+        let refuse =
+            |address: String, amount: u64| Chain::new(110, &[(address, amount)]).expect_err("refused");
         let mainnet = Address::p2wpkh(&public, KnownHrp::Mainnet).to_string();
         let error = refuse(mainnet.clone(), BTC);
-        assert_eq!(error, ChainError::WrongNetwork { address: mainnet, network: "mainnet" });
+        assert_eq!(
+            error,
+            ChainError::WrongNetwork {
+                address: mainnet,
+                network: "mainnet"
+            }
+        );
         assert!(error.to_string().contains("regtest"), "{error}");
         let legacy_mainnet = Address::p2pkh(public, NetworkKind::Main).to_string();
-        assert!(matches!(refuse(legacy_mainnet, BTC), ChainError::WrongNetwork { network: "mainnet", .. }));
+        assert!(matches!(
+            refuse(legacy_mainnet, BTC),
+            ChainError::WrongNetwork {
+                network: "mainnet",
+                ..
+            }
+        ));
         let testnet = Address::p2wpkh(&public, KnownHrp::Testnets).to_string();
-        assert!(matches!(refuse(testnet, BTC), ChainError::WrongNetwork { network: "testnet/signet", .. }));
-        assert!(matches!(refuse("bcrt1qnotanaddress".into(), BTC), ChainError::InvalidAddress { .. }));
-        assert!(matches!(refuse(String::new(), BTC), ChainError::InvalidAddress { .. }));
-        assert_eq!(refuse(key(1).address(), 0), ChainError::ZeroAmount { address: key(1).address() });
-        let _ = PublicKey::new(public.0);
+        assert!(matches!(
+            refuse(testnet, BTC),
+            ChainError::WrongNetwork {
+                network: "testnet/signet",
+                ..
+            }
+        ));
+        assert!(matches!(
+            refuse("bcrt1qnotanaddress".into(), BTC),
+            ChainError::InvalidAddress { .. }
+        ));
+        assert!(matches!(
+            refuse(String::new(), BTC),
+            ChainError::InvalidAddress { .. }
+        ));
+        assert_eq!(
+            refuse(key(1).address(), 0),
+            ChainError::ZeroAmount {
+                address: key(1).address()
+            }
+        );
     }
 
     #[test]
@@ -1415,20 +1449,29 @@ mod tests {
         let to = |amount: u64| vec![(key(1).address(), amount)];
         assert_eq!(
             Chain::new(100, &to(BTC)).unwrap_err(),
-            ChainError::TooFewBlocks { blocks: 100, needed: 101 }
+            ChainError::TooFewBlocks {
+                blocks: 100,
+                needed: 101
+            }
         );
         assert_eq!(Chain::new(101, &to(BTC)).unwrap().tip().0, 101);
         // 60 BTC needs the coinbases of blocks 1 and 2, spendable from block 102.
         assert_eq!(
             Chain::new(101, &to(60 * BTC)).unwrap_err(),
-            ChainError::TooFewBlocks { blocks: 101, needed: 102 }
+            ChainError::TooFewBlocks {
+                blocks: 101,
+                needed: 102
+            }
         );
         let chain = Chain::new(102, &to(60 * BTC)).unwrap();
         assert_eq!(chain.history(&key(1).scripthash())[0].1, 102);
         // All 50 BTC of block 1's coinbase leaves nothing for the fee: one more block.
         let chain = Chain::new(105, &to(50 * BTC)).unwrap();
         assert_eq!(chain.history(&key(1).scripthash())[0].1, 102);
-        assert!(matches!(Chain::new(1_000, &to(MAX_MONEY)), Err(ChainError::PaymentsTooLarge { .. })));
+        assert!(matches!(
+            Chain::new(1_000, &to(MAX_MONEY)),
+            Err(ChainError::PaymentsTooLarge { .. })
+        ));
         assert_eq!(Chain::new(0, &[]).unwrap().tip().0, 0);
     }
 
@@ -1444,14 +1487,23 @@ mod tests {
         );
         let (parent_txid, touched) = chain.accept_transaction(&parent).expect("parent accepted");
         assert_eq!(touched, vec![sh_b, sh_a]);
-        let parent_entry = MempoolTx { txid: parent_txid, fee: 10_000, has_unconfirmed_inputs: false };
+        let parent_entry = MempoolTx {
+            txid: parent_txid,
+            fee: 10_000,
+            has_unconfirmed_inputs: false,
+        };
         assert_eq!(chain.mempool_entries(&sh_a), vec![parent_entry]);
         assert_eq!(chain.mempool_entries(&sh_b), vec![parent_entry]);
         assert_eq!(chain.balance(&sh_a), (BTC, 39_990_000 - BTC as i64));
         assert_eq!(chain.balance(&sh_b), (0, 60_000_000));
         assert_eq!(
             chain.utxos(&sh_a),
-            vec![Utxo { txid: parent_txid, vout: 1, height: 0, value: 39_990_000 }]
+            vec![Utxo {
+                txid: parent_txid,
+                vout: 1,
+                height: 0,
+                value: 39_990_000
+            }]
         );
         assert_eq!(chain.history(&sh_a), vec![(paid_txid, 101)]);
         assert_eq!(chain.raw_transaction(&parent_txid), Some(parent.clone()));
@@ -1459,10 +1511,17 @@ mod tests {
         assert!(chain.in_mempool(&parent_txid));
 
         // A child spending the unconfirmed output: Electrum height −1.
-        let child = b.sign_p2wpkh_spend(&[(parent_txid, 0, 60_000_000)], &[(c.script_pubkey(), 59_995_000)]);
+        let child = b.sign_p2wpkh_spend(
+            &[(parent_txid, 0, 60_000_000)],
+            &[(c.script_pubkey(), 59_995_000)],
+        );
         let (child_txid, touched) = chain.accept_transaction(&child).expect("child accepted");
         assert_eq!(touched, vec![sh_c, sh_b]);
-        let child_entry = MempoolTx { txid: child_txid, fee: 5_000, has_unconfirmed_inputs: true };
+        let child_entry = MempoolTx {
+            txid: child_txid,
+            fee: 5_000,
+            has_unconfirmed_inputs: true,
+        };
         assert_eq!(chain.mempool_entries(&sh_b), vec![parent_entry, child_entry]);
         assert_eq!(chain.mempool_entries(&sh_c), vec![child_entry]);
         assert_eq!(chain.balance(&sh_b), (0, 0));
@@ -1481,14 +1540,22 @@ mod tests {
         assert_eq!(mined.touched.len(), 4);
         assert_eq!(chain.mempool_len(), 0);
         assert_eq!(chain.fee_histogram(), vec![]);
-        assert_eq!(tx(&chain, &coinbase_txid).output[0].value.to_sat(), 50 * BTC + 15_000);
+        assert_eq!(
+            tx(&chain, &coinbase_txid).output[0].value.to_sat(),
+            50 * BTC + 15_000
+        );
         assert_eq!(chain.history(&sh_a), vec![(paid_txid, 101), (parent_txid, 111)]);
         assert_eq!(chain.history(&sh_b), vec![(parent_txid, 111), (child_txid, 111)]);
         assert_eq!(chain.balance(&sh_a), (39_990_000, 0));
         assert_eq!(chain.balance(&sh_b), (0, 0));
         assert_eq!(
             chain.utxos(&sh_c),
-            vec![Utxo { txid: child_txid, vout: 0, height: 111, value: 59_995_000 }]
+            vec![Utxo {
+                txid: child_txid,
+                vout: 0,
+                height: 111,
+                value: 59_995_000
+            }]
         );
         assert_eq!(chain.mempool_entries(&sh_c), vec![]);
         assert_eq!(chain.tx_height(&child_txid), Some(111));
@@ -1499,11 +1566,18 @@ mod tests {
     fn refused_transactions_leave_the_mempool_unchanged() {
         let (mut chain, paid_txid, paid_vout) = paid_chain();
         let (a, b) = (key(1), key(2));
-        let pending = a.sign_p2wpkh_spend(&[(paid_txid, paid_vout, BTC)], &[(b.script_pubkey(), BTC - 1_000)]);
+        let pending = a.sign_p2wpkh_spend(
+            &[(paid_txid, paid_vout, BTC)],
+            &[(b.script_pubkey(), BTC - 1_000)],
+        );
         let (pending_txid, _) = chain.accept_transaction(&pending).unwrap();
         let shs = [a.scripthash(), b.scripthash(), chain_key().scripthash()];
         let before = mempool_view(&chain, &shs);
         let (_, tip_hash) = chain.tip();
+        // Block 1's coinbase paid for the payment in block 101; block 110's is immature.
+        let coinbase_1 = chain_key_coinbase(&chain, 1);
+        let coinbase_110 = chain_key_coinbase(&chain, 110);
+        let (block_tx, _) = chain_history_first(&chain, &a.scripthash());
         let mut refuse = |raw: Vec<u8>| {
             let error = chain.accept_transaction(&raw).expect_err("refused");
             assert_eq!(mempool_view(&chain, &shs), before, "after {error}");
@@ -1511,7 +1585,10 @@ mod tests {
         };
         let paid = OutPoint::new(Txid::from_byte_array(paid_txid), paid_vout);
 
-        let error = refuse(a.sign_p2wpkh_spend(&[(paid_txid, paid_vout, BTC)], &[(a.script_pubkey(), BTC - 2_000)]));
+        let error = refuse(a.sign_p2wpkh_spend(
+            &[(paid_txid, paid_vout, BTC)],
+            &[(a.script_pubkey(), BTC - 2_000)],
+        ));
         assert_eq!(
             error,
             ChainError::AlreadySpent {
@@ -1521,22 +1598,39 @@ mod tests {
                 spent_at: None
             }
         );
-        assert!(error.to_string().starts_with(&format!("input 0 spends {paid}, which is already spent by")), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("input 0 spends {paid}, which is already spent by")),
+            "{error}"
+        );
 
-        // Block 1's coinbase paid for the payment in block 101.
-        let coinbase_1 = chain_key_coinbase(&chain, 1);
-        let error = refuse(chain_key().sign_p2wpkh_spend(&[(coinbase_1, 0, 50 * BTC)], &[(a.script_pubkey(), BTC)]));
-        assert!(matches!(error, ChainError::AlreadySpent { spent_at: Some(101), .. }), "{error}");
+        let error =
+            refuse(chain_key().sign_p2wpkh_spend(&[(coinbase_1, 0, 50 * BTC)], &[(a.script_pubkey(), BTC)]));
+        assert!(
+            matches!(
+                error,
+                ChainError::AlreadySpent {
+                    spent_at: Some(101),
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(error.to_string().ends_with("in block 101"), "{error}");
 
         let error = refuse(a.sign_p2wpkh_spend(&[([7; 32], 0, BTC)], &[(a.script_pubkey(), BTC)]));
-        assert!(matches!(error, ChainError::MissingInput { input: 0, .. }), "{error}");
+        assert!(
+            matches!(error, ChainError::MissingInput { input: 0, .. }),
+            "{error}"
+        );
         assert!(error.to_string().ends_with("which does not exist"), "{error}");
         let error = refuse(b.sign_p2wpkh_spend(&[(pending_txid, 5, BTC)], &[(a.script_pubkey(), 1)]));
         assert!(matches!(error, ChainError::MissingInput { .. }), "{error}");
 
-        let coinbase_110 = chain_key_coinbase(&chain, 110);
-        let error = refuse(chain_key().sign_p2wpkh_spend(&[(coinbase_110, 0, 50 * BTC)], &[(a.script_pubkey(), BTC)]));
+        let error = refuse(
+            chain_key().sign_p2wpkh_spend(&[(coinbase_110, 0, 50 * BTC)], &[(a.script_pubkey(), BTC)]),
+        );
         assert_eq!(
             error,
             ChainError::ImmatureCoinbase {
@@ -1548,33 +1642,52 @@ mod tests {
             }
         );
 
-        let error = refuse(b.sign_p2wpkh_spend(&[(pending_txid, 0, BTC - 1_000)], &[(a.script_pubkey(), BTC)]));
-        assert_eq!(error, ChainError::OutputsExceedInputs { inputs: BTC - 1_000, outputs: BTC });
+        let error =
+            refuse(b.sign_p2wpkh_spend(&[(pending_txid, 0, BTC - 1_000)], &[(a.script_pubkey(), BTC)]));
+        assert_eq!(
+            error,
+            ChainError::OutputsExceedInputs {
+                inputs: BTC - 1_000,
+                outputs: BTC
+            }
+        );
 
         let error = refuse(b"not a transaction".to_vec());
         assert!(matches!(error, ChainError::Malformed(_)), "{error}");
         assert!(matches!(refuse(Vec::new()), ChainError::Malformed(_)));
-        assert!(matches!(refuse(pending[..pending.len() - 1].to_vec()), ChainError::Malformed(_)));
+        assert!(matches!(
+            refuse(pending[..pending.len() - 1].to_vec()),
+            ChainError::Malformed(_)
+        ));
         let mut trailing = pending.clone();
         trailing.push(0);
         assert!(matches!(refuse(trailing), ChainError::Malformed(_)));
 
         assert!(matches!(refuse(pending.clone()), ChainError::AlreadyKnown(_)));
-        let (block_tx, _) = chain_history_first(&chain, &a.scripthash());
         assert!(matches!(refuse(block_tx), ChainError::AlreadyKnown(_)));
 
         // B's output signed by A's key.
-        let error = refuse(a.sign_p2wpkh_spend(&[(pending_txid, 0, BTC - 1_000)], &[(a.script_pubkey(), 1_000)]));
-        assert!(matches!(error, ChainError::BadSignature { input: 0, .. }), "{error}");
+        let error =
+            refuse(a.sign_p2wpkh_spend(&[(pending_txid, 0, BTC - 1_000)], &[(a.script_pubkey(), 1_000)]));
+        assert!(
+            matches!(error, ChainError::BadSignature { input: 0, .. }),
+            "{error}"
+        );
         // The right key, but a signature over another amount.
         let error = refuse(b.sign_p2wpkh_spend(&[(pending_txid, 0, BTC)], &[(a.script_pubkey(), 1_000)]));
-        assert!(matches!(error, ChainError::BadSignature { input: 0, .. }), "{error}");
+        assert!(
+            matches!(error, ChainError::BadSignature { input: 0, .. }),
+            "{error}"
+        );
 
         let error = refuse(b.sign_p2wpkh_spend(
             &[(pending_txid, 0, BTC - 1_000), (pending_txid, 0, BTC - 1_000)],
             &[(a.script_pubkey(), 1_000)],
         ));
-        assert!(matches!(error, ChainError::DuplicateInput { input: 1, .. }), "{error}");
+        assert!(
+            matches!(error, ChainError::DuplicateInput { input: 1, .. }),
+            "{error}"
+        );
         assert_eq!(chain.tip().1, tip_hash);
     }
 
@@ -1600,11 +1713,20 @@ mod tests {
         let (young, old) = (spend(2), spend(1));
         assert!(matches!(
             chain.accept_transaction(&young),
-            Err(ChainError::ImmatureCoinbase { coinbase_height: 2, mature_at: 102, next_height: 101, .. })
+            Err(ChainError::ImmatureCoinbase {
+                coinbase_height: 2,
+                mature_at: 102,
+                next_height: 101,
+                ..
+            })
         ));
-        chain.accept_transaction(&old).expect("block 1's coinbase spends in block 101");
+        chain
+            .accept_transaction(&old)
+            .expect("block 1's coinbase spends in block 101");
         chain.mine_block();
-        chain.accept_transaction(&young).expect("block 2's coinbase spends in block 102");
+        chain
+            .accept_transaction(&young)
+            .expect("block 2's coinbase spends in block 102");
         assert_eq!(chain.mine_block().height, 102);
         assert_eq!(chain.balance(&key(1).scripthash()), (2 * (50 * BTC - 1_000), 0));
     }
@@ -1630,7 +1752,10 @@ mod tests {
             &[(b.script_pubkey(), BTC / 2), (a.script_pubkey(), BTC / 2 - 1_410)],
         );
         let (high_txid, _) = chain.accept_transaction(&high).unwrap();
-        let low = a.sign_p2wpkh_spend(&[(high_txid, 1, BTC / 2 - 1_410)], &[(b.script_pubkey(), BTC / 2 - 1_410 - 220)]);
+        let low = a.sign_p2wpkh_spend(
+            &[(high_txid, 1, BTC / 2 - 1_410)],
+            &[(b.script_pubkey(), BTC / 2 - 1_410 - 220)],
+        );
         chain.accept_transaction(&low).unwrap();
         let (high_vsize, low_vsize) = (
             deserialize::<Transaction>(&high).unwrap().vsize() as u64,
@@ -1648,7 +1773,10 @@ mod tests {
         let mut previous = (paid_txid, paid_vout, BTC);
         for _ in 0..4 {
             let value = previous.2 - 1_000;
-            let raw = a.sign_p2wpkh_spend(&[previous], &[(b.script_pubkey(), 1_000), (a.script_pubkey(), value - 1_000)]);
+            let raw = a.sign_p2wpkh_spend(
+                &[previous],
+                &[(b.script_pubkey(), 1_000), (a.script_pubkey(), value - 1_000)],
+            );
             let (txid, _) = chain.accept_transaction(&raw).unwrap();
             previous = (txid, 1, value - 1_000);
         }

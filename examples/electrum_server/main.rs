@@ -1,7 +1,59 @@
-// Temporary entry point so the chain modules build and test; the server replaces it.
-#[allow(dead_code)]
+//! An Electrum server (protocol 1.4, TCP) on an in-process regtest chain,
+//! with every request going through `indexer_sessions::SessionManager`.
+//!
+//! ```text
+//! cargo run --example electrum_server --features tokio -- --pay-to bcrt1q…:1.5
+//! ```
+//!
+//! See `README.md` next to this file, and `--help` for every flag.
+
+mod admin;
+#[allow(dead_code)] // shared with the tests, which use more of it
 mod chain;
-#[allow(dead_code)]
+mod cli;
+mod hosts;
+mod rpc;
+mod server;
+#[allow(dead_code)] // shared with the tests, which use more of it
 mod wallet;
 
-fn main() {}
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match cli::parse(std::env::args().skip(1)) {
+        Ok(cli::Command::Run(options)) => *options,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::help());
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let payments = options.pay_to.clone();
+    let server = match server::start(options).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tip = server.node().tip();
+    println!("regtest chain at height {} (tip {})", tip.height, tip.hash);
+    for (address, sats) in &payments {
+        println!(
+            "paid {} BTC to {address}",
+            bitcoin::Amount::from_sat(*sats).to_btc()
+        );
+    }
+    println!("admin RPC on {}", server.admin_addr());
+    println!("listening on {}", server.listen_addr());
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => println!("shutting down"),
+        Err(error) => eprintln!("cannot wait for Ctrl-C ({error}); shutting down"),
+    }
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}

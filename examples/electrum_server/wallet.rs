@@ -15,8 +15,8 @@ use bitcoin::secp256k1::{All, Message, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::transaction::Version;
 use bitcoin::{
-    Address, Amount, CompressedPublicKey, KnownHrp, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxOut, Txid, Witness,
+    Address, Amount, CompressedPublicKey, KnownHrp, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    Txid, Witness,
 };
 
 /// One secp256k1 key, derived from a 32-byte seed, spending and receiving as
@@ -45,11 +45,7 @@ impl TestKey {
         };
         let secp = Secp256k1::new();
         let public = CompressedPublicKey(secret.public_key(&secp));
-        TestKey {
-            secp,
-            secret,
-            public,
-        }
+        TestKey { secp, secret, public }
     }
 
     /// The key's regtest P2WPKH address (`bcrt1q…`).
@@ -78,11 +74,7 @@ impl TestKey {
     ///
     /// Nothing is checked: spending outputs that do not belong to this key, or
     /// paying more than the inputs hold, gives a transaction the chain refuses.
-    pub fn sign_p2wpkh_spend(
-        &self,
-        inputs: &[([u8; 32], u32, u64)],
-        outputs: &[(Vec<u8>, u64)],
-    ) -> Vec<u8> {
+    pub fn sign_p2wpkh_spend(&self, inputs: &[([u8; 32], u32, u64)], outputs: &[(Vec<u8>, u64)]) -> Vec<u8> {
         let mut tx = Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
@@ -107,20 +99,12 @@ impl TestKey {
         let mut cache = SighashCache::new(&mut tx);
         for (index, &(_, _, value)) in inputs.iter().enumerate() {
             let sighash = cache
-                .p2wpkh_signature_hash(
-                    index,
-                    &script,
-                    Amount::from_sat(value),
-                    EcdsaSighashType::All,
-                )
+                .p2wpkh_signature_hash(index, &script, Amount::from_sat(value), EcdsaSighashType::All)
                 .expect("the input exists and the script is P2WPKH");
             let message = Message::from_digest(sighash.to_byte_array());
-            let signature = ecdsa::Signature::sighash_all(
-                self.secp.sign_ecdsa_low_r(&message, &self.secret),
-            );
-            *cache
-                .witness_mut(index)
-                .expect("the input exists") = Witness::p2wpkh(&signature, &self.public.0);
+            let signature = ecdsa::Signature::sighash_all(self.secp.sign_ecdsa_low_r(&message, &self.secret));
+            *cache.witness_mut(index).expect("the input exists") =
+                Witness::p2wpkh(&signature, &self.public.0);
         }
         serialize(&tx)
     }
