@@ -411,8 +411,9 @@ impl SessionManager {
     }
 
     /// The manager's periodic duties, as one future the host runs on its
-    /// executor: the stale sweep every `sweep_interval` and the cost
-    /// recalculation every `recalc_interval`. It ends at shutdown.
+    /// executor: the stale sweep (and the caches' pending evictions) every
+    /// `sweep_interval` and the cost recalculation every `recalc_interval`.
+    /// It ends at shutdown.
     pub async fn run_housekeeping(&self) {
         let timer = self.inner.ctx.timer.clone();
         let sweep_every = self.inner.config.sweep_interval;
@@ -441,6 +442,7 @@ impl SessionManager {
             }
             if now >= next_sweep {
                 self.sweep().await;
+                self.run_pending_cache_tasks().await;
                 next_sweep = now + sweep_every;
             }
         }
