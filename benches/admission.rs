@@ -1,0 +1,226 @@
+//! Admission + charge of one request, unthrottled, one thread (DESIGN §7:
+//! < 30 ns), and `SessionHandle::charge` alone, each beside a baseline that
+//! does the same accounting the way a straightforward port would: one global
+//! `Mutex<HashMap<SessionId, SessionState>>` looked up per request, an f64
+//! cost and a semaphore count.
+//!
+//! `cargo bench --features test-util --bench admission`
+
+mod common;
+
+use common::{Fixture, Target, Zst, report, set_peer};
+use criterion::black_box;
+use futures::FutureExt;
+use indexer_sessions::testing::ManualTimer;
+use indexer_sessions::{SessionHandle, SessionId, Timer};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Cost charged per request (`blockchain.transaction.get`, `server.features`).
+const COST: f64 = 1.0;
+/// Live sessions besides the measured one (both sides).
+const OTHERS: u32 = 1000;
+/// Requests per timed chunk (the clock moves between chunks).
+const CHUNK: u64 = 512;
+
+/// The baseline: what a direct port of ElectrumX's accounting looks like.
+mod baseline {
+    use super::*;
+
+    pub struct State {
+        cost: f64,
+        cost_at_recalc: f64,
+        decayed_at: Instant,
+        /// Requests in flight (the semaphore count) and the limit.
+        in_flight: u32,
+        target: u32,
+        sleep: Duration,
+        requests: u64,
+    }
+
+    pub struct Accounting {
+        timer: ManualTimer,
+        sessions: Mutex<HashMap<SessionId, State>>,
+    }
+
+    pub struct Permit<'a> {
+        accounting: &'a Accounting,
+        id: SessionId,
+        charge: f64,
+    }
+
+    impl Permit<'_> {
+        pub fn charge(&mut self, amount: f64) -> Result<(), ()> {
+            if !(amount.is_finite() && amount >= 0.0) {
+                return Err(());
+            }
+            self.charge += amount;
+            Ok(())
+        }
+    }
+
+    impl Drop for Permit<'_> {
+        fn drop(&mut self) {
+            let mut sessions = self.accounting.sessions.lock().unwrap();
+            let state = sessions.get_mut(&self.id).expect("live session");
+            state.in_flight -= 1;
+            self.accounting.add_cost(state, self.charge);
+        }
+    }
+
+    impl Accounting {
+        pub fn new(timer: ManualTimer, sessions: u64) -> Self {
+            let now = timer.now();
+            let map = (0..sessions)
+                .map(|id| {
+                    let state = State {
+                        cost: 5.0,
+                        cost_at_recalc: 5.0,
+                        decayed_at: now,
+                        in_flight: 0,
+                        target: 10,
+                        sleep: Duration::ZERO,
+                        requests: 0,
+                    };
+                    (SessionId(id), state)
+                })
+                .collect();
+            Accounting {
+                timer,
+                sessions: Mutex::new(map),
+            }
+        }
+
+        pub fn admit(&self, id: SessionId) -> Option<Permit<'_>> {
+            let mut sessions = self.sessions.lock().unwrap();
+            let state = sessions.get_mut(&id)?;
+            if state.in_flight < state.target && state.sleep.is_zero() {
+                state.in_flight += 1;
+                state.requests += 1;
+                Some(Permit {
+                    accounting: self,
+                    id,
+                    charge: 0.0,
+                })
+            } else {
+                None
+            }
+        }
+
+        pub fn charge(&self, id: SessionId, amount: f64) -> Result<(), ()> {
+            if !(amount.is_finite() && amount >= 0.0) {
+                return Err(());
+            }
+            let mut sessions = self.sessions.lock().unwrap();
+            let state = sessions.get_mut(&id).ok_or(())?;
+            self.add_cost(state, amount);
+            Ok(())
+        }
+
+        /// Adds the cost; past a drift of 100, decays and retargets (the same
+        /// rule as the crate's meter: soft 1000, hard 10000, 10 concurrent).
+        fn add_cost(&self, state: &mut State, amount: f64) {
+            state.cost += amount;
+            if (state.cost - state.cost_at_recalc).abs() > 100.0 {
+                let now = self.timer.now();
+                let elapsed = now.saturating_duration_since(state.decayed_at).as_secs_f64();
+                state.decayed_at = now;
+                state.cost = (state.cost - elapsed).max(0.0);
+                state.cost_at_recalc = state.cost;
+                let fraction = ((state.cost - 1000.0) / 9000.0).max(0.0);
+                state.target = ((1.0 - fraction) * 10.0).ceil().max(0.0) as u32;
+                state.sleep = Duration::from_millis(2500).mul_f64(fraction.min(1.0));
+            }
+        }
+    }
+}
+
+/// Runs `request` `iters` times in chunks of [`CHUNK`]; between chunks,
+/// outside the timed region, the clock moves on by twice what a chunk
+/// charges. Cost decays 1 unit per second (hard limit 10000, no
+/// subscriptions), so both sides stay unthrottled while their recalculation
+/// still runs every 100 cost units, as in service.
+fn timed(timer: &ManualTimer, iters: u64, mut request: impl FnMut()) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        timer.advance(Duration::from_secs_f64(n as f64 * COST * 2.0));
+        let start = Instant::now();
+        for _ in 0..n {
+            request();
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}
+
+fn main() {
+    common::mark_start();
+    let mut c = common::criterion();
+    let fx = Fixture::new(common::config(1 << 20));
+    let _others: Vec<SessionHandle> = (0..OTHERS)
+        .map(|n| {
+            set_peer(common::public_addr(n + 1));
+            fx.manager.add_session(Zst).unwrap()
+        })
+        .collect();
+    set_peer(common::public_addr(1 << 20));
+    let session = fx.manager.add_session(Zst).unwrap();
+    let base = baseline::Accounting::new(fx.timer.clone(), u64::from(OTHERS) + 1);
+    let base_id = SessionId(u64::from(OTHERS) / 2);
+    println!("load average before: {}", common::load());
+    let group_name = "admission";
+    let mut group = c.benchmark_group(group_name);
+    group.bench_function("ours_admit_charge_drop", |b| {
+        b.iter_custom(|iters| {
+            timed(&fx.timer, iters, || {
+                let mut permit = session
+                    .admit()
+                    .now_or_never()
+                    .expect("unthrottled admission is immediate")
+                    .expect("admitted");
+                permit.charge(black_box(COST)).unwrap();
+                drop(permit);
+            })
+        })
+    });
+    group.bench_function("baseline_admit_charge_drop", |b| {
+        b.iter_custom(|iters| {
+            timed(&fx.timer, iters, || {
+                let mut permit = base.admit(black_box(base_id)).expect("admitted");
+                permit.charge(black_box(COST)).unwrap();
+                drop(permit);
+            })
+        })
+    });
+    group.bench_function("ours_session_charge", |b| {
+        b.iter_custom(|iters| timed(&fx.timer, iters, || session.charge(black_box(COST)).unwrap()))
+    });
+    group.bench_function("baseline_session_charge", |b| {
+        b.iter_custom(|iters| {
+            timed(&fx.timer, iters, || {
+                base.charge(black_box(base_id), black_box(COST)).unwrap()
+            })
+        })
+    });
+    group.finish();
+    assert_eq!(session.throttle().fraction, 0.0, "the session stayed unthrottled");
+
+    println!("load average after: {}", common::load());
+    report(
+        group_name,
+        "ours_admit_charge_drop",
+        "baseline_admit_charge_drop",
+        Target::Below(30.0),
+    );
+    report(
+        group_name,
+        "ours_session_charge",
+        "baseline_session_charge",
+        Target::None,
+    );
+    c.final_summary();
+}
