@@ -39,8 +39,13 @@ pub const FEE_CACHE_BYTES: u64 = 64 << 10;
 /// 900,000-header chain).
 pub const CHECKPOINT_CACHE_BYTES: u64 = 1 << 20;
 
-/// What an entry costs beyond its payload (key, moka's bookkeeping).
-const ENTRY_OVERHEAD: usize = 64;
+/// What an entry costs beyond its payload: key, value header and moka's
+/// own bookkeeping (measured at about 270 bytes per history entry with an
+/// empty history; see BENCHMARKS.md).
+const ENTRY_OVERHEAD: usize = 256;
+
+/// Slots of the history touch stamps (8 bytes each).
+const STAMP_SLOTS: usize = 1 << 16;
 
 /// Hit and miss counts of one cache, and its size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -108,13 +113,19 @@ pub(crate) enum CachedHistory {
     TooLarge { len: usize },
 }
 
-/// A cached history and whether it is known fresh: a load that overlapped
-/// an invalidation (a `notify` ran while the `Db` was being read) may hold
-/// what the `Db` said before the event, so it is not served again.
+/// A cached history and the history generation when its load began.
+///
+/// Histories are not invalidated one by one when a block or mempool refresh
+/// touches them (that costs a cache operation per touched script on every
+/// event). Instead each event moves the generation and stamps the touched
+/// scripts' slots with it; a cached history loaded before its slot's stamp
+/// is stale and is read again on its next lookup. This also catches a load
+/// that overlapped the event (it began before the stamp), which would
+/// otherwise cache what the `Db` said before the block.
 #[derive(Clone, Debug)]
 pub(crate) struct HistorySlot {
     pub(crate) history: CachedHistory,
-    pub(crate) fresh: bool,
+    pub(crate) loaded_at: u64,
 }
 
 /// Key of the block caches: a height within one reorg epoch.
@@ -166,8 +177,12 @@ pub(crate) struct Caches {
     block_epoch: AtomicU64,
     /// Bumped whenever the tip hash changes.
     fee_epoch: AtomicU64,
-    /// Bumped before histories are invalidated.
+    /// Moved by every event that touches histories.
     history_generation: AtomicU64,
+    /// Per slot (hashX prefix), the generation of the last touch.
+    history_stamps: Box<[AtomicU64]>,
+    /// Histories loaded before this generation are all stale (a reorg).
+    history_floor: AtomicU64,
 }
 
 impl Caches {
@@ -201,6 +216,8 @@ impl Caches {
             block_epoch: AtomicU64::new(0),
             fee_epoch: AtomicU64::new(0),
             history_generation: AtomicU64::new(0),
+            history_stamps: (0..STAMP_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            history_floor: AtomicU64::new(0),
         }
     }
 
@@ -221,25 +238,34 @@ impl Caches {
         self.block_epoch.load(Ordering::Acquire)
     }
 
-    /// The generation of the history cache: loads that see it change while
-    /// they read the `Db` are not trusted.
+    /// The history generation now (a load records it before reading the `Db`).
     pub(crate) fn history_generation(&self) -> u64 {
         self.history_generation.load(Ordering::Acquire)
     }
 
-    /// Invalidates the histories of `touched`, moving the generation first.
-    pub(crate) async fn invalidate_histories(&self, touched: impl Iterator<Item = &HashX>) {
-        self.history_generation.fetch_add(1, Ordering::AcqRel);
+    fn stamp(&self, hashx: &HashX) -> &AtomicU64 {
+        let [a, b, ..] = hashx.0;
+        &self.history_stamps[usize::from(u16::from_le_bytes([a, b])) % STAMP_SLOTS]
+    }
+
+    /// Marks the histories of `touched` stale: O(1) per script, no cache operation.
+    pub(crate) fn touch_histories<'a>(&self, touched: impl Iterator<Item = &'a HashX>) {
+        let generation = self.history_generation.fetch_add(1, Ordering::AcqRel) + 1;
         for hashx in touched {
-            if self.history.contains_key(hashx) {
-                self.history.invalidate(hashx).await;
-            }
+            self.stamp(hashx).fetch_max(generation, Ordering::AcqRel);
         }
     }
 
-    /// Invalidates every history, moving the generation first.
+    /// Whether a history of `hashx` loaded at generation `loaded_at` is still current.
+    pub(crate) fn history_is_current(&self, hashx: &HashX, loaded_at: u64) -> bool {
+        loaded_at >= self.stamp(hashx).load(Ordering::Acquire)
+            && loaded_at >= self.history_floor.load(Ordering::Acquire)
+    }
+
+    /// Marks every history stale and drops them all (a reorg).
     pub(crate) fn invalidate_all_histories(&self) {
-        self.history_generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.history_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.history_floor.fetch_max(generation, Ordering::AcqRel);
         self.history.invalidate_all();
     }
 
@@ -327,7 +353,7 @@ mod tests {
                         HashX([i; 11]),
                         HistorySlot {
                             history: entries(1000),
-                            fresh: true,
+                            loaded_at: 0,
                         },
                     )
                     .await;

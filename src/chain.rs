@@ -218,8 +218,10 @@ impl SessionManager {
         let caches = &self.inner.caches;
         let limit = self.inner.config.max_history_len();
         let mut loaded = false;
-        // A load that overlapped an invalidation is dropped and read again;
-        // a third overlap in a row is served (it is at most one event old).
+        // A history loaded before its script was last touched (cached from an
+        // earlier event, or a load that overlapped the event) is dropped and
+        // read again; a third overlap in a row is served (it is at most one
+        // event old).
         let mut attempts = 0;
         let cached = loop {
             attempts += 1;
@@ -237,12 +239,14 @@ impl SessionManager {
                     };
                     Ok::<_, Error>(HistorySlot {
                         history,
-                        fresh: generation == caches.history_generation(),
+                        loaded_at: generation,
                     })
                 })
                 .await;
             match slot {
-                Ok(slot) if slot.fresh || attempts == 3 => break slot.history,
+                Ok(slot) if attempts == 3 || caches.history_is_current(&hashx, slot.loaded_at) => {
+                    break slot.history;
+                }
                 Ok(_) => caches.history.invalidate(&hashx).await,
                 Err(shared) => return (Err(unshare(shared)), 0.0),
             }
@@ -290,7 +294,33 @@ impl SessionManager {
     /// the history are left out, so a transaction that confirms while the
     /// mempool lags is announced once, not twice.
     pub(crate) async fn script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
-        let (history, mut cost) = self.confirmed_history(hashx).await?;
+        let (history, cost) = self.confirmed_history(hashx).await?;
+        self.status_from(hashx, history, cost).await
+    }
+
+    /// The status of a script a `notify` found touched, read from the `Db`
+    /// directly: its cached history (if any) is stale, and filling the cache
+    /// on every event would cost a cache insertion per changed script. The
+    /// next client lookup reloads it into the cache (and pays for the miss).
+    pub(crate) async fn fresh_script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
+        let limit = self.inner.config.max_history_len();
+        let db = self.inner.db.clone();
+        let entries = self.host_call("history", db.history(hashx, limit)).await?;
+        if entries.len() >= limit {
+            return Err(Error::HistoryTooLarge {
+                len: entries.len(),
+                limit,
+            });
+        }
+        self.status_from(hashx, entries.into(), 0.0).await
+    }
+
+    async fn status_from(
+        &self,
+        hashx: HashX,
+        history: Arc<[HistoryEntry]>,
+        mut cost: f64,
+    ) -> Result<ScriptStatus> {
         let mempool = self.unconfirmed(hashx, &history).await?;
         let preimage_len = (history.len() + mempool.len()) * 68;
         cost += cost::status(preimage_len);
@@ -408,7 +438,7 @@ impl SessionManager {
     /// changed.
     pub(crate) async fn advance_tip(&self, tip: Tip, touched: &hashbrown::HashSet<HashX>) -> bool {
         let caches = &self.inner.caches;
-        caches.invalidate_histories(touched.iter()).await;
+        caches.touch_histories(touched.iter());
         let previous = {
             let mut last = lock(&self.inner.last_tip);
             if *last == Some(tip) {

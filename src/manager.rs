@@ -320,7 +320,10 @@ impl SessionManager {
         self.forget_subscriptions(session);
         *lock(&self.inner.ended_counters) += lock(&session.state).counters;
         self.inner.sessions_ended.fetch_add(1, Ordering::Relaxed);
-        self.update_listener();
+        // A removal can only resume a paused listener.
+        if self.inner.listener.get() == ListenerState::Paused {
+            self.update_listener();
+        }
         true
     }
 

@@ -175,7 +175,7 @@ impl SessionManager {
         let targets = lock(&self.inner.index).targets(&touched, tip_changed);
         report.statuses_computed = targets.len();
         let mut statuses = futures::stream::iter(targets)
-            .map(|hashx| async move { (hashx, self.script_status(hashx).await) })
+            .map(|hashx| async move { (hashx, self.fresh_script_status(hashx).await) })
             .buffer_unordered(STATUS_CONCURRENCY);
         while let Some((hashx, status)) = statuses.next().await {
             let Ok(status) = status else {

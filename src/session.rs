@@ -233,7 +233,7 @@ impl SessionShared {
     }
 
     /// Fast path of admission: a free slot and no throttle sleep.
-    fn try_admit_now(self: &Arc<Self>) -> Option<Result<Permit>> {
+    fn try_admit_now(&self) -> Option<Result<()>> {
         let mut state = lock(&self.state);
         if state.closed {
             return Some(Err(Error::SessionClosed(self.id)));
@@ -245,11 +245,7 @@ impl SessionShared {
         if state.in_flight < target && state.sleep.is_zero() {
             state.in_flight += 1;
             state.counters.requests += 1;
-            return Some(Ok(Permit {
-                session: self.clone(),
-                deadline: None,
-                charge: 0.0,
-            }));
+            return Some(Ok(()));
         }
         None
     }
@@ -419,10 +415,16 @@ impl SessionHandle {
     pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit>> + Send + 'static {
         let session = self.session.clone();
         async move {
-            if let Some(now) = session.try_admit_now() {
-                return now;
+            match session.try_admit_now() {
+                Some(Ok(())) => Ok(Permit {
+                    session,
+                    deadline: None,
+                    charge: 0.0,
+                }),
+                Some(Err(error)) => Err(error),
+                // Boxed: keeps the fast path's future small.
+                None => Box::pin(session.admit_slow()).await,
             }
-            session.admit_slow().await
         }
     }
 

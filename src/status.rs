@@ -28,7 +28,6 @@
 
 use crate::{HistoryEntry, MempoolEntry};
 use sha2::{Digest, Sha256};
-use std::fmt::Write;
 
 /// The height Electrum reports for a mempool transaction: `-1` when it has
 /// unconfirmed inputs, `0` otherwise.
@@ -47,18 +46,48 @@ pub fn sort_mempool(entries: &mut [MempoolEntry]) {
 /// order given, then for each mempool entry in [`sort_mempool`] order with
 /// its [`mempool_height`]. The mempool slice need not be sorted.
 pub fn status_preimage(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> String {
-    // 64 hex digits, two colons and up to 10 height digits per entry.
-    let mut out = String::with_capacity((confirmed.len() + mempool.len()) * 76);
+    let mut out = Vec::with_capacity((confirmed.len() + mempool.len()) * 76);
+    write_preimage(&mut out, confirmed, mempool);
+    // Only ASCII hex digits, digits, '-' and ':' were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `"{display hex}:{height}:"` to `out` (no formatting machinery:
+/// this runs once per history entry of every status computed).
+fn push_item(out: &mut Vec<u8>, txid: &crate::TxHash, height: i64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in txid.0.iter().rev() {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 15)]);
+    }
+    out.push(b':');
+    if height < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut value = height.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.push(b':');
+}
+
+fn write_preimage(out: &mut Vec<u8>, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {
     for entry in confirmed {
-        // Writing to a `String` cannot fail.
-        let _ = write!(out, "{}:{}:", entry.txid, entry.height);
+        push_item(out, &entry.txid, i64::from(entry.height.0));
     }
     let mut sorted = mempool.to_vec();
     sort_mempool(&mut sorted);
     for entry in &sorted {
-        let _ = write!(out, "{}:{}:", entry.txid, mempool_height(entry));
+        push_item(out, &entry.txid, i64::from(mempool_height(entry)));
     }
-    out
 }
 
 /// The status: SHA-256 of [`status_preimage`], `None` when both lists are
@@ -67,7 +96,9 @@ pub fn electrum_status(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> 
     if confirmed.is_empty() && mempool.is_empty() {
         return None;
     }
-    Some(Sha256::digest(status_preimage(confirmed, mempool).as_bytes()).into())
+    let mut preimage = Vec::with_capacity((confirmed.len() + mempool.len()) * 76);
+    write_preimage(&mut preimage, confirmed, mempool);
+    Some(Sha256::digest(&preimage).into())
 }
 
 /// A status as clients see it: lowercase hex in hash order (not reversed).

@@ -41,7 +41,36 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Sleepers {
     elapsed: Duration,
-    waiting: Vec<(Duration, Waker)>,
+    next_id: u64,
+    /// Pending sleeps by id: deadline and waker. A sleep removes itself when dropped.
+    waiting: HashMap<u64, (Duration, Waker)>,
+}
+
+/// One [`ManualTimer::sleep`].
+struct Sleep {
+    id: u64,
+    deadline: Duration,
+    state: Arc<Mutex<Sleepers>>,
+}
+
+impl std::future::Future for Sleep {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if state.elapsed >= self.deadline {
+            state.waiting.remove(&self.id);
+            return Poll::Ready(());
+        }
+        state.waiting.insert(self.id, (self.deadline, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        lock(&self.state).waiting.remove(&self.id);
+    }
 }
 
 /// A clock that moves only when told to ([`ManualTimer::advance`]); sleeps
@@ -86,9 +115,16 @@ impl ManualTimer {
             let mut state = lock(&self.state);
             state.elapsed += by;
             let now = state.elapsed;
-            let (due, waiting): (Vec<_>, Vec<_>) = state.waiting.drain(..).partition(|(at, _)| *at <= now);
-            state.waiting = waiting;
-            due.into_iter().map(|(_, waker)| waker).collect()
+            let due: Vec<u64> = state
+                .waiting
+                .iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            due.iter()
+                .filter_map(|id| state.waiting.remove(id))
+                .map(|(_, waker)| waker)
+                .collect()
         };
         due.into_iter().for_each(Waker::wake);
     }
@@ -105,16 +141,13 @@ impl Timer for ManualTimer {
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        let state = self.state.clone();
-        let deadline = lock(&state).elapsed + duration;
-        Box::pin(std::future::poll_fn(move |cx| {
-            let mut state = lock(&state);
-            if state.elapsed >= deadline {
-                return Poll::Ready(());
-            }
-            state.waiting.push((deadline, cx.waker().clone()));
-            Poll::Pending
-        }))
+        let mut state = lock(&self.state);
+        state.next_id += 1;
+        Box::pin(Sleep {
+            id: state.next_id,
+            deadline: state.elapsed + duration,
+            state: self.state.clone(),
+        })
     }
 }
 

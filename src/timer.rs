@@ -37,7 +37,11 @@ pub(crate) async fn within<T>(
     future: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     use futures::future::{Either, select};
-    let future = std::pin::pin!(future);
+    let mut future = std::pin::pin!(future);
+    // A call that answers at once needs no timer.
+    if let std::task::Poll::Ready(value) = futures::poll!(future.as_mut()) {
+        return Some(value);
+    }
     match select(future, timer.sleep(limit)).await {
         Either::Left((value, _)) => Some(value),
         Either::Right(((), _)) => None,
