@@ -83,14 +83,19 @@ pub struct GroupFull {
 /// [`InProcessLedger`]; a shared store can implement this for several nodes.
 pub trait GroupLedger: Send + Sync + 'static {
     /// Adds a member whose cost is `initial_cost`, unless the group already
-    /// has `max_sessions` members. A new group starts with no retained cost.
-    fn join(&self, group: IpNetwork, initial_cost: f64, max_sessions: Option<usize>)
-    -> Result<(), GroupFull>;
+    /// has `max_sessions` members, and returns the group's total cost after.
+    /// A new group starts with no retained cost.
+    fn join(
+        &self,
+        group: IpNetwork,
+        initial_cost: f64,
+        max_sessions: Option<usize>,
+    ) -> Result<f64, GroupFull>;
     /// A member's cost changed by `delta`; returns the group's total cost after.
     fn report(&self, group: IpNetwork, delta: f64) -> f64;
-    /// A member whose last reported cost is `cost` left: its cost moves to
-    /// the retained cost.
-    fn leave(&self, group: IpNetwork, cost: f64);
+    /// A member left: its last reported cost `reported` leaves the live
+    /// cost, and its final cost `cost` joins the retained cost.
+    fn leave(&self, group: IpNetwork, reported: f64, cost: f64);
     /// Lowers every group's retained cost by `amount` (not below zero), and
     /// deletes groups with no members and nothing retained.
     fn refund(&self, amount: f64);
@@ -121,7 +126,7 @@ impl GroupLedger for InProcessLedger {
         group: IpNetwork,
         initial_cost: f64,
         max_sessions: Option<usize>,
-    ) -> Result<(), GroupFull> {
+    ) -> Result<f64, GroupFull> {
         let mut groups = lock(&self.groups);
         let entry = groups.entry(group).or_insert_with(|| GroupEntry {
             network: group,
@@ -136,7 +141,7 @@ impl GroupLedger for InProcessLedger {
         }
         entry.sessions += 1;
         entry.live_cost += initial_cost;
-        Ok(())
+        Ok(entry.cost())
     }
 
     fn report(&self, group: IpNetwork, delta: f64) -> f64 {
@@ -150,7 +155,7 @@ impl GroupLedger for InProcessLedger {
         }
     }
 
-    fn leave(&self, group: IpNetwork, cost: f64) {
+    fn leave(&self, group: IpNetwork, reported: f64, cost: f64) {
         let mut groups = lock(&self.groups);
         if let Some(entry) = groups.get_mut(&group) {
             entry.sessions = entry.sessions.saturating_sub(1);
@@ -158,7 +163,7 @@ impl GroupLedger for InProcessLedger {
             entry.live_cost = if entry.sessions == 0 {
                 0.0
             } else {
-                (entry.live_cost - cost).max(0.0)
+                (entry.live_cost - reported).max(0.0)
             };
         }
     }
@@ -243,14 +248,14 @@ mod tests {
     fn ledger_moves_cost_to_retained_refunds_and_deletes() {
         let ledger = InProcessLedger::new();
         let g = net("8.8.4.0/24");
-        ledger.join(g, 5.0, None).unwrap();
-        ledger.join(g, 5.0, Some(2)).unwrap();
+        assert_eq!(ledger.join(g, 5.0, None), Ok(5.0));
+        assert_eq!(ledger.join(g, 5.0, Some(2)), Ok(10.0));
         assert_eq!(ledger.join(g, 5.0, Some(2)), Err(GroupFull { max: 2 }));
         assert_eq!(ledger.report(g, 95.0), 105.0);
-        ledger.leave(g, 100.0);
+        ledger.leave(g, 100.0, 100.0);
         let e = ledger.entry(g).unwrap();
         assert_eq!((e.sessions, e.live_cost, e.retained_cost), (1, 5.0, 100.0));
-        ledger.leave(g, 5.0);
+        ledger.leave(g, 5.0, 5.0);
         ledger.refund(60.0);
         assert_eq!(ledger.cost(g), 45.0);
         ledger.refund(60.0);

@@ -253,8 +253,8 @@ impl SessionManager {
                 max: limits.max_sessions,
             });
         }
-        if let Some(group) = group {
-            inner
+        let group_cost = match group {
+            Some(group) => inner
                 .ctx
                 .ledger
                 .join(
@@ -265,8 +265,9 @@ impl SessionManager {
                 .map_err(|full| Error::GroupSessionLimit {
                     group: group.to_string(),
                     max: full.max,
-                })?;
-        }
+                })?,
+            None => 0.0,
+        };
         let id = SessionId(inner.next_id.fetch_add(1, Ordering::Relaxed));
         let session = Arc::new(SessionShared::new(
             id,
@@ -286,11 +287,9 @@ impl SessionManager {
                 other => *other,
             });
         }
-        if let Some(group) = group {
-            // The group may already carry cost (a reconnecting client inherits it).
-            if inner.ctx.ledger.cost(group) > limits.cost_soft_limit {
-                session.recalculate(now);
-            }
+        // The group may already carry cost (a reconnecting client inherits it).
+        if group_cost > limits.cost_soft_limit {
+            session.recalculate(now);
         }
         Ok(SessionHandle {
             session,
@@ -317,8 +316,14 @@ impl SessionManager {
             return false;
         }
         lock(&self.inner.sessions).remove(&session.id);
-        self.forget_subscriptions(session);
-        *lock(&self.inner.ended_counters) += lock(&session.state).counters;
+        let (counters, indexed) = {
+            let state = lock(&session.state);
+            (state.counters, state.indexed)
+        };
+        if indexed {
+            self.forget_subscriptions(session);
+        }
+        *lock(&self.inner.ended_counters) += counters;
         self.inner.sessions_ended.fetch_add(1, Ordering::Relaxed);
         // A removal can only resume a paused listener.
         if self.inner.listener.get() == ListenerState::Paused {

@@ -85,10 +85,11 @@ impl SessionManager {
         let print = status.print();
         let hex = status.hex();
         let charge = crate::cost::status(0);
-        for delivery in &deliveries {
+        let count = deliveries.len();
+        for delivery in deliveries {
             delivery.subscriber.outbox.push_status(
                 delivery.hashx,
-                &delivery.alias,
+                delivery.alias,
                 hex.clone(),
                 print,
                 delivery.base,
@@ -96,7 +97,7 @@ impl SessionManager {
             );
             delivery.subscriber.add_cost(charge);
         }
-        deliveries.len()
+        count
     }
 
     /// Tells the manager what changed: the new tip and the scripts touched
@@ -169,24 +170,48 @@ impl SessionManager {
         report
     }
 
+    /// Records one computed status and queues it for the subscribers whose
+    /// status differs.
+    fn apply_status(
+        &self,
+        hashx: HashX,
+        result: Result<crate::chain::ScriptStatus>,
+        report: &mut NotifyReport,
+    ) {
+        let Ok(status) = result else {
+            report.failures += 1;
+            return;
+        };
+        let deliveries = lock(&self.inner.index).update(&hashx, status.print(), status.mempool);
+        if !deliveries.is_empty() {
+            report.statuses_changed += 1;
+            report.status_notifications += self.queue(deliveries, &status);
+        }
+    }
+
     async fn notify_pass(&self, tip: Tip, touched: HashSet<HashX>) -> NotifyReport {
         let mut report = NotifyReport::default();
         let tip_changed = self.advance_tip(tip, &touched).await;
         let targets = lock(&self.inner.index).targets(&touched, tip_changed);
         report.statuses_computed = targets.len();
-        let mut statuses = futures::stream::iter(targets)
-            .map(|hashx| async move { (hashx, self.fresh_script_status(hashx).await) })
-            .buffer_unordered(STATUS_CONCURRENCY);
-        while let Some((hashx, status)) = statuses.next().await {
-            let Ok(status) = status else {
-                report.failures += 1;
-                continue;
-            };
-            let deliveries = lock(&self.inner.index).update(&hashx, status.print(), status.mempool);
-            if !deliveries.is_empty() {
-                report.statuses_changed += 1;
-                report.status_notifications += self.queue(deliveries, &status);
+        // Each status future is polled once in place: a host that answers at
+        // once (an in-memory index) costs no task bookkeeping; the others
+        // run concurrently, at most STATUS_CONCURRENCY at a time.
+        let mut waiting = futures::stream::FuturesUnordered::new();
+        for hashx in targets {
+            let mut status = Box::pin(async move { (hashx, self.fresh_script_status(hashx).await) });
+            match futures::poll!(status.as_mut()) {
+                std::task::Poll::Ready((hashx, result)) => self.apply_status(hashx, result, &mut report),
+                std::task::Poll::Pending => waiting.push(status),
             }
+            if waiting.len() >= STATUS_CONCURRENCY
+                && let Some((hashx, result)) = waiting.next().await
+            {
+                self.apply_status(hashx, result, &mut report);
+            }
+        }
+        while let Some((hashx, result)) = waiting.next().await {
+            self.apply_status(hashx, result, &mut report);
         }
         if tip_changed && let Ok((height, header)) = self.tip_header().await {
             let subscribers = lock(&self.inner.index).header_subscribers();
@@ -227,7 +252,13 @@ impl SessionHandle {
             return Err(Error::SessionClosed(session.id));
         }
         let subscribed = {
+            // Index, then session state: a session that ended meanwhile is
+            // refused here, so nothing of it stays in the index.
             let mut index = lock(&manager.inner.index);
+            let mut state = lock(&session.state);
+            if state.closed {
+                return Err(Error::SessionClosed(session.id));
+            }
             let subscribed = index.subscribe(
                 session.clone(),
                 session.group,
@@ -236,7 +267,8 @@ impl SessionHandle {
                 status.mempool,
                 limits,
             )?;
-            lock(&session.state).subscriptions = subscribed.count;
+            state.subscriptions = subscribed.count;
+            state.indexed = true;
             subscribed
         };
         manager.queue(subscribed.deliveries, &status);
@@ -271,10 +303,13 @@ impl SessionHandle {
     pub async fn subscribe_headers(&self) -> Result<(Height, Vec<u8>)> {
         self.session.add_cost(crate::cost::HEADERS_SUBSCRIBE);
         let result = self.manager.tip_header().await?;
-        if self.session.is_ended() {
+        let mut index = lock(&self.manager.inner.index);
+        let mut state = lock(&self.session.state);
+        if state.closed {
             return Err(Error::SessionClosed(self.session.id));
         }
-        lock(&self.manager.inner.index).subscribe_headers(self.session.clone());
+        index.subscribe_headers(self.session.clone());
+        state.indexed = true;
         Ok(result)
     }
 

@@ -78,7 +78,7 @@ impl Outbox {
     pub(crate) fn push_status(
         &self,
         hashx: HashX,
-        alias: &str,
+        alias: String,
         status: Option<String>,
         print: StatusPrint,
         base: StatusPrint,
@@ -106,14 +106,9 @@ impl Outbox {
                     if base == print {
                         return;
                     }
-                    state.statuses.insert(
-                        hashx,
-                        PendingStatus {
-                            alias: alias.to_owned(),
-                            status,
-                            base,
-                        },
-                    );
+                    state
+                        .statuses
+                        .insert(hashx, PendingStatus { alias, status, base });
                     state.order.push_back(hashx);
                     state.pending_since.get_or_insert(now);
                 }

@@ -73,6 +73,8 @@ pub(crate) struct SessionState {
     pub(crate) last_recv: Instant,
     pub(crate) counters: Counters,
     pub(crate) subscriptions: usize,
+    /// Whether the subscription index may hold anything of this session.
+    pub(crate) indexed: bool,
     pub(crate) client: Option<String>,
     pub(crate) protocol: Option<String>,
     pub(crate) log: bool,
@@ -134,6 +136,7 @@ impl SessionShared {
                 last_recv: now,
                 counters: Counters::default(),
                 subscriptions: 0,
+                indexed: false,
                 client: None,
                 protocol: None,
                 log: false,
@@ -203,9 +206,8 @@ impl SessionShared {
             state.meter.decay(now, subscriptions, &limits);
             if let Some(group) = self.group {
                 let cost = state.meter.cost();
-                self.ctx.ledger.report(group, cost - state.reported_cost);
+                self.ctx.ledger.leave(group, state.reported_cost, cost);
                 state.reported_cost = cost;
-                self.ctx.ledger.leave(group, cost);
             }
             state.wake_waiters()
         };

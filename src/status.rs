@@ -56,13 +56,17 @@ pub fn status_preimage(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> 
 /// this runs once per history entry of every status computed).
 fn push_item(out: &mut Vec<u8>, txid: &crate::TxHash, height: i64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in txid.0.iter().rev() {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 15)]);
+    // 64 hex digits, ':', an optional '-', up to 20 digits, ':'.
+    let mut item = [0u8; 87];
+    for (pair, byte) in item[..64].chunks_exact_mut(2).zip(txid.0.iter().rev()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 15)];
     }
-    out.push(b':');
+    item[64] = b':';
+    let mut len = 65;
     if height < 0 {
-        out.push(b'-');
+        item[len] = b'-';
+        len += 1;
     }
     let mut digits = [0u8; 20];
     let mut value = height.unsigned_abs();
@@ -75,8 +79,11 @@ fn push_item(out: &mut Vec<u8>, txid: &crate::TxHash, height: i64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
-    out.push(b':');
+    let count = digits.len() - at;
+    item[len..len + count].copy_from_slice(&digits[at..]);
+    len += count;
+    item[len] = b':';
+    out.extend_from_slice(&item[..=len]);
 }
 
 fn write_preimage(out: &mut Vec<u8>, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {

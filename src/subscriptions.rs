@@ -85,6 +85,9 @@ struct Entry<S> {
     rest: [u8; 32 - HASHX_LEN],
     status: StatusPrint,
     mempool: bool,
+    /// Whether some subscriber used a spelling other than the canonical one
+    /// (only then are per-session aliases looked up).
+    unusual_aliases: bool,
     subscribers: Subscribers<S>,
 }
 
@@ -263,6 +266,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 rest,
                 status,
                 mempool,
+                unusual_aliases: false,
                 subscribers: Subscribers::One(subscriber),
             }),
         };
@@ -271,6 +275,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 .bytes()
                 .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
             && entry.rest == rest;
+        entry.unusual_aliases |= !canonical;
         if mempool {
             self.mempool_scripts.insert(hashx);
         } else {
@@ -295,9 +300,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 .insert(hashx, alias.to_owned());
         }
         let count = subs.scripts.len();
-        for delivery in &mut deliveries {
-            delivery.alias = self.alias_of(delivery.subscriber.id(), &delivery.hashx);
-        }
+        self.fill_aliases(&hashx, &mut deliveries);
         Ok(Subscribed { count, deliveries })
     }
 
@@ -440,10 +443,27 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 base,
             })
         });
-        for delivery in &mut deliveries {
-            delivery.alias = self.alias_of(delivery.subscriber.id(), hashx);
-        }
+        self.fill_aliases(hashx, &mut deliveries);
         deliveries
+    }
+
+    /// Sets each delivery's alias: the canonical spelling, built once, unless
+    /// some subscriber of the script used another.
+    fn fill_aliases(&self, hashx: &HashX, deliveries: &mut [Delivery<S>]) {
+        let Some(entry) = self.entries.get(hashx) else {
+            return;
+        };
+        if entry.unusual_aliases {
+            for delivery in deliveries {
+                delivery.alias = self.alias_of(delivery.subscriber.id(), hashx);
+            }
+        } else if let Some((last, rest)) = deliveries.split_last_mut() {
+            let canonical = canonical_alias(hashx, &entry.rest);
+            for delivery in rest {
+                delivery.alias.clone_from(&canonical);
+            }
+            last.alias = canonical;
+        }
     }
 
     /// The status fingerprint the entry holds (test support).
