@@ -323,7 +323,8 @@ impl SessionManager {
         }
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
         let now = self.now();
-        lock(&self.inner.bans).ban(network, duration.map(|d| now + d));
+        // A duration too long to add to the clock is a permanent ban.
+        lock(&self.inner.bans).ban(network, duration.and_then(|d| now.checked_add(d)));
         let banned: Vec<_> = self
             .live_sessions()
             .into_iter()

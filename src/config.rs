@@ -78,9 +78,14 @@ fn finite_non_negative(field: &'static str, value: f64) -> Result<()> {
     }
 }
 
+/// Longest period accepted: deadlines are `now + period`, which must not overflow.
+const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn non_zero(field: &'static str, value: Duration) -> Result<()> {
     if value.is_zero() {
         Err(Error::config(field, "must be longer than zero"))
+    } else if value > MAX_PERIOD {
+        Err(Error::config(field, "must be under ten years"))
     } else {
         Ok(())
     }
@@ -102,6 +107,9 @@ impl Limits {
         }
         if self.initial_concurrent == 0 {
             return Err(Error::config("initial_concurrent", "must be at least 1"));
+        }
+        if self.request_sleep > MAX_PERIOD {
+            return Err(Error::config("request_sleep", "must be under ten years"));
         }
         finite_non_negative("error_cost", self.error_cost)?;
         finite_non_negative("parse_error_cost", self.parse_error_cost)?;

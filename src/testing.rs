@@ -145,7 +145,7 @@ impl Timer for ManualTimer {
         state.next_id += 1;
         Box::pin(Sleep {
             id: state.next_id,
-            deadline: state.elapsed + duration,
+            deadline: state.elapsed.saturating_add(duration),
             state: self.state.clone(),
         })
     }

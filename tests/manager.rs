@@ -124,6 +124,19 @@ fn banned_networks_are_refused_and_their_sessions_closed() {
         ),
         Err(Error::InvalidConfig { .. })
     ));
+    // A duration too long for the clock bans for good instead of panicking.
+    block_on(
+        fx.manager
+            .ban("192.0.2.0/24".parse().unwrap(), Some(Duration::MAX)),
+    )
+    .unwrap();
+    let ban = fx
+        .manager
+        .bans()
+        .into_iter()
+        .find(|b| b.network == "192.0.2.0/24")
+        .unwrap();
+    assert_eq!(ban.remaining, None);
 }
 
 #[test]
@@ -342,6 +355,13 @@ fn bad_configuration_is_a_typed_error_at_build() {
             ..Limits::default()
         })),
         "initial_concurrent"
+    );
+    assert_eq!(
+        field(limits(Limits {
+            request_timeout: Duration::MAX,
+            ..Limits::default()
+        })),
+        "request_timeout"
     );
     let missing = SessionManager::builder(Config::default())
         .db(MemoryDb::new())
