@@ -329,6 +329,35 @@ impl crate::manager::SessionManager {
     }
 }
 
+/// Looks `key` up in one of the block caches (keyed by reorg epoch),
+/// loading it with `load` on a miss. Returns the value and whether it was
+/// a hit. A value loaded while a reorg moved the epoch is served to this
+/// caller but not left for others; failed loads are not cached.
+pub(crate) async fn block_cached<V>(
+    caches: &Caches,
+    cache: &Cache<BlockKey, V>,
+    counter: &Counter,
+    key: BlockKey,
+    load: impl std::future::Future<Output = crate::error::Result<V>>,
+) -> crate::error::Result<(V, bool)>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    let mut loaded = false;
+    let value = cache
+        .try_get_with(key, async {
+            loaded = true;
+            load.await
+        })
+        .await
+        .map_err(crate::chain::unshare)?;
+    if loaded && caches.block_epoch() != key.epoch {
+        cache.invalidate(&key).await;
+    }
+    counter.record(!loaded);
+    Ok((value, !loaded))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,11 +358,8 @@ impl SessionManager {
             height: height.0,
             epoch,
         };
-        let mut loaded = false;
-        let txids = caches
-            .txids
-            .try_get_with(key, async {
-                loaded = true;
+        let (txids, hit) =
+            crate::caches::block_cached(caches, &caches.txids, &caches.txids_counter, key, async {
                 let db = self.inner.db.clone();
                 match self.host_call("block txids", db.block_txids(height)).await? {
                     Some(txids) => Ok(Arc::<[TxHash]>::from(txids)),
@@ -372,15 +369,9 @@ impl SessionManager {
                     }),
                 }
             })
-            .await
-            .map_err(unshare)?;
-        if loaded && caches.block_epoch() != epoch {
-            // A reorg happened while the host answered: nobody may reuse it.
-            caches.txids.invalidate(&key).await;
-        }
-        caches.txids_counter.record(!loaded);
-        let cost = cost::block_txids(!loaded, txids.len());
-        Ok((txids, !loaded, cost))
+            .await?;
+        let cost = cost::block_txids(hit, txids.len());
+        Ok((txids, hit, cost))
     }
 
     /// The merkle branch of position `pos` in `txids` (the block at
@@ -403,20 +394,18 @@ impl SessionManager {
             height: height.0,
             epoch,
         };
-        let mut built = false;
-        let levels = caches
-            .merkle
-            .get_with(key, async {
-                built = true;
-                Arc::new(crate::merkle::MerkleLevels::new(txids))
-            })
-            .await;
-        if built && caches.block_epoch() != epoch {
-            caches.merkle.invalidate(&key).await;
-        }
-        caches.merkle_counter.record(!built);
+        let built = crate::caches::block_cached(caches, &caches.merkle, &caches.merkle_counter, key, async {
+            Ok(Arc::new(crate::merkle::MerkleLevels::new(txids)))
+        })
+        .await;
+        let Ok((levels, hit)) = built else {
+            return (
+                merkle_branch(txids, pos).unwrap_or_default(),
+                cost::merkle(n, false),
+            );
+        };
         match levels.branch(txids, pos) {
-            Some(branch) => (branch, cost::merkle(n, !built)),
+            Some(branch) => (branch, cost::merkle(n, hit)),
             None => {
                 // Levels of other txids (cannot happen within one epoch):
                 // drop them and answer the slow way.

@@ -11,7 +11,7 @@
 //! only the ≈ √n headers of one segment.
 
 use crate::caches::BlockKey;
-use crate::chain::{HeaderProof, MAX_HEADERS_PER_CALL, unshare};
+use crate::chain::{HeaderProof, MAX_HEADERS_PER_CALL};
 use crate::error::{Error, Result};
 use crate::manager::SessionManager;
 use crate::merkle::{double_sha256, merkle_branch, merkle_root, root_from_branch};
@@ -133,19 +133,14 @@ impl SessionManager {
                 height: cp_height.0,
                 epoch,
             };
-            let mut built = false;
-            let levels = caches
-                .checkpoints
-                .try_get_with(key, async {
-                    built = true;
-                    self.build_header_levels(count).await.map(Arc::new)
-                })
-                .await
-                .map_err(unshare)?;
-            if built && caches.block_epoch() != epoch {
-                caches.checkpoints.invalidate(&key).await;
-            }
-            caches.checkpoints_counter.record(!built);
+            let (levels, _) = crate::caches::block_cached(
+                caches,
+                &caches.checkpoints,
+                &caches.checkpoints_counter,
+                key,
+                async { self.build_header_levels(count).await.map(Arc::new) },
+            )
+            .await?;
             debug_assert_eq!(levels.count, count);
             let seg_len = 1usize << levels.depth;
             let start = index / seg_len * seg_len;
