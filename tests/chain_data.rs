@@ -3,51 +3,35 @@
 //! branches on a real 2,500-transaction block, checkpoint proofs of headers,
 //! and histories.
 
+mod common;
+
+use common::{BLOCK_9, BLOCK_2500, Fixture, load_vector as load};
 use futures::executor::block_on;
 use futures::future::join_all;
 use hashbrown::HashSet;
 use indexer_sessions::merkle::{double_sha256, merkle_branch, merkle_root, root_from_branch};
-use indexer_sessions::testing::{
-    HostBehaviour, ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport,
-};
+use indexer_sessions::testing::{HostBehaviour, MemoryTransport};
 use indexer_sessions::{
-    Config, Error, HashX, Height, HistoryEntry, HistoryItem, MempoolEntry, SessionHandle, SessionManager,
-    Tip, TxHash,
+    Config, Error, HashX, Height, HistoryEntry, HistoryItem, MempoolEntry, SessionHandle, Tip, TxHash,
 };
-use std::path::PathBuf;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-const BLOCK_2500: &str = "mainnet_block_000000000000000000000c835b2adcaedc20fdf6ee440009c249452c726dafae";
-const BLOCK_9: &str = "mainnet_block_0000000000013b8ab2cd513b0261a14096412195a72a0c4827d229dcc7e0f7af";
+/// The shared fixture, plus helpers for chain data.
+struct Harness(Fixture);
 
-struct Harness {
-    timer: ManualTimer,
-    db: MemoryDb,
-    daemon: MemoryDaemon,
-    mempool: MemoryMempool,
-    manager: SessionManager,
+impl std::ops::Deref for Harness {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Harness {
     fn new(config: Config) -> Self {
-        let timer = ManualTimer::new();
-        let (db, daemon, mempool) = (MemoryDb::new(), MemoryDaemon::new(), MemoryMempool::new());
-        let manager = SessionManager::builder(config)
-            .timer(timer.clone())
-            .db(db.clone())
-            .daemon(daemon.clone())
-            .mempool(mempool.clone())
-            .build()
-            .expect("valid configuration");
-        Harness {
-            timer,
-            db,
-            daemon,
-            mempool,
-            manager,
-        }
+        Harness(Fixture::new(config))
     }
 
     fn session(&self, addr: &str) -> SessionHandle {
@@ -111,30 +95,6 @@ fn cost(session: &SessionHandle) -> f64 {
 
 fn assert_close(actual: f64, expected: f64) {
     assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
-}
-
-struct Vector {
-    header: Vec<u8>,
-    merkle_root: TxHash,
-    txids: Vec<TxHash>,
-}
-
-fn load(name: &str) -> Vector {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let raw = std::fs::read(dir.join(format!("{name}.raw"))).expect("read raw block");
-    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("read json");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("parse json");
-    let hash = |v: &serde_json::Value| TxHash::from_hex(v.as_str().expect("hex string")).expect("txid hex");
-    Vector {
-        header: raw[..80].to_vec(),
-        merkle_root: hash(&json["merkle_root"]),
-        txids: json["txids"]
-            .as_array()
-            .expect("txids")
-            .iter()
-            .map(hash)
-            .collect(),
-    }
 }
 
 #[test]
@@ -603,11 +563,11 @@ fn merkle_branches_on_the_2500_transaction_block() {
     assert_eq!(big.txids.len(), 2500);
     let h = Harness::new(Config::default());
     h.db.push_block(header(0, 0), vec![txid(0, 0)]);
-    h.db.push_block(big.header.clone(), big.txids.clone());
-    let tip = h.db.push_block(small.header.clone(), small.txids.clone());
+    h.db.push_block(big.header(), big.txids.clone());
+    let tip = h.db.push_block(small.header(), small.txids.clone());
     h.notify(tip, &[]);
     let session = h.session("203.0.113.7:50001");
-    assert_eq!(TxHash(big.header[36..68].try_into().unwrap()), big.merkle_root);
+    assert_eq!(TxHash(big.raw[36..68].try_into().unwrap()), big.merkle_root);
 
     // First lookup: txids and middle level built. Then from the caches.
     let mut costs = Vec::new();

@@ -6,44 +6,14 @@ use indexer_sessions::merkle::{
 };
 use indexer_sessions::tx::parse_block_transactions;
 use indexer_sessions::{BlockHash, TxHash, decode_hex};
-use std::path::PathBuf;
+mod common;
 
-const BLOCK_2500: &str = "mainnet_block_000000000000000000000c835b2adcaedc20fdf6ee440009c249452c726dafae";
-const BLOCK_9: &str = "mainnet_block_0000000000013b8ab2cd513b0261a14096412195a72a0c4827d229dcc7e0f7af";
-const BLOCK_SEGWIT: &str = "testnet_block_000000000000045e0b1660b6445b5e5c5ab63c9a4f956be7e1e69be04fa4497b";
+use common::{BLOCK_9, BLOCK_2500, BLOCK_SEGWIT, Vector, load_vector as load};
 
 /// The Bitcoin mainnet genesis block, 285 bytes.
 const GENESIS: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c0101000000010000000000000000000000000000000000000000000000000000000000000000ffffffff4d04ffff001d0104455468652054696d65732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e6b206f66207365636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a01000000434104678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac00000000";
 const GENESIS_HASH: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
 const GENESIS_TXID: &str = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
-
-struct Vector {
-    raw: Vec<u8>,
-    block_hash: String,
-    merkle_root: TxHash,
-    txids: Vec<TxHash>,
-}
-
-fn load(name: &str) -> Vector {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let raw = std::fs::read(dir.join(format!("{name}.raw"))).expect("read raw block");
-    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("read json");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("parse json");
-    let hash = |v: &serde_json::Value| TxHash::from_hex(v.as_str().expect("hex string")).expect("txid hex");
-    let txids: Vec<TxHash> = json["txids"]
-        .as_array()
-        .expect("txids")
-        .iter()
-        .map(hash)
-        .collect();
-    assert_eq!(json["tx_count"].as_u64(), Some(txids.len() as u64));
-    Vector {
-        raw,
-        block_hash: json["block_hash"].as_str().expect("block_hash").to_owned(),
-        merkle_root: hash(&json["merkle_root"]),
-        txids,
-    }
-}
 
 /// The merkle root field of an 80-byte header (bytes 36..68, internal order).
 fn header_root(header: &[u8]) -> TxHash {
