@@ -334,7 +334,7 @@ impl SessionManager {
     /// The tip requests are checked against: the last one given to
     /// `notify`, or the `Db`'s before the first.
     pub(crate) async fn known_tip(&self) -> Result<Tip> {
-        let known = *lock(&self.inner.last_tip);
+        let known = lock(&self.inner.last_tip).tip;
         match known {
             Some(tip) => Ok(tip),
             None => {
@@ -420,32 +420,32 @@ impl SessionManager {
 
     /// Records a new tip. Touched scripts leave the history cache; a
     /// changed tip hash drops the shared header result and the fee
-    /// estimates, and a tip that does not extend the previous one (a reorg,
-    /// even to the same height) also clears the block caches and every
-    /// history. The first tip recorded clears the block caches too (what
-    /// was read before it cannot be checked). Returns whether the tip hash
-    /// changed.
-    pub(crate) async fn advance_tip(&self, tip: Tip, touched: &hashbrown::HashSet<HashX>) -> bool {
+    /// estimates. Returns the tip it replaces (`Some(None)` for the first)
+    /// if the tip changed: the caller then settles the block caches with
+    /// [`SessionManager::settle_tip_change`].
+    pub(crate) fn record_tip(&self, tip: Tip, touched: &hashbrown::HashSet<HashX>) -> Option<Option<Tip>> {
         let caches = &self.inner.caches;
         caches.touch_histories(touched.iter());
-        let previous = {
-            let mut last = lock(&self.inner.last_tip);
-            if *last == Some(tip) {
-                return false;
-            }
-            last.replace(tip)
-        };
+        let previous = lock(&self.inner.last_tip).record(tip)?;
         *lock(&self.inner.tip_header) = None;
         caches.clear_fees();
+        Some(previous)
+    }
+
+    /// Settles the block caches after the tip changed from `previous` to
+    /// `tip`: a tip that does not extend the previous one (a reorg, even to
+    /// the same height) clears the block caches and every history. The
+    /// first tip recorded clears the block caches too (what was read before
+    /// it cannot be checked).
+    pub(crate) async fn settle_tip_change(&self, previous: Option<Tip>, tip: Tip) {
         match previous {
             Some(previous) => {
                 if !self.extends(previous, tip).await {
                     self.on_reorg().await;
                 }
             }
-            None => caches.clear_block_caches(),
+            None => self.inner.caches.clear_block_caches(),
         }
-        true
     }
 
     /// Whether `tip` extends `previous`: it is higher and the header at the
@@ -461,14 +461,14 @@ impl SessionManager {
         }
     }
 
-    /// The shared `blockchain.headers.subscribe` result: the tip height and
-    /// raw header, read once per tip.
-    pub(crate) async fn tip_header(&self) -> Result<(Height, Vec<u8>)> {
-        if let Some((_, height, header)) = lock(&self.inner.tip_header).clone() {
-            return Ok((height, header));
+    /// The shared `blockchain.headers.subscribe` result: the tip, its
+    /// generation and its raw header, read once per tip.
+    pub(crate) async fn tip_header(&self) -> Result<crate::tip::TipHeader> {
+        if let Some(cached) = lock(&self.inner.tip_header).clone() {
+            return Ok(cached);
         }
         let known = *lock(&self.inner.last_tip);
-        let tip = match known {
+        let tip = match known.tip {
             Some(tip) => tip,
             None => {
                 let db = self.inner.db.clone();
@@ -483,11 +483,16 @@ impl SessionManager {
                     height: tip.height,
                     tip: tip.height,
                 })?;
+        let result = crate::tip::TipHeader {
+            tip,
+            generation: known.generation,
+            header,
+        };
         let mut cached = lock(&self.inner.tip_header);
         if *lock(&self.inner.last_tip) == known {
-            *cached = Some((tip, tip.height, header.clone()));
+            *cached = Some(result.clone());
         }
-        Ok((tip.height, header))
+        Ok(result)
     }
 
     /// The raw header at `height` (checked against `tip`).

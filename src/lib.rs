@@ -116,6 +116,7 @@ mod sync;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod timer;
+mod tip;
 pub mod tx;
 mod types;
 mod watch;

@@ -38,9 +38,11 @@ pub(crate) struct Inner {
     pub(crate) caches: crate::caches::Caches,
     pub(crate) index: Mutex<crate::notify::Index>,
     pub(crate) pending_events: Mutex<crate::notify::PendingEvents>,
-    pub(crate) last_tip: Mutex<Option<crate::types::Tip>>,
-    /// The shared header-subscription result: (tip, height, raw header).
-    pub(crate) tip_header: Mutex<Option<(crate::types::Tip, crate::types::Height, Vec<u8>)>>,
+    pub(crate) last_tip: Mutex<crate::tip::RecordedTip>,
+    /// The shared header-subscription result.
+    pub(crate) tip_header: Mutex<Option<crate::tip::TipHeader>>,
+    /// When retained group cost was last refunded.
+    last_refund: Mutex<Instant>,
 }
 
 /// The session manager: a cheap-to-clone handle on shared state.
@@ -148,8 +150,9 @@ impl SessionManagerBuilder {
                 caches: crate::caches::Caches::new(&self.config),
                 index: Mutex::new(crate::notify::Index::default()),
                 pending_events: Mutex::new(crate::notify::PendingEvents::default()),
-                last_tip: Mutex::new(None),
+                last_tip: Mutex::new(crate::tip::RecordedTip::default()),
                 tip_header: Mutex::new(None),
+                last_refund: Mutex::new(started),
                 config: self.config,
             }),
         })
@@ -287,7 +290,9 @@ impl SessionManager {
                 other => *other,
             });
         }
-        // The group may already carry cost (a reconnecting client inherits it).
+        // The group may already carry cost (a reconnecting client inherits
+        // it): the new member sees it at once.
+        lock(&session.state).extra_cost = (group_cost - crate::meter::CostMeter::INITIAL_COST).max(0.0);
         if group_cost > limits.cost_soft_limit {
             session.recalculate(now);
         }
@@ -371,7 +376,7 @@ impl SessionManager {
             .ok_or(Error::UnknownSession(id))
     }
 
-    /// Closes every session idle past `session_timeout` (reason
+    /// Closes every session idle for more than `session_timeout` (reason
     /// [`DisconnectReason::Stale`]) and every session whose notifications
     /// have waited past `max_send_delay` ([`DisconnectReason::SendTimeout`]),
     /// and drops expired bans. Housekeeping calls this every
@@ -384,7 +389,7 @@ impl SessionManager {
         let mut stuck = Vec::new();
         for session in self.live_sessions() {
             let last_recv = lock(&session.state).last_recv;
-            if now.saturating_duration_since(last_recv) >= limits.session_timeout {
+            if now.saturating_duration_since(last_recv) > limits.session_timeout {
                 stale.push(session);
             } else if session
                 .outbox
@@ -401,12 +406,21 @@ impl SessionManager {
         stale + stuck
     }
 
-    /// Decays every session's cost, refunds retained group cost by
-    /// `recalc_interval × hard / 5000` (deleting empty groups at zero), and
-    /// retargets every session. Housekeeping calls this every `recalc_interval`.
+    /// Decays every session's cost, refunds retained group cost for the time
+    /// since the last refund (`hard / 5000` per second: 600 per 300 s with
+    /// the defaults), deleting empty groups at zero, and retargets every
+    /// session. Housekeeping calls this every `recalc_interval`; calling it
+    /// more often refreshes throttles without refunding any faster.
     pub fn recalculate(&self) {
         let limits = self.limits();
-        let refund = self.inner.config.recalc_interval.as_secs_f64() * limits.cost_hard_limit / 5000.0;
+        let now = self.now();
+        let elapsed = {
+            let mut last = lock(&self.inner.last_refund);
+            let elapsed = now.saturating_duration_since(*last);
+            *last = now.max(*last);
+            elapsed
+        };
+        let refund = elapsed.as_secs_f64() * limits.cost_hard_limit / 5000.0;
         self.inner.ctx.ledger.refund(refund);
         self.recalculate_all();
     }
@@ -578,8 +592,9 @@ mod tests {
             handles.clear();
             prop_assert_eq!(manager.session_count(), 0);
             // Retained cost is at most 80 × 3000 + the initial costs; refunds
-            // of 600 per pass empty every group.
+            // of 600 per 300 s empty every group.
             for _ in 0..500 {
+                timer.advance(Duration::from_secs(300));
                 manager.recalculate();
                 if manager.inner.ctx.ledger.entries().is_empty() {
                     break;

@@ -26,12 +26,57 @@ impl Subscriber for Arc<SessionShared> {
 
 pub(crate) type Index = SubscriptionIndex<Arc<SessionShared>>;
 
-/// Events waiting for the running notification pass.
+/// Events waiting for a notification pass, and what an interrupted pass
+/// left to redo.
 #[derive(Default)]
 pub(crate) struct PendingEvents {
     tip: Option<Tip>,
     touched: HashSet<HashX>,
     running: bool,
+    /// A tip change whose header notifications and mempool rechecks were
+    /// not all queued (the pass was dropped, or the tip header could not be
+    /// read): the next pass treats its tip as changed.
+    redo_tip_change: bool,
+    /// The tip before a tip change whose block caches were not settled.
+    redo_settle: Option<Option<Tip>>,
+}
+
+/// The event one pass is working on. If the pass is dropped, what it has
+/// not finished goes back to [`PendingEvents`].
+struct Pass {
+    tip: Tip,
+    touched: HashSet<HashX>,
+    tip_changed: bool,
+    settle: Option<Option<Tip>>,
+}
+
+impl PendingEvents {
+    /// Takes the next event, or marks the passes finished (under the same
+    /// lock a new event is queued under, so no event is left behind).
+    fn take_pass(&mut self) -> Option<Pass> {
+        let Some(tip) = self.tip.take() else {
+            self.running = false;
+            return None;
+        };
+        Some(Pass {
+            tip,
+            touched: std::mem::take(&mut self.touched),
+            tip_changed: std::mem::take(&mut self.redo_tip_change),
+            settle: self.redo_settle.take(),
+        })
+    }
+
+    /// Puts back what an unfinished pass had taken: its scripts are
+    /// recomputed, its tip change redone, by the next pass. A newer tip
+    /// queued meanwhile wins.
+    fn restore(&mut self, pass: Pass) {
+        self.tip.get_or_insert(pass.tip);
+        self.touched.extend(pass.touched);
+        self.redo_tip_change |= pass.tip_changed;
+        if self.redo_settle.is_none() {
+            self.redo_settle = pass.settle;
+        }
+    }
 }
 
 /// What one notification pass did.
@@ -102,18 +147,27 @@ impl SessionManager {
 
     /// Tells the manager what changed: the new tip and the scripts touched
     /// by a block or a mempool refresh (any collection of [`HashX`]: a set,
-    /// a slice, a vector) (pass them together when both
-    /// happened, or in two calls: a status is only sent when it differs from
-    /// what the client was last sent, and a mempool entry already confirmed
-    /// is left out of the status, so a confirming transaction is announced
-    /// once).
+    /// a slice, a vector). Pass them together when both happened, or in two
+    /// calls: a status is only sent when it differs from what the client
+    /// was last sent, and a mempool entry already confirmed is left out of
+    /// the status, so a confirming transaction is announced once.
     ///
-    /// The event is recorded when `notify` is called; the returned future
-    /// does the work and completes once every affected session's outbox is
-    /// filled (it never waits for a client). A call made while another pass
-    /// is running is merged into that pass's next round and completes at
-    /// once with `merged` set. Dropping the future before it completes
-    /// leaves the event to the next `notify`.
+    /// The event is recorded when `notify` is called, before the returned
+    /// future is first polled; the future does the work and completes once
+    /// every affected session's outbox is filled (it never waits for a
+    /// client). A call made while another pass is running is merged into
+    /// that pass's next round and completes at once with `merged` set.
+    ///
+    /// A status that cannot be computed (a host error) is retried by the
+    /// next `notify`, whatever that one touches; so is the header of a tip
+    /// whose header could not be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: nothing is lost. Dropping the future before it completes
+    /// (a timeout, a `select!`) puts what its pass had not finished back:
+    /// the next `notify` recomputes those scripts, settles the caches and
+    /// sends the tip's header, and sends no status or header a client
+    /// already has queued or received.
     pub fn notify<'a>(
         &self,
         tip: Tip,
@@ -137,35 +191,46 @@ impl SessionManager {
     }
 
     /// Runs passes until no event is pending. If the caller drops the
-    /// future mid-pass, the guard lets the next `notify` take over.
+    /// future mid-pass, the guard puts the unfinished pass back and lets the
+    /// next `notify` take over.
     async fn run_passes(&self) -> NotifyReport {
-        struct Running<'m>(&'m SessionManager);
+        struct Running<'m> {
+            manager: &'m SessionManager,
+            pass: Option<Pass>,
+        }
         impl Drop for Running<'_> {
             fn drop(&mut self) {
-                lock(&self.0.inner.pending_events).running = false;
+                let mut pending = lock(&self.manager.inner.pending_events);
+                if let Some(pass) = self.pass.take() {
+                    pending.restore(pass);
+                }
+                pending.running = false;
             }
         }
-        let _running = Running(self);
+        let mut running = Running {
+            manager: self,
+            pass: None,
+        };
         let mut report = NotifyReport::default();
         loop {
-            let (tip, touched) = {
-                let mut pending = lock(&self.inner.pending_events);
-                match pending.tip.take() {
-                    Some(tip) => (tip, std::mem::take(&mut pending.touched)),
-                    None => {
-                        // Cleared under the same lock a new event is queued
-                        // under, so no event is left behind.
-                        pending.running = false;
-                        break;
-                    }
-                }
+            running.pass = lock(&self.inner.pending_events).take_pass();
+            let Some(pass) = running.pass.as_mut() else {
+                break;
             };
-            let pass = self.notify_pass(tip, touched).await;
-            report.statuses_computed += pass.statuses_computed;
-            report.statuses_changed += pass.statuses_changed;
-            report.status_notifications += pass.status_notifications;
-            report.header_notifications += pass.header_notifications;
-            report.failures += pass.failures;
+            let (done, failed) = self.notify_pass(pass).await;
+            let finished = running.pass.take();
+            if !failed.is_empty() || finished.as_ref().is_some_and(|p| p.tip_changed) {
+                // Left for the next `notify`: not retried now, so a failing
+                // host does not spin this loop.
+                let mut pending = lock(&self.inner.pending_events);
+                pending.touched.extend(failed);
+                pending.redo_tip_change |= finished.is_some_and(|p| p.tip_changed);
+            }
+            report.statuses_computed += done.statuses_computed;
+            report.statuses_changed += done.statuses_changed;
+            report.status_notifications += done.status_notifications;
+            report.header_notifications += done.header_notifications;
+            report.failures += done.failures;
         }
         report
     }
@@ -177,9 +242,11 @@ impl SessionManager {
         hashx: HashX,
         result: Result<crate::chain::ScriptStatus>,
         report: &mut NotifyReport,
+        failed: &mut Vec<HashX>,
     ) {
         let Ok(status) = result else {
             report.failures += 1;
+            failed.push(hashx);
             return;
         };
         let deliveries = lock(&self.inner.index).update(&hashx, status.print(), status.mempool);
@@ -189,10 +256,22 @@ impl SessionManager {
         }
     }
 
-    async fn notify_pass(&self, tip: Tip, touched: HashSet<HashX>) -> NotifyReport {
+    /// One pass over `pass`'s event. Every step is idempotent, so a pass
+    /// redone after an interruption queues nothing twice. On return,
+    /// `pass.tip_changed` is still set if the header could not be sent;
+    /// the scripts whose status failed are returned.
+    async fn notify_pass(&self, pass: &mut Pass) -> (NotifyReport, Vec<HashX>) {
         let mut report = NotifyReport::default();
-        let tip_changed = self.advance_tip(tip, &touched).await;
-        let targets = lock(&self.inner.index).targets(&touched, tip_changed);
+        let mut failed = Vec::new();
+        if let Some(previous) = self.record_tip(pass.tip, &pass.touched) {
+            pass.tip_changed = true;
+            pass.settle.get_or_insert(previous);
+        }
+        if let Some(previous) = pass.settle {
+            self.settle_tip_change(previous, pass.tip).await;
+            pass.settle = None;
+        }
+        let targets = lock(&self.inner.index).targets(&pass.touched, pass.tip_changed);
         report.statuses_computed = targets.len();
         // Each status future is polled once in place: a host that answers at
         // once (an in-memory index) costs no task bookkeeping; the others
@@ -201,27 +280,41 @@ impl SessionManager {
         for hashx in targets {
             let mut status = Box::pin(async move { (hashx, self.fresh_script_status(hashx).await) });
             match futures::poll!(status.as_mut()) {
-                std::task::Poll::Ready((hashx, result)) => self.apply_status(hashx, result, &mut report),
+                std::task::Poll::Ready((hashx, result)) => {
+                    self.apply_status(hashx, result, &mut report, &mut failed)
+                }
                 std::task::Poll::Pending => waiting.push(status),
             }
             if waiting.len() >= STATUS_CONCURRENCY
                 && let Some((hashx, result)) = waiting.next().await
             {
-                self.apply_status(hashx, result, &mut report);
+                self.apply_status(hashx, result, &mut report, &mut failed);
             }
         }
         while let Some((hashx, result)) = waiting.next().await {
-            self.apply_status(hashx, result, &mut report);
+            self.apply_status(hashx, result, &mut report, &mut failed);
         }
-        if tip_changed && let Ok((height, header)) = self.tip_header().await {
-            let subscribers = lock(&self.inner.index).header_subscribers();
-            let now = self.now();
-            for session in &subscribers {
-                session.outbox.push_header(height, header.clone(), now);
+        if pass.tip_changed {
+            match self.tip_header().await {
+                Ok(tip_header) => {
+                    let subscribers = lock(&self.inner.index).header_subscribers();
+                    let now = self.now();
+                    for session in &subscribers {
+                        let queued = session.outbox.push_header(
+                            tip_header.generation,
+                            tip_header.tip.hash,
+                            tip_header.height(),
+                            tip_header.header.clone(),
+                            now,
+                        );
+                        report.header_notifications += usize::from(queued);
+                    }
+                    pass.tip_changed = false;
+                }
+                Err(_) => report.failures += 1,
             }
-            report.header_notifications = subscribers.len();
         }
-        report
+        (report, failed)
     }
 }
 
@@ -239,6 +332,12 @@ impl SessionHandle {
     /// [`Error::SubscriptionLimit`] when a per-session, per-group or global
     /// limit is reached (the session stays open); [`Error::HistoryTooLarge`];
     /// host errors. No subscription is recorded on error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the subscription is recorded in one step after the
+    /// last await, so a future dropped before it completes leaves no
+    /// subscription, index entry or count behind. What it had charged for
+    /// history lookups stays charged (the work was done).
     pub async fn subscribe(&self, alias: &str) -> Result<Option<String>> {
         let manager = &self.manager;
         let session = &self.session;
@@ -246,33 +345,54 @@ impl SessionHandle {
             .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
         let limits = manager.sub_limits();
         lock(&manager.inner.index).check_limits(session.id, session.group, &hashx, limits)?;
-        let status = manager.script_status(hashx).await?;
-        session.add_cost(status.cost);
-        if session.is_ended() {
-            return Err(Error::SessionClosed(session.id));
-        }
-        let subscribed = {
-            // Index, then session state: a session that ended meanwhile is
-            // refused here, so nothing of it stays in the index.
-            let mut index = lock(&manager.inner.index);
-            let mut state = lock(&session.state);
-            if state.closed {
+        let caches = &manager.inner.caches;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // A `notify` that touches the script while its status is being
+            // read may have skipped it (it was not subscribed yet): the
+            // status is read again. Touches are stamped before a pass looks
+            // at the index, and the check below is made under the index
+            // lock, so a touch either shows here or the pass sees the new
+            // subscription.
+            let read_from = caches.history_generation();
+            let status = manager.script_status(hashx).await?;
+            session.add_cost(status.cost);
+            if session.is_ended() {
                 return Err(Error::SessionClosed(session.id));
             }
-            let subscribed = index.subscribe(
-                session.clone(),
-                session.group,
-                alias,
-                status.print(),
-                status.mempool,
-                limits,
-            )?;
-            state.subscriptions = subscribed.count;
-            state.indexed = true;
-            subscribed
-        };
-        manager.queue(subscribed.deliveries, &status);
-        Ok(status.hex())
+            let subscribed = {
+                // Index, then session state: a session that ended meanwhile is
+                // refused here, so nothing of it stays in the index.
+                let mut index = lock(&manager.inner.index);
+                let current = caches.history_is_current(&hashx, read_from);
+                if !current && attempts < 3 {
+                    continue;
+                }
+                let mut state = lock(&session.state);
+                if state.closed {
+                    return Err(Error::SessionClosed(session.id));
+                }
+                let subscribed = index.subscribe(
+                    session.clone(),
+                    session.group,
+                    alias,
+                    status.print(),
+                    status.mempool,
+                    limits,
+                )?;
+                state.subscriptions = subscribed.count;
+                state.indexed = true;
+                if !current {
+                    // Still racing events: the next `notify` recomputes it.
+                    lock(&manager.inner.pending_events).touched.insert(hashx);
+                }
+                subscribed
+            };
+            session.outbox.status_given(hashx, status.hex(), status.print());
+            manager.queue(subscribed.deliveries, &status);
+            return Ok(status.hex());
+        }
     }
 
     /// `blockchain.scripthash.unsubscribe`: returns whether the session was
@@ -298,19 +418,50 @@ impl SessionHandle {
     /// `blockchain.headers.subscribe`: subscribes to new tips and returns
     /// the current tip header. **Cost:** 0.25.
     ///
+    /// The session is told of every later tip once, and never again of
+    /// the tip this returns (nor of an older one).
+    ///
     /// # Errors
-    /// Host errors reading the tip header.
+    /// Host errors reading the tip header (the session is then not
+    /// subscribed, unless it already was).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a future dropped before it completes leaves the session
+    /// subscribed only if it already was. The cost is charged at the first poll.
     pub async fn subscribe_headers(&self) -> Result<(Height, Vec<u8>)> {
-        self.session.add_cost(crate::cost::HEADERS_SUBSCRIBE);
-        let result = self.manager.tip_header().await?;
-        let mut index = lock(&self.manager.inner.index);
-        let mut state = lock(&self.session.state);
-        if state.closed {
-            return Err(Error::SessionClosed(self.session.id));
+        struct Undo<'h> {
+            handle: &'h SessionHandle,
+            armed: bool,
         }
-        index.subscribe_headers(self.session.clone());
-        state.indexed = true;
-        Ok(result)
+        impl Drop for Undo<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    lock(&self.handle.manager.inner.index).unsubscribe_headers(self.handle.session.id);
+                }
+            }
+        }
+        self.session.add_cost(crate::cost::HEADERS_SUBSCRIBE);
+        // Subscribed before the tip is read, so a tip change meanwhile is
+        // queued for this session rather than missed.
+        let newly = {
+            let mut index = lock(&self.manager.inner.index);
+            let mut state = lock(&self.session.state);
+            if state.closed {
+                return Err(Error::SessionClosed(self.session.id));
+            }
+            state.indexed = true;
+            index.subscribe_headers(self.session.clone())
+        };
+        let mut undo = Undo {
+            handle: self,
+            armed: newly,
+        };
+        let tip_header = self.manager.tip_header().await?;
+        undo.armed = false;
+        self.session
+            .outbox
+            .header_given(tip_header.generation, tip_header.tip.hash);
+        Ok((tip_header.height(), tip_header.header))
     }
 
     /// Subscriptions this session holds.
@@ -328,15 +479,24 @@ impl SessionHandle {
     /// session ends. Run it beside the read loop (in the same `select!`, or
     /// spawned: it owns what it needs). A send that takes longer than
     /// `max_send_delay`, or fails, closes the session.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a notification leaves the outbox only once its send
+    /// completed, so a future dropped mid-send (and recreated later) sends
+    /// that notification again, or its newer replacement. A host whose
+    /// `Transport::send` may have written part of a message when dropped
+    /// should close the connection rather than recreate the future. Dropped
+    /// while closing a failed session, the session has ended but
+    /// `Transport::close` may not have run to completion.
     pub fn deliver(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let session = self.session.clone();
         let manager = self.manager.clone();
         async move {
             let timer = session.ctx.timer.clone();
-            while let Some(notification) = session.outbox.next().await {
+            while let Some((taken, notification)) = session.outbox.peek().await {
                 let limit = session.ctx.limits().max_send_delay;
                 match within(&*timer, limit, session.transport.send(notification)).await {
-                    Some(Ok(())) => session.outbox.delivered(timer.now()),
+                    Some(Ok(())) => session.outbox.acknowledge(taken, timer.now()),
                     Some(Err(error)) => {
                         manager
                             .close_session(&session, DisconnectReason::TransportError(error.to_string()))

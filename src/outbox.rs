@@ -7,9 +7,15 @@
 //! newest), so a client that stops reading holds bounded memory. A status
 //! that changes back to what the client already has before it was sent is
 //! dropped, so the client never receives the same status twice in a row.
+//!
+//! Delivery is *peek, send, acknowledge*: a notification leaves the outbox
+//! only once [`Outbox::acknowledge`] says its send completed. A delivery
+//! future dropped mid-send leaves the notification at the front, and the
+//! next delivery future sends it (the newest version of it, if it was
+//! replaced meanwhile).
 
 use crate::sync::lock;
-use crate::types::{HashX, Height, Notification};
+use crate::types::{BlockHash, HashX, Height, Notification};
 use hashbrown::HashMap;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -20,19 +26,61 @@ use std::time::Instant;
 /// for "no history").
 pub(crate) type StatusPrint = u64;
 
+/// A tip change as the manager counts them: 1 for the first tip recorded,
+/// then one more per change. Header notifications carry it so that a
+/// client is never sent a header older than, or equal to, one it has.
+pub(crate) type TipGeneration = u64;
+
 #[derive(Debug)]
-pub(crate) struct PendingStatus {
-    pub(crate) alias: String,
-    pub(crate) status: Option<String>,
-    /// Fingerprint of the status the client had before this was queued.
-    pub(crate) base: StatusPrint,
+struct PendingStatus {
+    alias: String,
+    status: Option<String>,
+    /// Fingerprint of `status`.
+    print: StatusPrint,
+    /// Fingerprint of the status the client has (sent and acknowledged).
+    base: StatusPrint,
+    /// Changes on every replacement, so an acknowledgement of an older
+    /// version does not remove a newer one.
+    version: u64,
+}
+
+#[derive(Debug)]
+struct PendingHeader {
+    generation: TipGeneration,
+    hash: BlockHash,
+    height: Height,
+    header: Vec<u8>,
+}
+
+/// What a delivery future took to send: acknowledged by [`Outbox::acknowledge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// The pending header of this generation, of the block with this hash.
+    Header {
+        generation: TipGeneration,
+        hash: BlockHash,
+    },
+    /// The pending status of this script, at this version.
+    Status {
+        hashx: HashX,
+        version: u64,
+        print: StatusPrint,
+    },
 }
 
 #[derive(Debug, Default)]
 struct State {
-    header: Option<(Height, Vec<u8>)>,
+    header: Option<PendingHeader>,
+    /// The newest header generation the client has or has queued.
+    header_seen: TipGeneration,
+    /// The block whose header the client has (sent or given in a reply).
+    header_has: Option<BlockHash>,
     order: VecDeque<HashX>,
     statuses: HashMap<HashX, PendingStatus>,
+    next_version: u64,
+    /// What the delivery future last took and has not acknowledged: it may
+    /// be on its way to the client.
+    in_flight: Option<Taken>,
     /// When the oldest undelivered notification was queued.
     pending_since: Option<Instant>,
     closed: bool,
@@ -45,8 +93,26 @@ impl State {
         self.header.is_none() && self.order.is_empty()
     }
 
-    fn wake_deliverer(&mut self) -> Option<Waker> {
-        self.deliver_waker.take()
+    fn version(&mut self) -> u64 {
+        self.next_version += 1;
+        self.next_version
+    }
+
+    fn is_in_flight(&self, hashx: &HashX) -> bool {
+        matches!(self.in_flight, Some(Taken::Status { hashx: h, .. }) if h == *hashx)
+    }
+
+    fn remove_status(&mut self, hashx: &HashX) {
+        if self.statuses.remove(hashx).is_some() {
+            if self.order.front() == Some(hashx) {
+                self.order.pop_front();
+            } else {
+                self.order.retain(|h| h != hashx);
+            }
+        }
+        if self.is_empty() {
+            self.pending_since = None;
+        }
     }
 }
 
@@ -56,20 +122,64 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Queues the newest header, replacing an undelivered one.
-    pub(crate) fn push_header(&self, height: Height, header: Vec<u8>, now: Instant) {
+    /// Queues the header of tip `generation` (block `hash`), replacing an
+    /// undelivered older one. Returns false, and queues nothing, if the
+    /// client has or has queued this generation or a newer one, or already
+    /// has this block's header (a pending older header is then dropped).
+    pub(crate) fn push_header(
+        &self,
+        generation: TipGeneration,
+        hash: BlockHash,
+        height: Height,
+        header: Vec<u8>,
+        now: Instant,
+    ) -> bool {
         let waker = {
             let mut state = lock(&self.state);
-            if state.closed {
-                return;
+            if state.closed || generation <= state.header_seen {
+                return false;
             }
-            state.header = Some((height, header));
+            state.header_seen = generation;
+            if state.header_has == Some(hash) {
+                state.header = None;
+                if state.is_empty() {
+                    state.pending_since = None;
+                }
+                return false;
+            }
+            state.header = Some(PendingHeader {
+                generation,
+                hash,
+                height,
+                header,
+            });
             state.pending_since.get_or_insert(now);
-            state.wake_deliverer()
+            state.deliver_waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
+        true
+    }
+
+    /// Records that the client was given the header of tip `generation`
+    /// (block `hash`) directly, in a `blockchain.headers.subscribe` reply: a
+    /// queued header of that generation or older is dropped, and none that
+    /// old, nor of that block, is queued again.
+    pub(crate) fn header_given(&self, generation: TipGeneration, hash: BlockHash) {
+        let mut state = lock(&self.state);
+        if state
+            .header
+            .as_ref()
+            .is_some_and(|pending| pending.generation <= generation)
+        {
+            state.header = None;
+            if state.is_empty() {
+                state.pending_since = None;
+            }
+        }
+        state.header_seen = state.header_seen.max(generation);
+        state.header_has = Some(hash);
     }
 
     /// Queues a status change from `base` to `print`. A pending status for
@@ -89,46 +199,71 @@ impl Outbox {
             if state.closed {
                 return;
             }
+            let version = state.version();
+            let in_flight = state.is_in_flight(&hashx);
             match state.statuses.get_mut(&hashx) {
-                Some(pending) if pending.base == print => {
-                    state.statuses.remove(&hashx);
-                    state.order.retain(|h| *h != hashx);
-                    if state.is_empty() {
-                        state.pending_since = None;
-                    }
+                // Back to what the client has, and not possibly on its way:
+                // nothing to send.
+                Some(pending) if pending.base == print && !in_flight => {
+                    state.remove_status(&hashx);
                     return;
                 }
                 Some(pending) => {
                     pending.status = status;
+                    pending.print = print;
+                    pending.version = version;
                     return;
                 }
                 None => {
                     if base == print {
                         return;
                     }
-                    state
-                        .statuses
-                        .insert(hashx, PendingStatus { alias, status, base });
+                    state.statuses.insert(
+                        hashx,
+                        PendingStatus {
+                            alias,
+                            status,
+                            print,
+                            base,
+                            version,
+                        },
+                    );
                     state.order.push_back(hashx);
                     state.pending_since.get_or_insert(now);
                 }
             }
-            state.wake_deliverer()
+            state.deliver_waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
         }
     }
 
+    /// Records that the client was given `status` (fingerprint `print`) for
+    /// `hashx` directly, in a subscribe reply: a pending status for it is
+    /// dropped, unless it may be on its way to the client, in which case
+    /// the given status is sent after it.
+    pub(crate) fn status_given(&self, hashx: HashX, status: Option<String>, print: StatusPrint) {
+        let mut state = lock(&self.state);
+        let in_flight = state.is_in_flight(&hashx);
+        if !state.statuses.contains_key(&hashx) {
+            return;
+        }
+        if in_flight {
+            let version = state.version();
+            if let Some(pending) = state.statuses.get_mut(&hashx) {
+                pending.status = status;
+                pending.print = print;
+                pending.version = version;
+            }
+        } else {
+            state.remove_status(&hashx);
+        }
+    }
+
     /// Drops a pending status (the script was unsubscribed).
     pub(crate) fn forget(&self, hashx: HashX) {
-        let mut state = lock(&self.state);
-        if state.statuses.remove(&hashx).is_some() {
-            state.order.retain(|h| *h != hashx);
-            if state.is_empty() {
-                state.pending_since = None;
-            }
-        }
+        lock(&self.state).remove_status(&hashx);
     }
 
     /// Number of undelivered notifications.
@@ -142,23 +277,44 @@ impl Outbox {
         lock(&self.state).pending_since
     }
 
-    /// Waits for the next notification; `None` once the outbox is closed.
-    pub(crate) async fn next(&self) -> Option<Notification> {
+    /// Waits for the next notification and returns a copy of it; it stays
+    /// queued until [`Outbox::acknowledge`]. `None` once the outbox is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it takes nothing.
+    pub(crate) async fn peek(&self) -> Option<(Taken, Notification)> {
         std::future::poll_fn(|cx| {
             let mut state = lock(&self.state);
             if state.closed {
                 return Poll::Ready(None);
             }
-            if let Some((height, header)) = state.header.take() {
-                return Poll::Ready(Some(Notification::Header { height, header }));
+            if let Some(pending) = &state.header {
+                let notification = Notification::Header {
+                    height: pending.height,
+                    header: pending.header.clone(),
+                };
+                let taken = Taken::Header {
+                    generation: pending.generation,
+                    hash: pending.hash,
+                };
+                state.in_flight = Some(taken);
+                return Poll::Ready(Some((taken, notification)));
             }
-            while let Some(hashx) = state.order.pop_front() {
-                if let Some(pending) = state.statuses.remove(&hashx) {
-                    return Poll::Ready(Some(Notification::ScriptHashStatus {
-                        alias: pending.alias,
-                        status: pending.status,
-                    }));
+            while let Some(hashx) = state.order.front().copied() {
+                if let Some(pending) = state.statuses.get(&hashx) {
+                    let notification = Notification::ScriptHashStatus {
+                        alias: pending.alias.clone(),
+                        status: pending.status.clone(),
+                    };
+                    let taken = Taken::Status {
+                        hashx,
+                        version: pending.version,
+                        print: pending.print,
+                    };
+                    state.in_flight = Some(taken);
+                    return Poll::Ready(Some((taken, notification)));
                 }
+                state.order.pop_front();
             }
             state.pending_since = None;
             state.deliver_waker = Some(cx.waker().clone());
@@ -167,10 +323,41 @@ impl Outbox {
         .await
     }
 
-    /// Marks the start of the next wait: called after a send completed, so
-    /// `pending_since` measures how long the client has kept us waiting.
-    pub(crate) fn delivered(&self, now: Instant) {
+    /// Records that the notification `taken` was sent: it leaves the outbox
+    /// unless it was replaced while being sent, in which case the
+    /// replacement stays, based on what was sent (and is dropped if it
+    /// equals it). Restarts the stuck-client clock at `now`.
+    pub(crate) fn acknowledge(&self, taken: Taken, now: Instant) {
         let mut state = lock(&self.state);
+        state.in_flight = None;
+        match taken {
+            Taken::Header { generation, hash } => {
+                state.header_has = Some(hash);
+                if state
+                    .header
+                    .as_ref()
+                    .is_some_and(|pending| pending.generation == generation || pending.hash == hash)
+                {
+                    state.header = None;
+                }
+            }
+            Taken::Status {
+                hashx,
+                version,
+                print,
+            } => {
+                if let Some(pending) = state.statuses.get_mut(&hashx) {
+                    if pending.version == version {
+                        state.remove_status(&hashx);
+                    } else if pending.print == print {
+                        // Replaced by an equal status while being sent.
+                        state.remove_status(&hashx);
+                    } else {
+                        pending.base = print;
+                    }
+                }
+            }
+        }
         state.pending_since = if state.is_empty() { None } else { Some(now) };
     }
 
@@ -202,5 +389,130 @@ impl Outbox {
             Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn hx(n: u8) -> HashX {
+        HashX([n; crate::types::HASHX_LEN])
+    }
+
+    fn peek(outbox: &Outbox) -> Option<(Taken, Notification)> {
+        outbox.peek().now_or_never().flatten()
+    }
+
+    fn status_of(notification: &Notification) -> Option<String> {
+        match notification {
+            Notification::ScriptHashStatus { status, .. } => status.clone(),
+            Notification::Header { .. } => panic!("expected a status"),
+        }
+    }
+
+    #[test]
+    fn a_peeked_notification_stays_until_acknowledged() {
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        let (taken, first) = peek(&outbox).unwrap();
+        // The send was dropped: the next peek returns the same notification.
+        let (again, second) = peek(&outbox).unwrap();
+        assert_eq!(taken, again);
+        assert_eq!(first, second);
+        outbox.acknowledge(taken, now);
+        assert!(peek(&outbox).is_none());
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn a_replacement_during_the_send_is_sent_next() {
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        let (taken, _) = peek(&outbox).unwrap();
+        outbox.push_status(hx(1), "a".into(), Some("s2".into()), 2, 1, now);
+        outbox.acknowledge(taken, now);
+        let (_, next) = peek(&outbox).unwrap();
+        assert_eq!(status_of(&next).as_deref(), Some("s2"));
+    }
+
+    #[test]
+    fn a_revert_during_the_send_is_sent_back() {
+        // The client had status 0; status 1 is being sent when the script
+        // reverts to 0. After the send the client has 1, so 0 must follow.
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        let (taken, _) = peek(&outbox).unwrap();
+        outbox.push_status(hx(1), "a".into(), None, 0, 1, now);
+        outbox.acknowledge(taken, now);
+        let (_, next) = peek(&outbox).unwrap();
+        assert_eq!(status_of(&next), None);
+    }
+
+    #[test]
+    fn a_revert_before_the_send_is_dropped() {
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        outbox.push_status(hx(1), "a".into(), None, 0, 1, now);
+        assert!(peek(&outbox).is_none());
+    }
+
+    fn block(n: u8) -> BlockHash {
+        BlockHash([n; 32])
+    }
+
+    #[test]
+    fn headers_never_go_backwards_nor_repeat() {
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.header_given(2, block(2));
+        assert!(!outbox.push_header(2, block(2), Height(2), vec![2], now));
+        assert!(!outbox.push_header(1, block(1), Height(1), vec![1], now));
+        assert!(outbox.push_header(3, block(3), Height(3), vec![3], now));
+        outbox.header_given(3, block(3));
+        assert!(peek(&outbox).is_none());
+        assert!(outbox.push_header(4, block(4), Height(4), vec![4], now));
+        let (taken, _) = peek(&outbox).unwrap();
+        assert!(outbox.push_header(5, block(5), Height(5), vec![5], now));
+        outbox.acknowledge(taken, now);
+        let (taken, next) = peek(&outbox).unwrap();
+        assert_eq!(
+            next,
+            Notification::Header {
+                height: Height(5),
+                header: vec![5]
+            }
+        );
+        outbox.acknowledge(taken, now);
+        // A reorg back to a block the client has is not sent again.
+        assert!(!outbox.push_header(6, block(5), Height(5), vec![5], now));
+        assert!(peek(&outbox).is_none());
+    }
+
+    #[test]
+    fn the_tip_given_before_any_generation_is_not_sent_again() {
+        // A subscription before the first recorded tip gets generation 0;
+        // the first notify of the same block is generation 1.
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.header_given(0, block(9));
+        assert!(!outbox.push_header(1, block(9), Height(9), vec![9], now));
+        assert!(peek(&outbox).is_none());
+    }
+
+    #[test]
+    fn a_reorg_back_drops_the_pending_header() {
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.header_given(1, block(1));
+        assert!(outbox.push_header(2, block(2), Height(2), vec![2], now));
+        assert!(!outbox.push_header(3, block(1), Height(1), vec![1], now));
+        assert!(peek(&outbox).is_none());
+        assert_eq!(outbox.len(), 0);
     }
 }

@@ -367,6 +367,20 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.header_subscribers.insert(id, subscriber).is_none()
     }
 
+    /// Undoes a header subscription; returns whether the session was subscribed.
+    pub(crate) fn unsubscribe_headers(&mut self, id: SessionId) -> bool {
+        if self.header_subscribers.remove(&id).is_none() {
+            return false;
+        }
+        if let Some(subs) = self.sessions.get_mut(&id) {
+            subs.headers = false;
+            if subs.scripts.is_empty() {
+                self.sessions.remove(&id);
+            }
+        }
+        true
+    }
+
     /// Every header subscriber.
     pub(crate) fn header_subscribers(&self) -> Vec<S> {
         self.header_subscribers.values().cloned().collect()

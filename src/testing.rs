@@ -159,6 +159,7 @@ pub struct TransportLog {
     stalled: AtomicBool,
     stall_wakers: Mutex<Vec<Waker>>,
     fail: AtomicBool,
+    yielding: AtomicBool,
 }
 
 impl TransportLog {
@@ -188,6 +189,13 @@ impl TransportLog {
     /// While failing, `send` returns an error.
     pub fn set_failing(&self, failing: bool) {
         self.fail.store(failing, Ordering::SeqCst);
+    }
+
+    /// While yielding, `send` yields to the executor (as
+    /// [`HostBehaviour::Yielding`] does) before it records the notification:
+    /// a send dropped there sent nothing.
+    pub fn set_yielding(&self, yielding: bool) {
+        self.yielding.store(yielding, Ordering::SeqCst);
     }
 }
 
@@ -223,6 +231,9 @@ impl Transport for MemoryTransport {
     }
 
     async fn send(&self, notification: Notification) -> Result<(), HostError> {
+        if self.log.yielding.load(Ordering::SeqCst) {
+            yield_to_executor().await;
+        }
         std::future::poll_fn(|cx| {
             if self.log.stalled.load(Ordering::SeqCst) {
                 lock(&self.log.stall_wakers).push(cx.waker().clone());
@@ -256,6 +267,27 @@ pub enum HostBehaviour {
     Failing,
     /// Every call hangs forever.
     Hanging,
+    /// Every call yields to the executor (returns `Pending` twice, waking
+    /// itself), then answers from its data: each call is an await point
+    /// where a caller's future can be dropped.
+    Yielding,
+}
+
+/// Returns `Pending` twice (waking itself each time), then `Ready`: twice,
+/// so that a caller that polls a host call once in place before awaiting it
+/// still yields to its own caller.
+pub(crate) async fn yield_to_executor() {
+    let mut pendings = 0;
+    std::future::poll_fn(|cx| {
+        if pendings == 2 {
+            Poll::Ready(())
+        } else {
+            pendings += 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 #[derive(Default)]
@@ -272,6 +304,10 @@ impl Behaviour {
             HostBehaviour::Normal => Ok(()),
             HostBehaviour::Failing => Err(format!("{what}: host unavailable").into()),
             HostBehaviour::Hanging => futures::future::pending().await,
+            HostBehaviour::Yielding => {
+                yield_to_executor().await;
+                Ok(())
+            }
         }
     }
 }

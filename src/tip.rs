@@ -1,0 +1,42 @@
+//! The tip as the manager last recorded it, and the shared
+//! `blockchain.headers.subscribe` result for it.
+
+use crate::outbox::TipGeneration;
+use crate::types::{Height, Tip};
+
+/// The last tip given to `notify`, and how many tip changes have been
+/// recorded (0 before the first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RecordedTip {
+    pub(crate) tip: Option<Tip>,
+    pub(crate) generation: TipGeneration,
+}
+
+impl RecordedTip {
+    /// Records `tip`; returns the tip it replaces (`Some(None)` for the
+    /// first), or `None` if `tip` is the one recorded.
+    pub(crate) fn record(&mut self, tip: Tip) -> Option<Option<Tip>> {
+        if self.tip == Some(tip) {
+            return None;
+        }
+        self.generation += 1;
+        Some(self.tip.replace(tip))
+    }
+}
+
+/// The header of a tip, read once per tip and shared by every
+/// `blockchain.headers.subscribe` reply and header notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TipHeader {
+    pub(crate) tip: Tip,
+    /// The generation the tip was recorded at (0: read from the `Db`
+    /// before any tip was recorded).
+    pub(crate) generation: TipGeneration,
+    pub(crate) header: Vec<u8>,
+}
+
+impl TipHeader {
+    pub(crate) fn height(&self) -> Height {
+        self.tip.height
+    }
+}
