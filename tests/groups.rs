@@ -65,6 +65,23 @@ fn two_sessions_of_one_24_throttle_each_other() {
 }
 
 #[test]
+fn a_new_member_sees_its_groups_cost_at_once_even_below_the_soft_limit() {
+    let fx = Fixture::new(Config::default());
+    let (first, _) = fx.connect("203.0.113.5:1");
+    first.charge(295.0).unwrap(); // 300
+    fx.manager.recalculate(); // reported to the group
+    let (second, _) = fx.connect("203.0.113.6:1");
+    assert_eq!(second.cost(), (5.0, 300.0));
+    let row = fx
+        .manager
+        .sessions()
+        .into_iter()
+        .find(|row| row.id == second.id())
+        .unwrap();
+    assert_eq!(row.extra_cost, 300.0);
+}
+
+#[test]
 fn a_client_reconnecting_from_the_same_24_inherits_the_retained_cost() {
     let fx = Fixture::new(Config::default());
     let (first, _) = fx.connect("203.0.113.5:1");
@@ -88,10 +105,19 @@ fn retained_cost_is_refunded_and_empty_groups_deleted() {
     session.charge(995.0).unwrap(); // 1000
     drop(session);
     assert_eq!(fx.manager.groups()[0].retained_cost, 1000.0);
-    // Each recalculation refunds 300 s × 10000 / 5000 = 600.
+    // Refunds follow time: 10000 / 5000 = 2 per second, 600 per 300 s.
     fx.timer.advance(Duration::from_secs(300));
     fx.manager.recalculate();
     assert_eq!(fx.manager.groups()[0].retained_cost, 400.0);
+    // Recalculating again with no time passed refunds nothing.
+    for _ in 0..10 {
+        fx.manager.recalculate();
+    }
+    assert_eq!(fx.manager.groups()[0].retained_cost, 400.0);
+    fx.timer.advance(Duration::from_secs(100));
+    fx.manager.recalculate();
+    assert_eq!(fx.manager.groups()[0].retained_cost, 200.0);
+    fx.timer.advance(Duration::from_secs(100));
     fx.manager.recalculate();
     assert!(fx.manager.groups().is_empty(), "empty group at zero is deleted");
 }
@@ -100,6 +126,7 @@ fn retained_cost_is_refunded_and_empty_groups_deleted() {
 fn groups_with_live_sessions_survive_refunds() {
     let fx = Fixture::new(Config::default());
     let (_session, _) = fx.connect("203.0.113.5:1");
+    fx.timer.advance(Duration::from_secs(3000));
     fx.manager.recalculate();
     fx.manager.recalculate();
     assert_eq!(fx.manager.groups().len(), 1);

@@ -20,6 +20,10 @@ fn the_stale_sweep_closes_exactly_the_idle_sessions() {
     fx.timer.advance(Duration::from_secs(400));
     busy.record_received(100);
     fx.timer.advance(Duration::from_secs(200)); // idle: 600 s, busy: 200 s
+    // Idle for exactly the timeout is not stale: it takes more.
+    assert_eq!(block_on(fx.manager.sweep()), 0);
+    assert_eq!(idle_log.closed(), None);
+    fx.timer.advance(Duration::from_millis(1));
     assert_eq!(block_on(fx.manager.sweep()), 1);
     assert_eq!(idle_log.closed(), Some(DisconnectReason::Stale));
     assert!(idle.is_closed());
@@ -44,6 +48,9 @@ fn housekeeping_sweeps_every_interval_and_stops_at_shutdown() {
     fx.timer.advance(Duration::from_secs(5));
     assert!(common::poll_once(&mut housekeeping).is_none());
     assert_eq!(log.closed(), None, "5 s idle is not stale");
+    fx.timer.advance(Duration::from_secs(5));
+    assert!(common::poll_once(&mut housekeeping).is_none());
+    assert_eq!(log.closed(), None, "10 s idle is not more than the timeout");
     fx.timer.advance(Duration::from_secs(5));
     assert!(common::poll_once(&mut housekeeping).is_none());
     assert_eq!(log.closed(), Some(DisconnectReason::Stale));

@@ -1,0 +1,417 @@
+//! Every public future dropped at each of its await points: nothing is
+//! lost (notifications, events) and nothing is left behind (slots, costs,
+//! subscriptions, index entries).
+//!
+//! Hosts run in `Yielding` mode, so every host call is an await point. For
+//! `k = 0, 1, 2, …` a fresh future is polled until it has returned
+//! `Pending` `k + 1` times and is then dropped; the enumeration ends when
+//! the future completes before that.
+
+mod common;
+
+use common::Fixture;
+use futures::executor::block_on;
+use indexer_sessions::testing::{HostBehaviour, TransportLog};
+use indexer_sessions::{
+    Config, HashX, Height, HistoryEntry, Limits, Notification, SessionHandle, Tip, TxHash,
+};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Polls `future` until it has been `Pending` `pendings` times (then
+/// returns `None`, dropping it) or completes.
+fn poll_until_pending<F: Future>(future: F, pendings: usize) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut seen = 0;
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return Some(output),
+            Poll::Pending => {
+                seen += 1;
+                if seen == pendings {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `scenario(k)` for every drop point `k` of the future it builds;
+/// returns how many drop points there were (`scenario` returns false once
+/// its future completed without being dropped).
+fn at_each_await(mut scenario: impl FnMut(usize) -> bool) -> usize {
+    for k in 1..1000 {
+        if !scenario(k) {
+            return k - 1;
+        }
+    }
+    panic!("the future never completed");
+}
+
+fn alias(n: u8) -> String {
+    format!("{:02x}", n.wrapping_mul(37).wrapping_add(3)).repeat(32)
+}
+
+fn hashx(n: u8) -> HashX {
+    HashX::from_scripthash_hex(&alias(n)).unwrap()
+}
+
+fn header(height: u32, salt: u8) -> Vec<u8> {
+    let mut header = vec![salt; 80];
+    header[..4].copy_from_slice(&height.to_le_bytes());
+    header
+}
+
+fn yielding_fixture(config: Config) -> Fixture {
+    let fx = Fixture::new(config);
+    fx.db.push_block(header(0, 0), vec![]);
+    fx.db.set_behaviour(HostBehaviour::Yielding);
+    fx.mempool.set_behaviour(HostBehaviour::Yielding);
+    fx.daemon.set_behaviour(HostBehaviour::Yielding);
+    fx
+}
+
+/// Delivers everything queued for `session` (a fresh delivery future,
+/// polled until it waits for more).
+fn drain(session: &SessionHandle) {
+    let deliver = session.deliver();
+    let mut deliver = pin!(deliver);
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..1000 {
+        if deliver.as_mut().poll(&mut cx).is_ready() || session.pending_notifications() == 0 {
+            // One more poll lets the last send complete.
+            let _ = deliver.as_mut().poll(&mut cx);
+            return;
+        }
+    }
+}
+
+fn statuses(log: &TransportLog) -> Vec<Option<String>> {
+    log.sent()
+        .into_iter()
+        .filter_map(|n| match n {
+            Notification::ScriptHashStatus { status, .. } => Some(status),
+            Notification::Header { .. } => None,
+        })
+        .collect()
+}
+
+fn headers(log: &TransportLog) -> Vec<Height> {
+    log.sent()
+        .into_iter()
+        .filter_map(|n| match n {
+            Notification::Header { height, .. } => Some(height),
+            Notification::ScriptHashStatus { .. } => None,
+        })
+        .collect()
+}
+
+fn subscribed_pair(fx: &Fixture) -> (SessionHandle, Arc<TransportLog>) {
+    let (session, log) = fx.connect("203.0.113.1:1");
+    fx.db.set_behaviour(HostBehaviour::Normal);
+    fx.mempool.set_behaviour(HostBehaviour::Normal);
+    block_on(session.subscribe(&alias(1))).unwrap();
+    block_on(session.subscribe_headers()).unwrap();
+    fx.db.set_behaviour(HostBehaviour::Yielding);
+    fx.mempool.set_behaviour(HostBehaviour::Yielding);
+    (session, log)
+}
+
+#[test]
+fn notify_dropped_at_any_await_leaves_its_event_to_the_next_call() {
+    let mut points = 0;
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+        let (session, log) = subscribed_pair(&fx);
+        fx.db.add_history(
+            hashx(1),
+            HistoryEntry {
+                txid: TxHash([9; 32]),
+                height: Height(1),
+            },
+        );
+        let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+        let completed = poll_until_pending(fx.manager.notify(tip, &[hashx(1)]), k).is_some();
+        // The host calls notify again with the same tip (nothing new touched).
+        block_on(fx.manager.notify(tip, &[]));
+        drain(&session);
+        assert_eq!(
+            headers(&log),
+            vec![Height(1)],
+            "drop point {k}: one header for the new tip"
+        );
+        assert_eq!(
+            statuses(&log).len(),
+            1,
+            "drop point {k}: the changed status, once"
+        );
+        // A third call sends nothing more.
+        block_on(fx.manager.notify(tip, &[hashx(1)]));
+        drain(&session);
+        assert_eq!(log.sent().len(), 2, "drop point {k}: nothing twice");
+        points = k;
+        !completed
+    });
+    assert!(drops >= 3, "the pass has await points ({drops}, last {points})");
+}
+
+#[test]
+fn deliver_dropped_mid_send_sends_that_notification_again() {
+    let fx = Fixture::new(Config::default());
+    fx.db.push_block(header(0, 0), vec![]);
+    block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+    let (session, log) = fx.connect("203.0.113.1:1");
+    block_on(session.subscribe(&alias(1))).unwrap();
+    block_on(session.subscribe_headers()).unwrap();
+    log.set_yielding(true);
+    fx.db.add_history(
+        hashx(1),
+        HistoryEntry {
+            txid: TxHash([9; 32]),
+            height: Height(1),
+        },
+    );
+    let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+    block_on(fx.manager.notify(tip, &[hashx(1)]));
+    assert_eq!(session.pending_notifications(), 2);
+    // Each delivery future is dropped in the middle of its send.
+    for _ in 0..3 {
+        assert!(poll_until_pending(session.deliver(), 1).is_none());
+        assert_eq!(session.pending_notifications(), 2, "nothing left the outbox");
+    }
+    assert!(log.sent().is_empty());
+    log.set_yielding(false);
+    drain(&session);
+    assert_eq!(headers(&log), vec![Height(1)]);
+    assert_eq!(statuses(&log).len(), 1);
+    assert_eq!(session.pending_notifications(), 0);
+}
+
+#[test]
+fn a_status_replaced_while_being_sent_is_sent_next_and_a_revert_too() {
+    let fx = Fixture::new(Config::default());
+    fx.db.push_block(header(0, 0), vec![]);
+    block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+    let (session, log) = fx.connect("203.0.113.1:1");
+    assert_eq!(block_on(session.subscribe(&alias(1))).unwrap(), None);
+    log.set_stalled(true);
+    let mut deliver = Box::pin(session.deliver());
+    let entry = HistoryEntry {
+        txid: TxHash([9; 32]),
+        height: Height(1),
+    };
+    fx.db.add_history(hashx(1), entry);
+    let tip = fx.db.push_block(header(1, 1), vec![entry.txid]);
+    block_on(fx.manager.notify(tip, &[hashx(1)]));
+    assert!(common::poll_once(&mut deliver).is_none(), "the send is stuck");
+    // The script reverts (a reorg) while its status is being sent.
+    fx.db.set_history(hashx(1), vec![]);
+    let tip = fx.db.replace_tip(header(1, 2), vec![]);
+    block_on(fx.manager.notify(tip, &[hashx(1)]));
+    log.set_stalled(false);
+    assert!(common::poll_once(&mut deliver).is_none());
+    let sent = statuses(&log);
+    assert_eq!(sent.len(), 2, "the stuck status, then the revert: {sent:?}");
+    assert!(sent[0].is_some());
+    assert_eq!(sent[1], None);
+}
+
+#[test]
+fn subscribe_dropped_at_any_await_leaves_no_subscription() {
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+        let (session, log) = fx.connect("203.0.113.1:1");
+        let completed = poll_until_pending(session.subscribe(&alias(1)), k).is_some();
+        let info = fx.manager.info();
+        if completed {
+            assert_eq!((info.subs, session.subscription_count()), (1, 1));
+            return false;
+        }
+        assert_eq!((info.subs, info.distinct_subs), (0, 0), "drop point {k}");
+        assert_eq!(session.subscription_count(), 0);
+        // A change to the script is not sent to the session.
+        fx.db.add_history(
+            hashx(1),
+            HistoryEntry {
+                txid: TxHash([9; 32]),
+                height: Height(1),
+            },
+        );
+        let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+        block_on(fx.manager.notify(tip, &[hashx(1)]));
+        drain(&session);
+        assert!(log.sent().is_empty());
+        true
+    });
+    assert!(drops >= 2, "subscribe has await points ({drops})");
+}
+
+#[test]
+fn subscribe_headers_dropped_at_any_await_leaves_no_subscription() {
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        let (session, log) = fx.connect("203.0.113.1:1");
+        let completed = poll_until_pending(session.subscribe_headers(), k).is_some();
+        if completed {
+            assert_eq!(fx.manager.info().header_subs, 1);
+            return false;
+        }
+        assert_eq!(fx.manager.info().header_subs, 0, "drop point {k}");
+        let tip = fx.db.push_block(header(1, 1), vec![]);
+        block_on(fx.manager.notify(tip, &[]));
+        drain(&session);
+        assert!(log.sent().is_empty());
+        true
+    });
+    assert!(drops >= 1);
+}
+
+#[test]
+fn a_header_subscription_at_the_tip_is_not_sent_that_tip_again() {
+    let fx = Fixture::new(Config::default());
+    fx.db.push_block(header(0, 0), vec![]);
+    let tip = fx.db.push_block(header(1, 0), vec![]);
+    let (session, log) = fx.connect("203.0.113.1:1");
+    // Subscribed before the host's first notify, at the tip it then reports.
+    assert_eq!(block_on(session.subscribe_headers()).unwrap().0, Height(1));
+    let report = block_on(fx.manager.notify(tip, &[]));
+    assert_eq!(report.header_notifications, 0);
+    drain(&session);
+    assert!(log.sent().is_empty(), "{:?}", log.sent());
+    let next = fx.db.push_block(header(2, 0), vec![]);
+    block_on(fx.manager.notify(next, &[]));
+    drain(&session);
+    assert_eq!(headers(&log), vec![Height(2)]);
+}
+
+#[test]
+fn broadcast_dropped_at_any_await_counts_nothing_and_keeps_the_session_usable() {
+    let raw = {
+        // The second transaction of a real 9-transaction block.
+        let block = common::load_vector(common::BLOCK_9).raw;
+        let (_, txs) = indexer_sessions::tx::parse_block_transactions(&block).unwrap();
+        let start = 81 + txs[0].size; // header, a 1-byte count, the coinbase
+        block[start..start + txs[1].size].to_vec()
+    };
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        let (session, _) = fx.connect("203.0.113.1:1");
+        let completed = poll_until_pending(session.broadcast_transaction(&raw), k).is_some();
+        let row = &fx.manager.sessions()[0];
+        if completed {
+            assert_eq!(row.counters.txs_sent, 1);
+            return false;
+        }
+        assert_eq!(row.counters.txs_sent, 0, "drop point {k}");
+        assert_eq!(row.in_flight, 0);
+        fx.daemon.set_behaviour(HostBehaviour::Normal);
+        block_on(session.broadcast_transaction(&raw)).unwrap();
+        assert_eq!(fx.manager.sessions()[0].counters.txs_sent, 1);
+        true
+    });
+    assert!(drops >= 1);
+}
+
+#[test]
+fn admit_dropped_while_waiting_or_sleeping_leaves_no_slot() {
+    let fx = Fixture::new(Config {
+        limits: Limits {
+            request_sleep: Duration::from_secs(1),
+            ..Limits::default()
+        },
+        ..Config::default()
+    });
+    let (session, _) = fx.connect("203.0.113.1:1");
+    session.charge(5495.0).unwrap(); // fraction 0.5: target 5, sleep 0.5 s
+    assert_eq!(session.throttle().target, 5);
+    // Dropped while sleeping.
+    for _ in 0..3 {
+        assert!(poll_until_pending(session.admit(), 1).is_none());
+        assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+    }
+    // Dropped while waiting for a slot: hold all five.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut admit = Box::pin(session.admit());
+        assert!(common::poll_once(&mut admit).is_none());
+        fx.timer.advance(Duration::from_millis(500));
+        held.push(common::poll_once(&mut admit).unwrap().unwrap());
+    }
+    assert!(poll_until_pending(session.admit(), 1).is_none());
+    assert_eq!(fx.manager.sessions()[0].in_flight, 5);
+    held.pop();
+    let mut admit = Box::pin(session.admit());
+    assert!(common::poll_once(&mut admit).is_none());
+    fx.timer.advance(Duration::from_millis(500));
+    assert!(
+        common::poll_once(&mut admit).unwrap().is_ok(),
+        "the freed slot is taken"
+    );
+}
+
+#[test]
+fn permit_run_dropped_mid_handler_releases_the_slot_and_charges_once() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1");
+    let before = session.cost().0;
+    let mut permit = block_on(session.admit()).unwrap();
+    permit.charge(7.0).unwrap();
+    assert!(poll_until_pending(permit.run(futures::future::pending::<()>()), 1).is_none());
+    assert_eq!(fx.manager.sessions()[0].in_flight, 1, "the permit still holds it");
+    drop(permit);
+    assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+    assert_eq!(session.cost().0, before + 7.0);
+    // The handler future was dropped; admission goes on.
+    assert!(block_on(session.admit()).is_ok());
+}
+
+#[test]
+fn a_tip_change_whose_header_cannot_be_read_is_sent_by_the_next_notify() {
+    let fx = Fixture::new(Config::default());
+    fx.db.push_block(header(0, 0), vec![]);
+    block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+    let (session, log) = fx.connect("203.0.113.1:1");
+    block_on(session.subscribe_headers()).unwrap();
+    let tip = fx.db.push_block(header(1, 0), vec![]);
+    fx.db.set_behaviour(HostBehaviour::Failing);
+    let report = block_on(fx.manager.notify(tip, &[]));
+    assert!(report.failures >= 1);
+    fx.db.set_behaviour(HostBehaviour::Normal);
+    block_on(fx.manager.notify(tip, &[]));
+    drain(&session);
+    assert_eq!(headers(&log), vec![Height(1)]);
+}
+
+#[test]
+fn a_status_that_cannot_be_computed_is_retried_by_the_next_notify() {
+    let fx = Fixture::new(Config::default());
+    fx.db.push_block(header(0, 0), vec![]);
+    block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+    let (session, log) = fx.connect("203.0.113.1:1");
+    block_on(session.subscribe(&alias(1))).unwrap();
+    fx.db.add_history(
+        hashx(1),
+        HistoryEntry {
+            txid: TxHash([9; 32]),
+            height: Height(1),
+        },
+    );
+    let tip = fx.db.push_block(header(1, 0), vec![TxHash([9; 32])]);
+    fx.mempool.set_behaviour(HostBehaviour::Failing);
+    let report = block_on(fx.manager.notify(tip, &[hashx(1)]));
+    assert_eq!(report.failures, 1);
+    fx.mempool.set_behaviour(HostBehaviour::Normal);
+    // The next event touches something else; the failed script is retried.
+    let _: Tip = fx.db.current_tip();
+    block_on(fx.manager.notify(tip, &[hashx(2)]));
+    drain(&session);
+    assert_eq!(statuses(&log).len(), 1);
+}
