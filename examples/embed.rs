@@ -6,7 +6,8 @@
 use indexer_sessions::testing::{MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
 use indexer_sessions::{Config, HashX, Height, HistoryEntry, SessionManager, TokioTimer, TxHash, cost};
 
-#[tokio::main]
+// One thread and tokio's paused clock: the output is the same on every run.
+#[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = MemoryDb::new();
     let tip = db.push_block(vec![0u8; 80], vec![]);
@@ -59,7 +60,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "notify: {} status computed, {} notifications queued",
         report.statuses_computed, report.status_notifications
     );
-    tokio::task::yield_now().await;
+    // Each session's delivery task sends what was queued: wait until every
+    // outbox is empty (a notification leaves it once its send completed).
+    while sessions
+        .iter()
+        .any(|(session, _)| session.pending_notifications() > 0)
+    {
+        tokio::task::yield_now().await;
+    }
     for (session, log) in &sessions {
         println!("session {} received {:?}", session.id(), log.sent());
     }

@@ -294,6 +294,11 @@ impl SessionManager {
     ///
     /// # Errors
     /// [`Error::UnknownSession`] when a selected session id does not exist.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the selected sessions end (removed, their cost settled)
+    /// at the first poll; a future dropped after that may leave some
+    /// `Transport::close` calls unfinished.
     pub async fn disconnect(&self, selector: Selector) -> Result<usize> {
         let sessions = self.select(selector)?;
         Ok(self.close_all(sessions, DisconnectReason::Admin).await)
@@ -317,6 +322,11 @@ impl SessionManager {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero duration.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the ban is recorded and the matching sessions end at the
+    /// first poll; a future dropped after that may leave some
+    /// `Transport::close` calls unfinished.
     pub async fn ban(&self, network: IpNetwork, duration: Option<Duration>) -> Result<usize> {
         if duration.is_some_and(|d| d.is_zero()) {
             return Err(Error::config("ban duration", "must be longer than zero"));

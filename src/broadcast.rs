@@ -29,6 +29,11 @@ impl SessionHandle {
     /// - [`Error::Host`] when the node cannot be asked
     ///   ([`BroadcastFailure::Unavailable`]), [`Error::HostTimeout`] when it
     ///   or the validator does not answer in time.
+    ///
+    /// # Cancel safety
+    /// The cost is charged at the first poll and stays. Dropped before the
+    /// node answered, the transaction may or may not have reached it, and
+    /// `txs_sent` is not counted; nothing else changes.
     pub async fn broadcast_transaction(&self, raw: &[u8]) -> Result<TxHash> {
         self.session
             .add_cost(cost::broadcast(raw.len().saturating_mul(2)));
@@ -61,6 +66,9 @@ impl SessionHandle {
     /// # Errors
     /// [`Error::BadRequest`] naming `txid` when the node does not know it;
     /// [`Error::Host`] / [`Error::HostTimeout`] when the `Daemon` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: only the cost, charged at the first poll, stays.
     pub async fn transaction_get(&self, txid: TxHash) -> Result<Vec<u8>> {
         self.session.add_cost(cost::TRANSACTION_GET);
         let daemon = self.manager.inner.daemon.clone();

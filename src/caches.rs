@@ -318,6 +318,9 @@ impl crate::manager::SessionManager {
     /// call each cache is within its byte budget and its counts are exact.
     /// Cheap when nothing is pending; a host may call it from its own
     /// periodic task.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: evictions not applied are applied by the next call.
     pub async fn run_pending_cache_tasks(&self) {
         self.inner.caches.run_pending_tasks().await;
     }

@@ -468,24 +468,37 @@ impl SessionManager {
             return Ok(cached);
         }
         let known = *lock(&self.inner.last_tip);
-        let tip = match known.tip {
+        let mut tip = match known.tip {
             Some(tip) => tip,
             None => {
                 let db = self.inner.db.clone();
                 self.host_call("tip", db.tip()).await?
             }
         };
-        let db = self.inner.db.clone();
-        let header =
-            self.host_call("header", db.header(tip.height))
-                .await?
-                .ok_or(Error::HeightOutOfRange {
-                    height: tip.height,
-                    tip: tip.height,
-                })?;
+        let mut attempts = 0;
+        let header = loop {
+            attempts += 1;
+            let db = self.inner.db.clone();
+            let header =
+                self.host_call("header", db.header(tip.height))
+                    .await?
+                    .ok_or(Error::HeightOutOfRange {
+                        height: tip.height,
+                        tip: tip.height,
+                    })?;
+            // The `Db` moved past the recorded tip (its block at that height
+            // is another now): tell of the `Db`'s tip instead, a real tip
+            // whose own `notify` will then send nothing more.
+            if crate::merkle::double_sha256(&header) == tip.hash.0 || attempts == 3 {
+                break header;
+            }
+            let db = self.inner.db.clone();
+            tip = self.host_call("tip", db.tip()).await?;
+        };
         let result = crate::tip::TipHeader {
             tip,
             generation: known.generation,
+            hash: crate::types::BlockHash(crate::merkle::double_sha256(&header)),
             header,
         };
         let mut cached = lock(&self.inner.tip_header);

@@ -81,6 +81,10 @@ impl SessionHandle {
     /// [`Error::BadRequest`] for another mode (nothing charged);
     /// [`Error::Host`] / [`Error::HostTimeout`] when the `Daemon` fails
     /// (nothing is cached).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the cost charged so far stays; a node call shared with
+    /// other callers is taken over by one of them.
     pub async fn estimate_fee(&self, blocks: u32, mode: Option<&str>) -> Result<Option<f64>> {
         let mode = parse_fee_mode(mode)?;
         self.session.add_cost(cost::ESTIMATE_FEE);
@@ -122,6 +126,9 @@ impl SessionHandle {
     ///
     /// # Errors
     /// [`Error::Host`] / [`Error::HostTimeout`] when the `Daemon` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: only the cost, charged at the first poll, stays.
     pub async fn relay_fee(&self) -> Result<f64> {
         self.session.add_cost(cost::RELAY_FEE);
         let daemon = self.manager.inner.daemon.clone();
@@ -136,6 +143,9 @@ impl SessionHandle {
     ///
     /// # Errors
     /// [`Error::Host`] / [`Error::HostTimeout`] when the `Mempool` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: only the cost, charged at the first poll, stays.
     pub async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>> {
         self.session.add_cost(cost::FEE_HISTOGRAM);
         let mempool = self.manager.inner.mempool.clone();

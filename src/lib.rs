@@ -47,6 +47,19 @@
 //!   [`SessionManager::sessions`], [`SessionManager::groups`]) and actions
 //!   (disconnect, ban, limits at run time) are methods on the manager.
 //!
+//! ## Dropping futures
+//!
+//! Hosts drop futures in `select!`, behind timeouts and when a client
+//! leaves. Every public future is cancel-safe and documents it in a
+//! `# Cancel safety` section: [`SessionHandle::deliver`] removes a
+//! notification from the outbox only once [`Transport::send`] completed;
+//! [`SessionManager::notify`] records its event when called, and a pass
+//! dropped anywhere is redone by the next call without sending anything
+//! twice; [`SessionHandle::admit`], [`Permit::run`],
+//! [`SessionHandle::subscribe`], [`SessionHandle::subscribe_headers`] and
+//! [`SessionHandle::broadcast_transaction`] leave no slot, cost,
+//! subscription or index entry behind.
+//!
 //! Time comes from a [`Timer`] the builder requires: [`TokioTimer`] with the
 //! `tokio` feature, `testing::ManualTimer` with `test-util`, or your own.
 //!

@@ -43,12 +43,19 @@ impl ListenerEvents {
     }
 
     /// Waits for the next change and returns the new state.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a change a dropped future did not return is still the
+    /// state [`ListenerEvents::current`] reports.
     pub async fn changed(&mut self) -> ListenerState {
         self.watcher.changed().await
     }
 
     /// Waits until the state is `Accepting` (at once if it is) or `Stopped`;
     /// returns which.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads the state.
     pub async fn accepting(&mut self) -> ListenerState {
         self.watcher
             .wait_for(|state| *state != ListenerState::Paused)

@@ -381,6 +381,11 @@ impl SessionManager {
     /// have waited past `max_send_delay` ([`DisconnectReason::SendTimeout`]),
     /// and drops expired bans. Housekeeping calls this every
     /// `sweep_interval`; returns how many sessions were closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the stale and stuck sessions end at the first poll; a
+    /// future dropped after that may leave some `Transport::close` calls
+    /// unfinished.
     pub async fn sweep(&self) -> usize {
         let now = self.now();
         let limits = self.limits();
@@ -436,6 +441,11 @@ impl SessionManager {
     /// executor: the stale sweep (and the caches' pending evictions) every
     /// `sweep_interval` and the cost recalculation every `recalc_interval`.
     /// It ends at shutdown.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping it stops housekeeping between duties (a sweep
+    /// under way ends as [`SessionManager::sweep`] says); running it again
+    /// resumes with a full interval.
     pub async fn run_housekeeping(&self) {
         let timer = self.inner.ctx.timer.clone();
         let sweep_every = self.inner.config.sweep_interval;
@@ -474,6 +484,11 @@ impl SessionManager {
     /// every session with [`DisconnectReason::Shutdown`] (each close bounded
     /// by `close_timeout`) and ends housekeeping. Returns how many sessions
     /// were closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the manager is shut down and every session ended at the
+    /// first poll; a future dropped after that may leave some
+    /// `Transport::close` calls unfinished.
     pub async fn shutdown(&self) -> usize {
         self.inner.shutdown.set(true);
         self.inner.listener.set(ListenerState::Stopped);

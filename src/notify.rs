@@ -302,7 +302,7 @@ impl SessionManager {
                     for session in &subscribers {
                         let queued = session.outbox.push_header(
                             tip_header.generation,
-                            tip_header.tip.hash,
+                            tip_header.hash,
                             tip_header.height(),
                             tip_header.header.clone(),
                             now,
@@ -437,6 +437,7 @@ impl SessionHandle {
             fn drop(&mut self) {
                 if self.armed {
                     lock(&self.handle.manager.inner.index).unsubscribe_headers(self.handle.session.id);
+                    self.handle.session.outbox.forget_header();
                 }
             }
         }
@@ -460,7 +461,7 @@ impl SessionHandle {
         undo.armed = false;
         self.session
             .outbox
-            .header_given(tip_header.generation, tip_header.tip.hash);
+            .header_given(tip_header.generation, tip_header.hash);
         Ok((tip_header.height(), tip_header.header))
     }
 

@@ -239,6 +239,15 @@ impl Outbox {
         }
     }
 
+    /// Drops a pending header (the header subscription was undone).
+    pub(crate) fn forget_header(&self) {
+        let mut state = lock(&self.state);
+        state.header = None;
+        if state.is_empty() {
+            state.pending_since = None;
+        }
+    }
+
     /// Records that the client was given `status` (fingerprint `print`) for
     /// `hashx` directly, in a subscribe reply: a pending status for it is
     /// dropped, unless it may be on its way to the client, in which case

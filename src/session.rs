@@ -340,6 +340,10 @@ impl Permit {
     /// # Errors
     /// [`Error::ServerBusy`] (−102) if the time runs out; the session is
     /// charged the error cost and the handler future is dropped.
+    ///
+    /// # Cancel safety
+    /// Dropping the returned future drops the handler; the permit keeps its
+    /// slot and what was charged until the permit itself is dropped.
     pub async fn run<T>(&mut self, handler: impl std::future::Future<Output = T>) -> Result<T> {
         let timer = self.session.ctx.timer.clone();
         let limits = self.session.ctx.limits();
@@ -414,6 +418,11 @@ impl SessionHandle {
     /// - [`Error::ServerBusy`] (−102) if the queueing and sleep outlast the request
     ///   timeout (charged as an error).
     /// - [`Error::SessionClosed`] after the session ended.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a future dropped while it waits for a slot or sleeps holds
+    /// no slot and has charged nothing (the request is counted in the
+    /// session's `requests` once it took a slot).
     pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit>> + Send + 'static {
         let session = self.session.clone();
         async move {
@@ -502,11 +511,18 @@ impl SessionHandle {
     }
 
     /// Ends the session and closes its transport with `reason`.
+    ///
+    /// # Cancel safety
+    /// The session ends at the first poll; a future dropped after that may
+    /// leave `Transport::close` unfinished.
     pub async fn close(&self, reason: DisconnectReason) {
         self.manager.close_session(&self.session, reason).await;
     }
 
     /// Waits until the session ends.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only waits.
     pub async fn closed(&self) {
         self.session.outbox.closed().await
     }

@@ -2,7 +2,7 @@
 //! `blockchain.headers.subscribe` result for it.
 
 use crate::outbox::TipGeneration;
-use crate::types::{Height, Tip};
+use crate::types::{BlockHash, Height, Tip};
 
 /// The last tip given to `notify`, and how many tip changes have been
 /// recorded (0 before the first).
@@ -33,6 +33,10 @@ pub(crate) struct TipHeader {
     /// before any tip was recorded).
     pub(crate) generation: TipGeneration,
     pub(crate) header: Vec<u8>,
+    /// The hash of `header` itself: the `Db` may already have moved past
+    /// `tip` when it was read, so this, not `tip.hash`, says which block a
+    /// client was told of.
+    pub(crate) hash: BlockHash,
 }
 
 impl TipHeader {
