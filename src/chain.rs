@@ -283,7 +283,7 @@ impl SessionManager {
     async fn unconfirmed(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<Vec<MempoolEntry>> {
         let mut mempool = self.mempool_entries(hashx).await?;
         if !mempool.is_empty() && !history.is_empty() {
-            let confirmed: hashbrown::HashSet<_> = history.iter().map(|e| e.txid).collect();
+            let confirmed: crate::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
             mempool.retain(|entry| !confirmed.contains(&entry.txid));
         }
         status::sort_mempool(&mut mempool);
@@ -423,7 +423,11 @@ impl SessionManager {
     /// estimates. Returns the tip it replaces (`Some(None)` for the first)
     /// if the tip changed: the caller then settles the block caches with
     /// [`SessionManager::settle_tip_change`].
-    pub(crate) fn record_tip(&self, tip: Tip, touched: &hashbrown::HashSet<HashX>) -> Option<Option<Tip>> {
+    pub(crate) fn record_tip(
+        &self,
+        tip: Tip,
+        touched: &crate::hashing::HashSet<HashX>,
+    ) -> Option<Option<Tip>> {
         let caches = &self.inner.caches;
         caches.touch_histories(touched.iter());
         let previous = lock(&self.inner.last_tip).record(tip)?;

@@ -115,6 +115,7 @@ pub mod cost;
 mod error;
 pub mod fees;
 pub mod groups;
+mod hashing;
 mod host;
 mod listener;
 mod manager;

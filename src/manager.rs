@@ -5,6 +5,7 @@ use crate::bans::BanList;
 use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
 use crate::groups::{GroupLedger, InProcessLedger, group_of};
+use crate::hashing::HashMap;
 use crate::host::{Daemon, Db, Mempool, Transport};
 use crate::listener::{ListenerEvents, ListenerState};
 use crate::session::{Context, Counters, SessionHandle, SessionShared};
@@ -14,7 +15,6 @@ use crate::tx::{StructuralValidator, TxValidator};
 use crate::types::{DisconnectReason, SessionId};
 use crate::watch::WatchCell;
 use futures::future::{Either, join_all, select};
-use hashbrown::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -139,7 +139,7 @@ impl SessionManagerBuilder {
                 db,
                 mempool,
                 validator,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::default()),
                 bans: Mutex::new(BanList::default()),
                 listener: WatchCell::new(ListenerState::Accepting),
                 shutdown: WatchCell::new(false),

@@ -8,6 +8,7 @@
 //! Calls that arrive while one is running are merged into the next pass.
 
 use crate::error::{Error, Result};
+use crate::hashing::HashSet;
 use crate::manager::SessionManager;
 use crate::session::{SessionHandle, SessionShared};
 use crate::subscriptions::{Delivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash};
@@ -15,7 +16,6 @@ use crate::sync::lock;
 use crate::timer::within;
 use crate::types::{DisconnectReason, HashX, Height, SessionId, Tip};
 use futures::StreamExt;
-use hashbrown::HashSet;
 use std::sync::Arc;
 
 impl Subscriber for Arc<SessionShared> {

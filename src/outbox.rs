@@ -14,9 +14,9 @@
 //! next delivery future sends it (the newest version of it, if it was
 //! replaced meanwhile).
 
+use crate::hashing::HashMap;
 use crate::sync::lock;
 use crate::types::{BlockHash, HashX, Height, Notification};
-use hashbrown::HashMap;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
@@ -140,7 +140,10 @@ impl Outbox {
                 return false;
             }
             state.header_seen = generation;
-            if state.header_has == Some(hash) {
+            let header_in_flight = matches!(state.in_flight, Some(Taken::Header { .. }));
+            // Back to the block the client has: nothing to send, unless
+            // another header may be on its way (then this one follows it).
+            if state.header_has == Some(hash) && !header_in_flight {
                 state.header = None;
                 if state.is_empty() {
                     state.pending_since = None;
@@ -259,10 +262,13 @@ impl Outbox {
             return;
         }
         if in_flight {
+            // Sent after the one on its way if that one arrives (it is then
+            // based on it); dropped at the next peek if that send was abandoned.
             let version = state.version();
             if let Some(pending) = state.statuses.get_mut(&hashx) {
                 pending.status = status;
                 pending.print = print;
+                pending.base = print;
                 pending.version = version;
             }
         } else {
@@ -289,6 +295,11 @@ impl Outbox {
     /// Waits for the next notification and returns a copy of it; it stays
     /// queued until [`Outbox::acknowledge`]. `None` once the outbox is closed.
     ///
+    /// A peek means that what the previous one returned, if it was not
+    /// acknowledged, was abandoned (its delivery future was dropped): what
+    /// was kept only to follow it, and now equals what the client has, is
+    /// dropped instead of sent.
+    ///
     /// # Cancel safety
     /// Cancel-safe: it takes nothing.
     pub(crate) async fn peek(&self) -> Option<(Taken, Notification)> {
@@ -296,6 +307,14 @@ impl Outbox {
             let mut state = lock(&self.state);
             if state.closed {
                 return Poll::Ready(None);
+            }
+            state.in_flight = None;
+            if state
+                .header
+                .as_ref()
+                .is_some_and(|pending| state.header_has == Some(pending.hash))
+            {
+                state.header = None;
             }
             if let Some(pending) = &state.header {
                 let notification = Notification::Header {
@@ -310,6 +329,14 @@ impl Outbox {
                 return Poll::Ready(Some((taken, notification)));
             }
             while let Some(hashx) = state.order.front().copied() {
+                if state
+                    .statuses
+                    .get(&hashx)
+                    .is_some_and(|pending| pending.print == pending.base)
+                {
+                    state.remove_status(&hashx);
+                    continue;
+                }
                 if let Some(pending) = state.statuses.get(&hashx) {
                     let notification = Notification::ScriptHashStatus {
                         alias: pending.alias.clone(),
@@ -460,6 +487,37 @@ mod tests {
         outbox.acknowledge(taken, now);
         let (_, next) = peek(&outbox).unwrap();
         assert_eq!(status_of(&next), None);
+    }
+
+    #[test]
+    fn a_revert_during_an_abandoned_send_is_dropped() {
+        // As above, but the send of status 1 is abandoned (its delivery
+        // future dropped): the client still has 0, so nothing is sent.
+        let outbox = Outbox::default();
+        let now = Instant::now();
+        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        let (_abandoned, _) = peek(&outbox).unwrap();
+        outbox.push_status(hx(1), "a".into(), None, 0, 1, now);
+        assert!(peek(&outbox).is_none());
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn a_reply_during_a_send_is_followed_only_if_the_send_arrives() {
+        let now = Instant::now();
+        for arrives in [true, false] {
+            let outbox = Outbox::default();
+            outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+            let (taken, _) = peek(&outbox).unwrap();
+            outbox.status_given(hx(1), Some("s2".into()), 2);
+            if arrives {
+                outbox.acknowledge(taken, now);
+                let (_, next) = peek(&outbox).unwrap();
+                assert_eq!(status_of(&next).as_deref(), Some("s2"));
+            } else {
+                assert!(peek(&outbox).is_none(), "the reply already told the client");
+            }
+        }
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! subscriber handle so it can be tested on its own.
 
 use crate::error::{Error, SubscriptionScope};
+use crate::hashing::{HashMap, HashSet};
 use crate::outbox::StatusPrint;
 use crate::types::{HASHX_LEN, HashX, SessionId, encode_hex};
-use hashbrown::{HashMap, HashSet};
 use ipnetwork::IpNetwork;
 
 /// What the index needs of a subscriber.
@@ -38,7 +38,7 @@ impl<S: Subscriber> Subscribers<S> {
         match self {
             Subscribers::One(existing) if existing.id() == subscriber.id() => {}
             Subscribers::One(existing) => {
-                let mut map = HashMap::with_capacity(2);
+                let mut map = HashMap::with_capacity_and_hasher(2, Default::default());
                 map.insert(existing.id(), existing.clone());
                 map.insert(subscriber.id(), subscriber);
                 *self = Subscribers::Many(Box::new(map));
@@ -149,11 +149,11 @@ pub(crate) struct SubscriptionIndex<S> {
 impl<S> Default for SubscriptionIndex<S> {
     fn default() -> Self {
         SubscriptionIndex {
-            entries: HashMap::new(),
-            mempool_scripts: HashSet::new(),
-            sessions: HashMap::new(),
-            per_group: HashMap::new(),
-            header_subscribers: HashMap::new(),
+            entries: HashMap::default(),
+            mempool_scripts: HashSet::default(),
+            sessions: HashMap::default(),
+            per_group: HashMap::default(),
+            header_subscribers: HashMap::default(),
             total: 0,
         }
     }
@@ -490,7 +490,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     #[cfg(test)]
     pub(crate) fn check_consistency(&self) {
         let mut total = 0;
-        let mut per_group: HashMap<IpNetwork, usize> = HashMap::new();
+        let mut per_group: HashMap<IpNetwork, usize> = HashMap::default();
         for (id, subs) in &self.sessions {
             assert!(subs.scripts.windows(2).all(|w| w[0] < w[1]));
             total += subs.scripts.len();

@@ -23,6 +23,7 @@
 //! ```
 
 use crate::error::HostError;
+use crate::hashing::HashMap;
 use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, HistoryEntry, Mempool, MempoolEntry, Transport};
 use crate::sync::lock;
 use crate::timer::Timer;
@@ -31,12 +32,20 @@ use crate::types::{
 };
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use hashbrown::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
+
+/// Makes the crate's hash maps created from now on, in this process, use a
+/// fixed seed instead of a random one, so a single-threaded simulation
+/// iterates them in the same order on every run and a seed replays
+/// exactly. For tests only: with a fixed seed, clients could aim hash
+/// collisions at the tables keyed by what they send.
+pub fn deterministic_hashing() {
+    crate::hashing::use_fixed_seed();
+}
 
 #[derive(Default)]
 struct Sleepers {

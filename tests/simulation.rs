@@ -14,9 +14,10 @@
 //! seeds; `SIM_SEED=n` runs one, `SIM_SEEDS=n` runs `n` seeds from
 //! `SIM_FIRST` (default 0), `SIM_STEPS=n` sets the steps per seed.
 //!
-//! Host faults are drawn from a hash of (seed, step, call, key), not from a
-//! shared stream, so the order in which the manager iterates its maps does
-//! not change which calls fail.
+//! The manager's maps use a fixed hash seed here
+//! (`testing::deterministic_hashing`), so a seed replays exactly; host
+//! faults are drawn from a hash of (seed, step, call, key) rather than one
+//! shared stream, so they do not depend on the order of calls either.
 
 use indexer_sessions::status::{electrum_status, sort_mempool, status_hex};
 use indexer_sessions::testing::ManualTimer;
@@ -63,6 +64,14 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// `SIM_TRACE=<session id>` prints what happens to that session.
+fn traced(id: indexer_sessions::SessionId) -> bool {
+    static TRACE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    TRACE
+        .get_or_init(|| std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()))
+        .is_some_and(|traced| traced == id.0)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -456,10 +465,8 @@ struct Client {
     replied: BTreeMap<u8, (usize, Option<String>)>,
     /// The last header learnt from a reply, and the notification count then.
     header_reply: Option<(usize, Vec<u8>)>,
-    /// Tips recorded when the header subscription was made, and header
-    /// notifications since: at most one per tip change.
+    /// Tips recorded at the last header reply.
     tips_at_header_subscription: usize,
-    headers_received: usize,
     /// Notifications already checked.
     checked: usize,
     /// Replies not yet checked: (notifications received before it, script, status).
@@ -480,6 +487,8 @@ struct Sim {
     notifies: Vec<Task<()>>,
     housekeeping: Option<Task<()>>,
     next_port: u16,
+    /// Per mille of `Pending` polls after which the future is dropped.
+    drop_rate: u64,
     /// A real raw transaction to broadcast.
     raw_tx: Vec<u8>,
     /// Tips since the start, for "one header per tip change".
@@ -517,6 +526,7 @@ fn random_addr(rng: &mut Rng, port: u16) -> SocketAddr {
 
 impl Sim {
     fn new(seed: u64) -> Self {
+        indexer_sessions::testing::deterministic_hashing();
         let mut rng = Rng(seed);
         let scripts = (0..SCRIPTS).map(|s| (hashx(s), s)).collect();
         let world = Arc::new(World {
@@ -568,6 +578,7 @@ impl Sim {
             notifies: Vec::new(),
             housekeeping: Some(housekeeping),
             next_port: 1,
+            drop_rate: 0,
             raw_tx: real_transaction(),
             tips: vec![tip],
             stats: Stats::default(),
@@ -613,7 +624,6 @@ impl Sim {
                     replied: BTreeMap::new(),
                     header_reply: None,
                     tips_at_header_subscription: 0,
-                    headers_received: 0,
                     checked: 0,
                     unchecked_replies: Vec::new(),
                     last_notified: BTreeMap::new(),
@@ -639,7 +649,7 @@ impl Sim {
         let choice = self.rng.below(10);
         let script = self.rng.below(u64::from(SCRIPTS)) as u8;
         let cost = if abusive {
-            200.0 + self.rng.below(2000) as f64
+            1000.0 + self.rng.below(4000) as f64
         } else {
             self.rng.below(20) as f64 / 10.0
         };
@@ -723,6 +733,9 @@ impl Sim {
         // A request in flight may be subscribing to it: let it finish first.
         if client.request.is_some() {
             return;
+        }
+        if traced(client.handle.id()) {
+            eprintln!("unsubscribe {script}");
         }
         let was = client.handle.unsubscribe(&alias(script)).expect("valid alias");
         assert!(was || client.handle.is_closed(), "the model had it subscribed");
@@ -851,6 +864,7 @@ impl Sim {
             },
         };
         *lock(&self.world.faults) = rates;
+        self.drop_rate = [0, 20, 100][self.rng.index(3)];
     }
 
     fn change_limits(&mut self) {
@@ -901,31 +915,64 @@ impl Sim {
         if let Some(housekeeping) = self.housekeeping.as_mut() {
             let _ = poll(housekeeping);
         }
-        self.notifies.retain_mut(|task| poll(task).is_pending());
+        // A future that returned `Pending` is sometimes dropped right there,
+        // at whatever await it stopped (a host's `select!` or timeout).
+        let drop_rate = self.drop_rate;
+        let rng = &mut self.rng;
+        let stats = &mut self.stats;
+        self.notifies.retain_mut(|task| {
+            let keep = poll(task).is_pending();
+            if keep && rng.chance(drop_rate) {
+                stats.dropped_futures += 1;
+                return false;
+            }
+            keep
+        });
         let mut closing = Vec::new();
         for (i, client) in self.clients.iter_mut().enumerate() {
             let reads = match client.kind {
-                Kind::Slow => self.rng.chance(300),
+                Kind::Slow => rng.chance(300),
                 _ => true,
             };
             if reads {
                 if client.deliver.is_none() && !client.handle.is_closed() {
                     client.deliver = Some(Box::pin(client.handle.deliver()));
                 }
-                if let Some(deliver) = client.deliver.as_mut()
-                    && poll(deliver).is_ready()
-                {
-                    client.deliver = None;
+                if let Some(deliver) = client.deliver.as_mut() {
+                    if poll(deliver).is_ready() {
+                        client.deliver = None;
+                    } else if rng.chance(drop_rate) {
+                        stats.dropped_futures += 1;
+                        client.deliver = None;
+                    }
                 }
             }
             let Some(request) = client.request.as_mut() else {
                 continue;
             };
             let Poll::Ready(outcome) = poll(request) else {
+                if rng.chance(drop_rate) {
+                    stats.dropped_futures += 1;
+                    client.request = None;
+                }
                 continue;
             };
             client.request = None;
             let seen = lock(&client.wire.received).len();
+            if traced(client.handle.id()) {
+                match &outcome {
+                    Outcome::Subscribed(script, status) => {
+                        eprintln!(
+                            "reply at {seen}: script {script} status {:?}",
+                            status.as_deref().map(|s| &s[..8])
+                        )
+                    }
+                    Outcome::HeadersSubscribed(header) => {
+                        eprintln!("reply at {seen}: header {:?}", &header[..8])
+                    }
+                    _ => {}
+                }
+            }
             match outcome {
                 Outcome::Subscribed(script, status) => {
                     client.subscribed.insert(script);
@@ -933,9 +980,7 @@ impl Sim {
                     client.unchecked_replies.push((seen, script, status));
                 }
                 Outcome::HeadersSubscribed(header) => {
-                    if !client.headers {
-                        client.tips_at_header_subscription = self.tips.len();
-                    }
+                    client.tips_at_header_subscription = self.tips.len();
                     client.headers = true;
                     client.header_reply = Some((seen, header));
                 }
@@ -952,6 +997,9 @@ impl Sim {
 
     fn step(&mut self, step: u64) {
         self.world.step.store(step, Ordering::SeqCst);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("-- step {step}");
+        }
         let live = self.clients.len();
         match self.rng.below(100) {
             0..=14 => self.connect(),
@@ -1080,6 +1128,18 @@ impl Sim {
                 .into_iter()
                 .peekable();
             for (at, notification) in received.iter().enumerate().skip(client.checked) {
+                if traced(client.handle.id()) {
+                    match notification {
+                        Notification::ScriptHashStatus { alias: sent, status } => eprintln!(
+                            "received at {at}: script {:?} status {:?}",
+                            (0..SCRIPTS).find(|s| alias(*s) == *sent),
+                            status.as_deref().map(|s| &s[..8])
+                        ),
+                        Notification::Header { header, .. } => {
+                            eprintln!("received at {at}: header {:?}", &header[..8])
+                        }
+                    }
+                }
                 // A reply with another status between two equal
                 // notifications makes the second one news.
                 while let Some((_, script, status)) = replies.next_if(|(seen, ..)| *seen <= at) {
@@ -1113,18 +1173,23 @@ impl Sim {
                             "a header of no tip"
                         );
                         client.last_header = Some(header.clone());
-                        client.headers_received += 1;
-                        // The subscription may have been made (and its
-                        // first header queued) one tip before it completed.
-                        assert!(
-                            client.headers_received
-                                <= self.tips.len() + 1
-                                    - client.tips_at_header_subscription.min(self.tips.len()),
-                            "session {}: more headers than tip changes",
-                            client.handle.id()
-                        );
                     }
                 }
+            }
+            // One header per tip change since the last header reply (its
+            // subscription may have been made, and a header queued, one tip
+            // before the reply).
+            if let Some((seen, _)) = &client.header_reply {
+                let headers = received[*seen..]
+                    .iter()
+                    .filter(|n| matches!(n, Notification::Header { .. }))
+                    .count();
+                let tip_changes = self.tips.len() - client.tips_at_header_subscription;
+                assert!(
+                    headers <= tip_changes + 1,
+                    "session {}: {headers} headers for {tip_changes} tip changes",
+                    client.handle.id()
+                );
             }
             for (_, script, status) in replies {
                 if client.last_notified.get(&script) != Some(&status) {
@@ -1139,6 +1204,7 @@ impl Sim {
     /// more `notify`: then every subscriber must know the truth.
     fn quiesce(&mut self) {
         *lock(&self.world.faults) = FaultRates::default();
+        self.drop_rate = 0;
         self.world.step.fetch_add(1, Ordering::SeqCst);
         for client in &mut self.clients {
             client.wire.stalled.store(false, Ordering::SeqCst);
@@ -1292,12 +1358,14 @@ fn simulation() {
         total.excessive += stats.excessive;
         total.closed_by_manager += stats.closed_by_manager;
     }
-    // The run exercised what it claims to.
+    // A run of many seeds exercised what it claims to.
     println!("{total:?}");
-    assert!(total.connected > 0 && total.notifications > 0 && total.dropped_futures > 0);
-    assert!(total.excessive > 0, "abusive clients reach −101");
-    assert!(
-        total.closed_by_manager > 0,
-        "the manager closes stale and stuck clients"
-    );
+    if env("SIM_SEED").is_none() {
+        assert!(total.connected > 0 && total.notifications > 0 && total.dropped_futures > 0);
+        assert!(total.excessive > 0, "abusive clients reach −101");
+        assert!(
+            total.closed_by_manager > 0,
+            "the manager closes stale and stuck clients"
+        );
+    }
 }
