@@ -457,7 +457,15 @@ impl SessionHandle {
             handle: self,
             armed: newly,
         };
-        let tip_header = self.manager.tip_header().await?;
+        // A tip recorded while the header was read makes it stale: read
+        // again (the new tip's header is then already queued, or skipped).
+        let mut tip_header = self.manager.tip_header().await?;
+        for _ in 0..2 {
+            if tip_header.generation == lock(&self.manager.inner.last_tip).generation {
+                break;
+            }
+            tip_header = self.manager.tip_header().await?;
+        }
         undo.armed = false;
         self.session
             .outbox

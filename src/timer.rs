@@ -31,21 +31,29 @@ pub trait Timer: Send + Sync + 'static {
 }
 
 /// Runs `future` for at most `limit` on `timer`; `None` if the time ran out.
+///
+/// The future is polled once per poll of this one, before the sleep; a
+/// call that answers at once needs no timer (the sleep is made at the
+/// first `Pending`, so the limit counts from there).
 pub(crate) async fn within<T>(
     timer: &dyn Timer,
     limit: Duration,
     future: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    use futures::future::{Either, select};
+    use std::task::Poll;
     let mut future = std::pin::pin!(future);
-    // A call that answers at once needs no timer.
-    if let std::task::Poll::Ready(value) = futures::poll!(future.as_mut()) {
-        return Some(value);
-    }
-    match select(future, timer.sleep(limit)).await {
-        Either::Left((value, _)) => Some(value),
-        Either::Right(((), _)) => None,
-    }
+    let mut sleep: Option<BoxFuture<'static, ()>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(value) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(value));
+        }
+        let sleep = sleep.get_or_insert_with(|| timer.sleep(limit));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(feature = "tokio")]

@@ -415,3 +415,105 @@ fn a_status_that_cannot_be_computed_is_retried_by_the_next_notify() {
     drain(&session);
     assert_eq!(statuses(&log).len(), 1);
 }
+
+/// Every read-only request dropped at each await point: the session keeps
+/// no slot, and the same request then answers as if nothing happened.
+#[test]
+fn read_only_requests_dropped_at_any_await_change_nothing() {
+    type Request = fn(&SessionHandle) -> futures::future::BoxFuture<'_, String>;
+    let requests: [(&str, Request); 10] = [
+        ("history", |s| {
+            Box::pin(async move { format!("{:?}", s.history(&alias(1)).await) })
+        }),
+        ("mempool", |s| {
+            Box::pin(async move { format!("{:?}", s.mempool(&alias(1)).await) })
+        }),
+        ("block_header", |s| {
+            Box::pin(async move { format!("{:?}", s.block_header(Height(1), 2).await) })
+        }),
+        ("block_headers", |s| {
+            Box::pin(async move { format!("{:?}", s.block_headers(Height(0), 3, 2).await) })
+        }),
+        ("merkle_branch", |s| {
+            Box::pin(async move { format!("{:?}", s.merkle_branch(TxHash([9; 32]), Height(1)).await) })
+        }),
+        ("id_from_pos", |s| {
+            Box::pin(async move { format!("{:?}", s.id_from_pos(Height(1), 1, true).await) })
+        }),
+        ("estimate_fee", |s| {
+            Box::pin(async move { format!("{:?}", s.estimate_fee(6, None).await) })
+        }),
+        ("relay_fee", |s| {
+            Box::pin(async move { format!("{:?}", s.relay_fee().await) })
+        }),
+        ("fee_histogram", |s| {
+            Box::pin(async move { format!("{:?}", s.fee_histogram().await) })
+        }),
+        ("transaction_get", |s| {
+            Box::pin(async move { format!("{:?}", s.transaction_get(TxHash([9; 32])).await) })
+        }),
+    ];
+    for (name, request) in requests {
+        let setup = || {
+            let fx = Fixture::new(Config::default());
+            fx.db.push_block(header(0, 0), vec![TxHash([1; 32])]);
+            let txids = vec![TxHash([8; 32]), TxHash([9; 32]), TxHash([10; 32])];
+            fx.db.push_block(header(1, 0), txids);
+            fx.db.push_block(header(2, 0), vec![TxHash([2; 32])]);
+            fx.db.add_history(
+                hashx(1),
+                HistoryEntry {
+                    txid: TxHash([9; 32]),
+                    height: Height(1),
+                },
+            );
+            fx.daemon.set_fee(6, 0.0002);
+            fx.daemon.add_transaction(TxHash([9; 32]), vec![1, 2, 3]);
+            block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+            fx
+        };
+        let expected = {
+            let fx = setup();
+            let (session, _) = fx.connect("203.0.113.1:1");
+            block_on(request(&session))
+        };
+        assert!(!expected.starts_with("Err"), "{name}: {expected}");
+        let drops = at_each_await(|k| {
+            let fx = setup();
+            for host in [HostBehaviour::Yielding] {
+                fx.db.set_behaviour(host);
+                fx.mempool.set_behaviour(host);
+                fx.daemon.set_behaviour(host);
+            }
+            let (session, _) = fx.connect("203.0.113.1:1");
+            let mut permit = block_on(session.admit()).unwrap();
+            let completed = poll_until_pending(permit.run(request(&session)), k).is_some();
+            drop(permit);
+            assert_eq!(fx.manager.sessions()[0].in_flight, 0, "{name} at {k}");
+            fx.db.set_behaviour(HostBehaviour::Normal);
+            fx.mempool.set_behaviour(HostBehaviour::Normal);
+            fx.daemon.set_behaviour(HostBehaviour::Normal);
+            assert_eq!(
+                block_on(request(&session)),
+                expected,
+                "{name} after a drop at {k}"
+            );
+            !completed
+        });
+        assert!(drops >= 1, "{name} has an await point");
+    }
+}
+
+#[test]
+fn close_and_shutdown_dropped_after_their_first_poll_have_ended_the_sessions() {
+    let fx = Fixture::new(Config::default());
+    let (first, _) = fx.connect("203.0.113.1:1");
+    let (_second, _) = fx.connect("203.0.113.2:1");
+    let close = first.close(indexer_sessions::DisconnectReason::Admin);
+    let _ = poll_until_pending(close, 1);
+    assert!(first.is_closed());
+    assert_eq!(fx.manager.session_count(), 1);
+    let _ = poll_until_pending(fx.manager.shutdown(), 1);
+    assert_eq!(fx.manager.session_count(), 0);
+    assert!(fx.manager.is_shutting_down());
+}

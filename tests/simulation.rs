@@ -1165,7 +1165,8 @@ impl Sim {
                         assert_ne!(
                             client.last_header.as_ref(),
                             Some(header),
-                            "the same header twice in a row"
+                            "session {}: the same header twice in a row",
+                            client.handle.id()
                         );
                         let hash = indexer_sessions::merkle::double_sha256(header);
                         assert!(
