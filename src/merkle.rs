@@ -40,7 +40,7 @@ pub fn double_sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// The parent of two merkle nodes: double SHA-256 of `left || right`.
-fn hash_pair(left: &TxHash, right: &TxHash) -> TxHash {
+pub(crate) fn hash_pair(left: &TxHash, right: &TxHash) -> TxHash {
     let first = Sha256::new()
         .chain_update(left.0)
         .chain_update(right.0)

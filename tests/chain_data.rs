@@ -660,6 +660,9 @@ fn headers_with_checkpoint_proofs() {
     assert_eq!((plain.header, plain.proof), (header(17, 0), None));
     assert_close(cost(&session) - before, 0.25);
 
+    // Headers the levels hold: a proof beyond them reads the headers from
+    // the last one held up to its checkpoint, at 1 per 1,000.
+    let mut held = 0u32;
     for (height, cp) in [
         (0u32, 0u32),
         (0, 1),
@@ -673,9 +676,15 @@ fn headers_with_checkpoint_proofs() {
         if cp == 0 {
             continue;
         }
+        let read = if cp < held {
+            0
+        } else {
+            cp + 1 - held.saturating_sub(1)
+        };
+        held = held.max(cp + 1);
         let before = cost(&session);
         let reply = block_on(session.block_header(Height(height), cp)).unwrap();
-        assert_close(cost(&session) - before, 1.25);
+        assert_close(cost(&session) - before, 1.25 + f64::from(read) / 1000.0);
         assert_eq!(reply.header, header(height, 0));
         let proof = reply.proof.expect("a proof");
         let leaves = &hashes[..=cp as usize];
@@ -687,8 +696,11 @@ fn headers_with_checkpoint_proofs() {
         );
     }
     let checkpoints = h.manager.info().caches.checkpoints;
-    // Two requests at cp 100 and two at cp 299: the second of each is a hit.
-    assert_eq!((checkpoints.misses, checkpoints.hits), (5, 2));
+    // Requests beyond the levels (cp 1, 5, 100, 299) grow them; the rest
+    // (the second at cp 100 and at cp 299, and cp 257 below them) are hits.
+    assert_eq!((checkpoints.misses, checkpoints.hits), (4, 3));
+    assert_eq!(checkpoints.entries, 300);
+    assert!(checkpoints.bytes >= 300 * 32 * 2 - 32 * 9, "{checkpoints:?}");
 
     let error = block_on(session.block_header(Height(20), 10)).unwrap_err();
     assert!(matches!(error, Error::BadRequest(_)), "{error}");
