@@ -23,6 +23,37 @@ use std::sync::Arc;
 /// `MAX_CHUNK_SIZE`).
 pub const MAX_HEADERS_PER_CALL: u32 = 2016;
 
+/// Leaves hashed per step when building a big block's merkle levels (about
+/// twice as many hashes, well under a millisecond); the request yields to the
+/// executor between steps.
+const MERKLE_LEAVES_PER_STEP: usize = 2048;
+
+/// Returns `Pending` once (after waking its task), so a long loop lets the
+/// executor run other tasks between its steps, on any executor.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Builds a block's merkle levels, yielding between steps of
+/// [`MERKLE_LEAVES_PER_STEP`] leaves.
+async fn build_merkle_levels(txids: &[TxHash]) -> crate::merkle::MerkleLevels {
+    let mut builder = crate::merkle::MerkleLevels::builder(txids);
+    while !builder.step(MERKLE_LEAVES_PER_STEP) {
+        yield_now().await;
+    }
+    builder.finish()
+}
+
 /// One transaction of a script's history, as `blockchain.scripthash.get_history`
 /// and `get_mempool` return it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,27 +426,22 @@ impl SessionManager {
             epoch,
         };
         let built = crate::caches::block_cached(caches, &caches.merkle, &caches.merkle_counter, key, async {
-            Ok(Arc::new(crate::merkle::MerkleLevels::new(txids)))
+            Ok(Arc::new(build_merkle_levels(txids).await))
         })
         .await;
-        let Ok((levels, hit)) = built else {
-            return (
-                merkle_branch(txids, pos).unwrap_or_default(),
-                cost::merkle(n, false),
-            );
-        };
-        match levels.branch(txids, pos) {
-            Some(branch) => (branch, cost::merkle(n, hit)),
-            None => {
-                // Levels of other txids (cannot happen within one epoch):
-                // drop them and answer the slow way.
-                caches.merkle.invalidate(&key).await;
-                (
-                    merkle_branch(txids, pos).unwrap_or_default(),
-                    cost::merkle(n, false),
-                )
+        if let Ok((levels, hit)) = built {
+            if let Some(branch) = levels.branch(txids, pos) {
+                return (branch, cost::merkle(n, hit));
             }
+            // Levels of other txids (cannot happen within one epoch): drop
+            // them and answer from levels built for this request.
+            caches.merkle.invalidate(&key).await;
         }
+        let levels = build_merkle_levels(txids).await;
+        (
+            levels.branch(txids, pos).unwrap_or_default(),
+            cost::merkle(n, false),
+        )
     }
 
     /// Records a new tip. Touched scripts leave the history cache; a

@@ -50,9 +50,6 @@ use crate::merkle::{double_sha256, hash_pair};
 use crate::session::SessionShared;
 use crate::sync::lock;
 use crate::types::{Height, TxHash};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// Most headers read and hashed into the levels per `Db::headers` call;
 /// the request yields to the executor between two chunks.
@@ -214,24 +211,6 @@ impl HeaderLevels {
                     std::mem::size_of::<Vec<TxHash>>() + level.capacity() * std::mem::size_of::<TxHash>()
                 })
                 .sum::<usize>()
-    }
-}
-
-/// Returns `Pending` once (after waking its task), so a long loop lets the
-/// executor run others between steps, on any executor.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
     }
 }
 
@@ -419,7 +398,7 @@ impl SessionManager {
             let growth = HeaderLevels::growth(len, &frontier, leaves);
             lock(&caches.header_levels).commit(growth);
             if grown <= cp {
-                YieldNow(false).await;
+                crate::chain::yield_now().await;
             }
         }
     }
@@ -507,15 +486,6 @@ mod tests {
             levels.truncate(keep);
             assert_eq!(levels, built(&all[..keep]), "keep {keep}");
         }
-    }
-
-    #[test]
-    fn yield_now_is_pending_once() {
-        let mut future = YieldNow(false);
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
-        assert!(Pin::new(&mut future).poll(&mut cx).is_ready());
     }
 
     proptest! {

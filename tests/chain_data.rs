@@ -835,3 +835,33 @@ fn relay_fee_histogram_and_raw_transactions() {
     });
     assert_close(cost(&session) - start, 1.0 + 1.0 + 1.0 + 1.0);
 }
+
+#[test]
+fn a_big_block_yields_while_its_merkle_levels_are_built() {
+    let h = Harness::new(Config::default());
+    let txids: Vec<TxHash> = (0..10_000).map(|i| txid(1, i)).collect();
+    h.db.push_block(header(0, 0), vec![txid(0, 0)]);
+    let tip = h.db.push_block(header(1, 0), txids.clone());
+    h.notify(tip, &[]);
+    let session = h.session("203.0.113.7:50001");
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut request = pin!(session.merkle_branch(txids[6789], Height(1)));
+    // The in-memory `Db` answers at once: only the yields between steps of
+    // 2048 leaves (five steps for 10,000) can make the request pending.
+    let mut pending = 0;
+    let proof = loop {
+        match request.as_mut().poll(&mut cx) {
+            Poll::Ready(proof) => break proof.unwrap(),
+            Poll::Pending => pending += 1,
+        }
+    };
+    assert_eq!(pending, 4);
+    assert_eq!(Some(proof.branch), merkle_branch(&txids, 6789));
+    // Cached now: the next branch builds nothing and does not yield.
+    let mut again = pin!(session.merkle_branch(txids[5], Height(1)));
+    let Poll::Ready(proof) = again.as_mut().poll(&mut cx) else {
+        panic!("a cached branch yields");
+    };
+    assert_eq!(Some(proof.unwrap().branch), merkle_branch(&txids, 5));
+}
