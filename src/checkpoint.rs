@@ -29,7 +29,9 @@
 //! grows them at a time (others wait for it, then find the work done); each
 //! chunk is committed as a whole, so a dropped request keeps what it
 //! finished. The request that grows them is charged
-//! [`crate::cost::checkpoint_headers`] for the headers it read.
+//! [`crate::cost::checkpoint_headers`] for the headers it read; a host may
+//! grow them beforehand, uncharged, with
+//! [`SessionManager::prepare_checkpoint_proofs`].
 //!
 //! Every proof first reads the header at `cp_height` (one `Db::header` call)
 //! and compares its hash with the stored leaf. A header holds its parent's
@@ -223,6 +225,31 @@ fn height_of(index: usize) -> Height {
 }
 
 impl SessionManager {
+    /// Grows the header merkle levels behind checkpoint proofs to the tip
+    /// last given to [`SessionManager::notify`] (the `Db`'s tip before the
+    /// first), repairing them first after a reorg. Returns the headers read.
+    ///
+    /// Optional: without it the first request for a checkpoint beyond the
+    /// levels grows them and pays for it (see [`crate::cost`]). A host that
+    /// calls it at start-up, and after each block if it likes, spares its
+    /// clients that cost. It reads the headers in chunks of [`LEVELS_CHUNK`]
+    /// with a yield between two, like a request.
+    ///
+    /// **Cost:** none (no session is charged).
+    ///
+    /// # Errors
+    /// [`Error::Host`] / [`Error::HostTimeout`] when the `Db` fails, or keeps
+    /// changing its headers while they are read.
+    ///
+    /// # Cancel safety
+    /// Dropping the future keeps every chunk already added; the next call or
+    /// request continues from there.
+    pub async fn prepare_checkpoint_proofs(&self) -> Result<usize> {
+        let tip = self.known_tip().await?;
+        let (_, read) = self.levels_proof(tip.height, tip.height, None, None).await?;
+        Ok(read)
+    }
+
     /// The checkpoint proof of the header at `height` against the tree of
     /// headers `0..=cp_height` (`height ≤ cp_height`, both checked by the
     /// caller against the tip). `cp_header` is the raw header at
@@ -232,9 +259,25 @@ impl SessionManager {
         &self,
         height: Height,
         cp_height: Height,
-        mut cp_header: Option<Vec<u8>>,
+        cp_header: Option<Vec<u8>>,
         session: &SessionShared,
     ) -> Result<HeaderProof> {
+        let (proof, read) = self
+            .levels_proof(height, cp_height, cp_header, Some(session))
+            .await?;
+        self.inner.caches.checkpoints_counter.record(read == 0);
+        Ok(proof)
+    }
+
+    /// The proof from the levels, repaired and grown to `cp_height` first
+    /// when needed (charged to `session`, if any), and the headers that read.
+    async fn levels_proof(
+        &self,
+        height: Height,
+        cp_height: Height,
+        mut cp_header: Option<Vec<u8>>,
+        session: Option<&SessionShared>,
+    ) -> Result<(HeaderProof, usize)> {
         let caches = &self.inner.caches;
         let (index, cp) = (height.0 as usize, cp_height.0 as usize);
         let mut read = 0;
@@ -244,14 +287,12 @@ impl SessionManager {
                 None => header_hash(&self.db_header(cp).await?),
             };
             if let Some(proof) = Self::proof_if_current(caches, index, cp, cp_hash) {
-                caches.checkpoints_counter.record(read == 0);
-                return Ok(proof);
+                return Ok((proof, read));
             }
             let _builder = caches.header_builder.lock().await;
             // Another request may have done the work meanwhile.
             if let Some(proof) = Self::proof_if_current(caches, index, cp, cp_hash) {
-                caches.checkpoints_counter.record(read == 0);
-                return Ok(proof);
+                return Ok((proof, read));
             }
             if lock(&caches.header_levels).len() > cp {
                 // The stored chain differs from the index's at or below `cp`.
@@ -259,8 +300,7 @@ impl SessionManager {
             }
             read += self.grow_header_levels(cp, session).await?;
             if let Some(proof) = Self::proof_if_current(caches, index, cp, cp_hash) {
-                caches.checkpoints_counter.record(read == 0);
-                return Ok(proof);
+                return Ok((proof, read));
             }
             // The checkpoint header changed while the levels grew: read it again.
         }
@@ -309,7 +349,7 @@ impl SessionManager {
     /// `Db`, `top` being known to differ: going down in doubling steps to a
     /// match, then halving. Must run under `header_builder`. Charges
     /// `session` for the headers read and returns how many.
-    async fn cut_back_to_fork(&self, top: usize, session: &SessionShared) -> Result<usize> {
+    async fn cut_back_to_fork(&self, top: usize, session: Option<&SessionShared>) -> Result<usize> {
         let (mut bad, mut step, mut read) = (top, 1usize, 0);
         let found = loop {
             if bad == 0 {
@@ -334,7 +374,9 @@ impl SessionManager {
                 }
             }
         }
-        session.add_cost(cost::checkpoint_headers(read));
+        if let Some(session) = session {
+            session.add_cost(cost::checkpoint_headers(read));
+        }
         lock(&self.inner.caches.header_levels).truncate(bad);
         Ok(read)
     }
@@ -344,7 +386,7 @@ impl SessionManager {
     /// last stored header; when that one changed, the levels are first cut
     /// back to the fork. Must run under `header_builder`. Charges `session`
     /// for the headers read and returns how many.
-    async fn grow_header_levels(&self, cp: usize, session: &SessionShared) -> Result<usize> {
+    async fn grow_header_levels(&self, cp: usize, session: Option<&SessionShared>) -> Result<usize> {
         let caches = &self.inner.caches;
         let mut read = 0;
         let mut repairs = 0;
@@ -365,7 +407,9 @@ impl SessionManager {
                 .host_call("headers", db.headers(height_of(from), want as u32))
                 .await?;
             let headers = &headers[..headers.len().min(want)];
-            session.add_cost(cost::checkpoint_headers(headers.len()));
+            if let Some(session) = session {
+                session.add_cost(cost::checkpoint_headers(headers.len()));
+            }
             read += headers.len();
             if skip == 1 && headers.first().map(|h| header_hash(h)) != last {
                 repairs += 1;

@@ -295,6 +295,31 @@ fn concurrent_sessions_share_one_build_and_only_the_builder_pays() {
 }
 
 #[test]
+fn a_host_may_grow_the_levels_beforehand_uncharged() {
+    const BLOCKS: usize = 5000;
+    let h = Harness::new(BLOCKS);
+    let session = h.session(1);
+    let chunks = BLOCKS.div_ceil(2016);
+    assert_eq!(
+        block_on(h.manager.prepare_checkpoint_proofs()).unwrap(),
+        BLOCKS + chunks - 1
+    );
+    // Nothing left to read: the first client pays the flat cost only.
+    assert_eq!(block_on(h.manager.prepare_checkpoint_proofs()).unwrap(), 0);
+    let before = (h.db.reads(), cost(&session));
+    let reply = block_on(session.block_header(Height(3), 4999)).unwrap();
+    assert_eq!((h.db.reads() - before.0).headers(), 2);
+    assert_close(cost(&session) - before.1, 1.25);
+    let proof = reply.proof.unwrap();
+    assert_reference(&h.db.hashes(), 3, 4999, &proof.branch, proof.root);
+    // After three blocks: the last header held and the three new ones.
+    let tip = h.db.reorg(BLOCKS, 3, 0);
+    h.notify(tip);
+    assert_eq!(block_on(h.manager.prepare_checkpoint_proofs()).unwrap(), 4);
+    assert_eq!(h.manager.info().caches.checkpoints.entries, BLOCKS as u64 + 3);
+}
+
+#[test]
 fn growing_the_levels_yields_between_chunks() {
     let h = Harness::new(5000);
     let session = h.session(1);
