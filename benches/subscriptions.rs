@@ -1,6 +1,6 @@
 //! One session's subscription list at size (issue 14, finding 4): subscribing
 //! (and unsubscribing again) one more script when the session already holds
-//! none, and when it holds 1,000,000 (limits off), through
+//! none, 100,000 and 1,000,000 (limits off), through
 //! `SessionHandle::subscribe` / `unsubscribe`. The index lock is held for the
 //! insert and the removal, so their cost at size is what every other
 //! session's subscribe and every `notify` may wait for.
@@ -86,9 +86,12 @@ fn main() {
     println!("load average before: {}", common::load());
     let setup = Instant::now();
     let empty = session_holding(&fx, 0, 1);
+    let tenth = session_holding(&fx, held / 10, 3);
     let full = session_holding(&fx, held, 2);
     let mut sorted: Vec<HashX> = (0..held).map(hashx).collect();
     sorted.sort();
+    let mut sorted_tenth: Vec<HashX> = (0..held / 10).map(hashx).collect();
+    sorted_tenth.sort();
     println!(
         "setup: {held} subscriptions in {:.1} s",
         setup.elapsed().as_secs_f64()
@@ -100,12 +103,18 @@ fn main() {
     group.bench_function("ours_first", |b| {
         b.iter_custom(|iters| ours(&empty, iters, &mut next))
     });
+    group.bench_function("ours_after_tenth", |b| {
+        b.iter_custom(|iters| ours(&tenth, iters, &mut next))
+    });
     group.bench_function("ours_after_held", |b| {
         b.iter_custom(|iters| ours(&full, iters, &mut next))
     });
     let mut small = Vec::new();
     group.bench_function("baseline_first", |b| {
         b.iter_custom(|iters| baseline(&mut small, iters, &mut next))
+    });
+    group.bench_function("baseline_after_tenth", |b| {
+        b.iter_custom(|iters| baseline(&mut sorted_tenth, iters, &mut next))
     });
     group.bench_function("baseline_after_held", |b| {
         b.iter_custom(|iters| baseline(&mut sorted, iters, &mut next))
@@ -114,6 +123,12 @@ fn main() {
     println!("load average after: {}", common::load());
     assert_eq!(full.subscription_count(), held as usize);
     report(group_name, "ours_first", "baseline_first", Target::None);
+    report(
+        group_name,
+        "ours_after_tenth",
+        "baseline_after_tenth",
+        Target::None,
+    );
     report(group_name, "ours_after_held", "baseline_after_held", Target::None);
     if let (Some(first), Some(after)) = (
         median_ns(group_name, "ours_first"),

@@ -19,7 +19,7 @@
 //! of its level, and the edge of the next level is one hash (its left
 //! neighbour and itself, or itself twice when the row is odd). So a proof
 //! for **any** `cp_height` the levels cover costs ⌈log₂(cp_height + 1)⌉
-//! hashes and no header reads.
+//! hashes and one header read (the check below).
 //!
 //! # Growing, checking and repairing
 //!
@@ -55,7 +55,7 @@ use crate::types::{Height, TxHash};
 
 /// Most headers read and hashed into the levels per `Db::headers` call;
 /// the request yields to the executor between two chunks.
-pub const LEVELS_CHUNK: u32 = 2016;
+pub(crate) const LEVELS_CHUNK: u32 = 2016;
 
 /// How many times a proof re-reads the checkpoint header when the chain
 /// keeps changing under it before it gives up.
@@ -232,8 +232,8 @@ impl SessionManager {
     /// Optional: without it the first request for a checkpoint beyond the
     /// levels grows them and pays for it (see [`crate::cost`]). A host that
     /// calls it at start-up, and after each block if it likes, spares its
-    /// clients that cost. It reads the headers in chunks of [`LEVELS_CHUNK`]
-    /// with a yield between two, like a request.
+    /// clients that cost. It reads the headers in chunks of 2016 with a
+    /// yield between two, like a request.
     ///
     /// **Cost:** none (no session is charged).
     ///
