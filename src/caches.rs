@@ -6,14 +6,13 @@
 //! | history | hashX | confirmed history, or "too large" | `history_cache_bytes` |
 //! | txids | height | the block's txids | `txids_cache_bytes` |
 //! | merkle | height | [`crate::merkle::MerkleLevels`] of blocks with ≥ [`crate::merkle::MIN_TXS_FOR_LEVELS`] txs | `merkle_cache_bytes` |
-//! | checkpoints | checkpoint height | the middle row of the header merkle tree | [`CHECKPOINT_CACHE_BYTES`] |
 //! | fees | (bucketed target, mode) | the node's estimate | [`FEE_CACHE_BYTES`] |
 //!
 //! Invalidation follows the tip *hash*: touched scripts leave the history
 //! cache on every event, fee estimates are dropped whenever the tip hash
 //! changes, and a reorg (the new tip does not extend the old one, even at
-//! the same height) clears the block caches (txids, merkle, checkpoints) and
-//! every history. Block and fee keys carry an *epoch* bumped at each such
+//! the same height) clears the block caches (txids and merkle) and every
+//! history. Block and fee keys carry an *epoch* bumped at each such
 //! clear, so a lookup that was already talking to the host when the chain
 //! moved cannot leave its stale answer behind for later requests. Nothing
 //! that failed is cached; the only cached refusal is a history too large to
@@ -22,6 +21,12 @@
 //! Entries are weighed in bytes, and `moka` applies evictions in batches: call
 //! [`crate::SessionManager::run_pending_cache_tasks`] to apply them at once
 //! (then [`CacheStats::bytes`] ≤ [`CacheStats::budget`] holds exactly).
+//!
+//! Beside the caches, the manager keeps the header merkle levels behind
+//! checkpoint proofs (about 64 B per header, never evicted; see
+//! [`CacheReport::checkpoints`]). They need no invalidation: every proof
+//! checks them against the index's header at its checkpoint and repairs them
+//! from the fork on a reorg.
 
 use crate::config::Config;
 use crate::host::{FeeMode, HistoryEntry};
@@ -33,11 +38,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Byte budget of the fee-estimate cache: a few hundred (target, mode) keys.
 pub const FEE_CACHE_BYTES: u64 = 64 << 10;
-
-/// Byte budget of the header-checkpoint cache (one middle row of the header
-/// merkle tree per checkpoint height clients ask for; about 30 KB for a
-/// 900,000-header chain).
-pub const CHECKPOINT_CACHE_BYTES: u64 = 1 << 20;
 
 /// What an entry costs beyond its payload: key, value header and moka's
 /// own bookkeeping (measured at about 270 bytes per history entry with an
@@ -77,7 +77,11 @@ pub struct CacheReport {
     pub txids: CacheStats,
     /// Merkle middle levels of big blocks.
     pub merkle: CacheStats,
-    /// Middle rows of the header merkle tree, for checkpoint proofs.
+    /// The header merkle levels behind checkpoint proofs: a hit is a proof
+    /// that read no header beyond its checkpoint's, a miss one that grew or
+    /// repaired the levels; `entries` counts the headers held and `bytes`
+    /// their levels (about 64 B per header). `budget` is 0: the levels are
+    /// not evicted (they follow the chain).
     pub checkpoints: CacheStats,
     /// Fee estimates.
     pub fees: CacheStats,
@@ -93,6 +97,13 @@ impl Counter {
     pub(crate) fn record(&self, hit: bool) {
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn stats<K, V>(&self, cache: &Cache<K, V>, budget: u64) -> CacheStats
@@ -173,7 +184,10 @@ pub(crate) struct Caches {
     pub(crate) merkle: Cache<BlockKey, Arc<MerkleLevels>>,
     pub(crate) merkle_counter: Counter,
     pub(crate) merkle_budget: u64,
-    pub(crate) checkpoints: Cache<BlockKey, Arc<crate::checkpoint::HeaderLevels>>,
+    /// The header merkle levels (changed only under `header_builder`).
+    pub(crate) header_levels: std::sync::Mutex<crate::checkpoint::HeaderLevels>,
+    /// Held by the one request growing or repairing `header_levels`.
+    pub(crate) header_builder: futures::lock::Mutex<()>,
     pub(crate) checkpoints_counter: Counter,
     pub(crate) fees: Cache<FeeKey, Option<f64>>,
     pub(crate) fees_counter: Counter,
@@ -210,10 +224,8 @@ impl Caches {
             }),
             merkle_counter: Counter::default(),
             merkle_budget: config.merkle_cache_bytes,
-            checkpoints: byte_cache(
-                CHECKPOINT_CACHE_BYTES,
-                |levels: &Arc<crate::checkpoint::HeaderLevels>| levels.approx_bytes(),
-            ),
+            header_levels: std::sync::Mutex::default(),
+            header_builder: futures::lock::Mutex::new(()),
             checkpoints_counter: Counter::default(),
             fees: byte_cache(FEE_CACHE_BYTES, |_: &Option<f64>| std::mem::size_of::<f64>()),
             fees_counter: Counter::default(),
@@ -230,10 +242,23 @@ impl Caches {
             history: self.history_counter.stats(&self.history, self.history_budget),
             txids: self.txids_counter.stats(&self.txids, self.txids_budget),
             merkle: self.merkle_counter.stats(&self.merkle, self.merkle_budget),
-            checkpoints: self
-                .checkpoints_counter
-                .stats(&self.checkpoints, CHECKPOINT_CACHE_BYTES),
+            checkpoints: self.checkpoint_stats(),
             fees: self.fees_counter.stats(&self.fees, FEE_CACHE_BYTES),
+        }
+    }
+
+    fn checkpoint_stats(&self) -> CacheStats {
+        let (hits, misses) = self.checkpoints_counter.counts();
+        let (entries, bytes) = {
+            let levels = crate::sync::lock(&self.header_levels);
+            (levels.len(), levels.approx_bytes())
+        };
+        CacheStats {
+            hits,
+            misses,
+            entries: entries as u64,
+            bytes: bytes as u64,
+            budget: 0,
         }
     }
 
@@ -279,14 +304,13 @@ impl Caches {
         self.fee_epoch.load(Ordering::Acquire)
     }
 
-    /// Drops every txids, merkle and checkpoint entry, and moves later
+    /// Drops every txids and merkle entry, and moves later
     /// lookups to a new epoch (so loads already in flight cannot serve their
     /// answer to them).
     pub(crate) fn clear_block_caches(&self) {
         self.block_epoch.fetch_add(1, Ordering::AcqRel);
         self.txids.invalidate_all();
         self.merkle.invalidate_all();
-        self.checkpoints.invalidate_all();
     }
 
     /// Drops every fee estimate (the tip hash changed).
@@ -299,7 +323,6 @@ impl Caches {
         self.history.run_pending_tasks().await;
         self.txids.run_pending_tasks().await;
         self.merkle.run_pending_tasks().await;
-        self.checkpoints.run_pending_tasks().await;
         self.fees.run_pending_tasks().await;
     }
 }

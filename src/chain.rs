@@ -23,6 +23,37 @@ use std::sync::Arc;
 /// `MAX_CHUNK_SIZE`).
 pub const MAX_HEADERS_PER_CALL: u32 = 2016;
 
+/// Leaves hashed per step when building a big block's merkle levels (about
+/// twice as many hashes, well under a millisecond); the request yields to the
+/// executor between steps.
+const MERKLE_LEAVES_PER_STEP: usize = 2048;
+
+/// Returns `Pending` once (after waking its task), so a long loop lets the
+/// executor run other tasks between its steps, on any executor.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Builds a block's merkle levels, yielding between steps of
+/// [`MERKLE_LEAVES_PER_STEP`] leaves.
+async fn build_merkle_levels(txids: &[TxHash]) -> crate::merkle::MerkleLevels {
+    let mut builder = crate::merkle::MerkleLevels::builder(txids);
+    while !builder.step(MERKLE_LEAVES_PER_STEP) {
+        yield_now().await;
+    }
+    builder.finish()
+}
+
 /// One transaction of a script's history, as `blockchain.scripthash.get_history`
 /// and `get_mempool` return it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,27 +426,22 @@ impl SessionManager {
             epoch,
         };
         let built = crate::caches::block_cached(caches, &caches.merkle, &caches.merkle_counter, key, async {
-            Ok(Arc::new(crate::merkle::MerkleLevels::new(txids)))
+            Ok(Arc::new(build_merkle_levels(txids).await))
         })
         .await;
-        let Ok((levels, hit)) = built else {
-            return (
-                merkle_branch(txids, pos).unwrap_or_default(),
-                cost::merkle(n, false),
-            );
-        };
-        match levels.branch(txids, pos) {
-            Some(branch) => (branch, cost::merkle(n, hit)),
-            None => {
-                // Levels of other txids (cannot happen within one epoch):
-                // drop them and answer the slow way.
-                caches.merkle.invalidate(&key).await;
-                (
-                    merkle_branch(txids, pos).unwrap_or_default(),
-                    cost::merkle(n, false),
-                )
+        if let Ok((levels, hit)) = built {
+            if let Some(branch) = levels.branch(txids, pos) {
+                return (branch, cost::merkle(n, hit));
             }
+            // Levels of other txids (cannot happen within one epoch): drop
+            // them and answer from levels built for this request.
+            caches.merkle.invalidate(&key).await;
         }
+        let levels = build_merkle_levels(txids).await;
+        (
+            levels.branch(txids, pos).unwrap_or_default(),
+            cost::merkle(n, false),
+        )
     }
 
     /// Records a new tip. Touched scripts leave the history cache; a
@@ -529,15 +555,25 @@ impl SessionManager {
             })
     }
 
-    /// Checks `height ≤ cp_height ≤ tip` and builds the checkpoint proof.
-    async fn checkpoint_proof(&self, height: Height, cp_height: u32, tip: Tip) -> Result<HeaderProof> {
+    /// Checks `height ≤ cp_height ≤ tip` and builds the checkpoint proof
+    /// (`cp_header`: the raw header at `cp_height`, when already read),
+    /// charging `session` for the headers it reads into the levels.
+    async fn checkpoint_proof(
+        &self,
+        height: Height,
+        cp_height: u32,
+        tip: Tip,
+        cp_header: Option<Vec<u8>>,
+        session: &crate::session::SessionShared,
+    ) -> Result<HeaderProof> {
         if cp_height < height.0 {
             return Err(Error::BadRequest(format!(
                 "header height {height} is above checkpoint height {cp_height}"
             )));
         }
         check_height(Height(cp_height), tip)?;
-        self.header_proof(height, Height(cp_height)).await
+        self.header_proof(height, Height(cp_height), cp_header, session)
+            .await
     }
 }
 
@@ -594,7 +630,16 @@ impl SessionHandle {
     /// the tip last given to [`SessionManager::notify`] (the `Db`'s tip
     /// before the first).
     ///
-    /// **Cost:** 0.25, or 1.25 with a checkpoint (charged once the header is read).
+    /// **Cost:** 0.25, or 1.25 with a checkpoint (charged once the header is
+    /// read), plus [`cost::checkpoint_headers`] of the headers the proof read
+    /// into the header merkle levels (none once they reach `cp_height`; see
+    /// [`crate::cost`]). A proof for any `cp_height` the levels reach reads
+    /// one header and hashes ⌈log₂(cp_height + 1)⌉ nodes.
+    ///
+    /// # Cancel safety
+    /// Dropping the future loses nothing shared: the levels grow in whole
+    /// chunks, and what a dropped request charged matches the chunks it
+    /// read.
     ///
     /// # Errors
     /// [`Error::HeightOutOfRange`] for `height` or `cp_height` above the tip;
@@ -607,7 +652,14 @@ impl SessionHandle {
         self.session.add_cost(cost::block_header(cp_height));
         let proof = match cp_height {
             0 => None,
-            cp_height => Some(manager.checkpoint_proof(height, cp_height, tip).await?),
+            cp_height => {
+                let cp_header = (cp_height == height.0).then(|| header.clone());
+                Some(
+                    manager
+                        .checkpoint_proof(height, cp_height, tip, cp_header, &self.session)
+                        .await?,
+                )
+            }
         };
         Ok(BlockHeader { header, proof })
     }
@@ -618,7 +670,12 @@ impl SessionHandle {
     /// and, with `cp_height > 0` and at least one header, the checkpoint
     /// proof of the last one.
     ///
-    /// **Cost:** `count / 50` (the count asked for), plus 1.0 with a proof.
+    /// **Cost:** `count / 50` (the count asked for), plus 1.0 with a proof
+    /// and [`cost::checkpoint_headers`] of the headers the proof read into
+    /// the header merkle levels (as [`SessionHandle::block_header`]).
+    ///
+    /// # Cancel safety
+    /// As [`SessionHandle::block_header`].
     ///
     /// # Errors
     /// With a proof: [`Error::HeightOutOfRange`] for `cp_height` above the
@@ -646,7 +703,12 @@ impl SessionHandle {
             .add_cost(cost::block_headers(count, if with_proof { cp_height } else { 0 }));
         let proof = if with_proof {
             let last = Height(start.0 + returned - 1);
-            Some(manager.checkpoint_proof(last, cp_height, tip).await?)
+            let cp_header = (cp_height == last.0).then(|| raw[raw.len() - 1].clone());
+            Some(
+                manager
+                    .checkpoint_proof(last, cp_height, tip, cp_header, &self.session)
+                    .await?,
+            )
         } else {
             None
         };

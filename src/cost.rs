@@ -3,6 +3,25 @@
 //! throttles clients exactly as ElectrumX would. Lookups the manager performs
 //! itself (history, block txids, merkle branches, fee estimates) are charged
 //! by the manager and need no constant here.
+//!
+//! # Checkpoint proofs
+//!
+//! A header request with `cp_height > 0` costs, besides ElectrumX's flat
+//! charge ([`block_header`], [`block_headers`]), what its proof made the
+//! manager read and hash:
+//!
+//! `proof cost = checkpoint_headers(r)` with `r` = headers read into the
+//! header merkle levels (`r / 1000`).
+//!
+//! `r` is 0 whenever the levels already reach `cp_height` and agree with the
+//! index there (one header read and ⌈log₂(cp_height + 1)⌉ hashes, covered by
+//! the flat charge). Otherwise `r` counts the headers between the levels' end
+//! and `cp_height` (read once, for every later request to share: the request
+//! that grows the levels pays for them, requests waiting for it pay nothing)
+//! plus, after a reorg, the O(log depth) headers read to find the fork. The
+//! levels are only ever grown up to the tip, so all sessions together can
+//! make the manager hash each header once per chain (again after a reorg
+//! from the fork).
 
 /// `server.ping`.
 pub const PING: f64 = 0.1;
@@ -39,6 +58,14 @@ pub fn block_header(cp_height: u32) -> f64 {
 /// `blockchain.block.headers`: `count / 50`, plus 1.0 with a checkpoint proof.
 pub fn block_headers(count: u32, cp_height: u32) -> f64 {
     f64::from(count) / 50.0 + if cp_height == 0 { 0.0 } else { 1.0 }
+}
+
+/// Headers read and hashed into the header merkle levels for a checkpoint
+/// proof: `headers / 1000` (see [the module docs](self#checkpoint-proofs)).
+/// About twice a merkle branch's rate per leaf ([`merkle`]): each header is
+/// hashed, then paired.
+pub fn checkpoint_headers(headers: usize) -> f64 {
+    headers as f64 / 1000.0
 }
 
 /// `blockchain.scripthash.get_balance` and `listunspent`: `1 + utxos / 50`.
@@ -91,6 +118,8 @@ mod tests {
         assert_eq!(block_header(0), 0.25);
         assert_eq!(block_header(7), 1.25);
         assert_eq!(block_headers(2016, 0), 40.32);
+        assert_eq!(checkpoint_headers(0), 0.0);
+        assert_eq!(checkpoint_headers(2016), 2.016);
         assert_eq!(utxo_lookup(100), 3.0);
         assert_eq!(mempool_lookup(50), 1.25);
         assert_eq!(broadcast(5000), 1.25);

@@ -40,7 +40,7 @@ pub fn double_sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// The parent of two merkle nodes: double SHA-256 of `left || right`.
-fn hash_pair(left: &TxHash, right: &TxHash) -> TxHash {
+pub(crate) fn hash_pair(left: &TxHash, right: &TxHash) -> TxHash {
     let first = Sha256::new()
         .chain_update(left.0)
         .chain_update(right.0)
@@ -179,6 +179,18 @@ impl MerkleLevels {
         }
     }
 
+    /// Starts building the cache of `txids` a bounded step at a time (see
+    /// [`LevelsBuilder`]); the result equals [`MerkleLevels::new`].
+    pub(crate) fn builder(txids: &[TxHash]) -> LevelsBuilder<'_> {
+        let depth = tree_height(txids.len()) / 2;
+        LevelsBuilder {
+            txids,
+            depth,
+            row: Vec::with_capacity(txids.len().div_ceil(1 << depth)),
+            next: 0,
+        }
+    }
+
     /// Number of transactions the cache was built from.
     pub fn tx_count(&self) -> usize {
         self.tx_count
@@ -226,6 +238,47 @@ impl MerkleLevels {
     /// Approximate heap and inline size in bytes, for a byte-weighted cache.
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.row.capacity() * std::mem::size_of::<TxHash>()
+    }
+}
+
+/// Builds a [`MerkleLevels`] one segment of 2^depth leaves at a time, so
+/// an async caller can yield between steps on a big block.
+pub(crate) struct LevelsBuilder<'a> {
+    txids: &'a [TxHash],
+    depth: u32,
+    row: Vec<TxHash>,
+    /// The first leaf not yet hashed.
+    next: usize,
+}
+
+impl LevelsBuilder<'_> {
+    /// Hashes whole segments until at least `leaves` leaves (or all) are
+    /// done: about `2 × leaves` hashes. Returns whether the row is complete.
+    pub(crate) fn step(&mut self, leaves: usize) -> bool {
+        let seg_len = 1usize << self.depth;
+        let stop = self.next.saturating_add(leaves.max(1)).min(self.txids.len());
+        while self.next < stop {
+            let end = (self.next + seg_len).min(self.txids.len());
+            let mut node = self.txids[self.next..end].to_vec();
+            // A short (last) segment's node is the last of an odd row at each
+            // level it lacks: paired with itself, as the naive tree does.
+            for _ in 0..self.depth {
+                node = parent_row(&node);
+            }
+            self.row.extend(node.first());
+            self.next = end;
+        }
+        self.next >= self.txids.len()
+    }
+
+    /// The cache, once [`LevelsBuilder::step`] returned true.
+    pub(crate) fn finish(self) -> MerkleLevels {
+        debug_assert!(self.next >= self.txids.len());
+        MerkleLevels {
+            tx_count: self.txids.len(),
+            depth: self.depth,
+            row: self.row,
+        }
     }
 }
 
@@ -314,6 +367,25 @@ mod tests {
                     );
                 }
                 assert_eq!(levels.branch(&t, n), None);
+            }
+        }
+    }
+
+    #[test]
+    fn built_in_steps_equals_built_at_once() {
+        for n in (0..=70).chain([199, 200, 255, 256, 257, 1000, 2500, 4097]) {
+            let t = txids(n);
+            for step in [1, 7, 64, 1000, usize::MAX] {
+                let mut builder = MerkleLevels::builder(&t);
+                let mut steps = 1;
+                while !builder.step(step) {
+                    steps += 1;
+                }
+                assert!(
+                    steps <= n.div_ceil(step.min(n.max(1))).max(1),
+                    "n {n} step {step}"
+                );
+                assert_eq!(builder.finish(), MerkleLevels::new(&t), "n {n} step {step}");
             }
         }
     }

@@ -9,6 +9,14 @@
 //!
 //! The index is a plain data structure (no locks, no I/O), generic over the
 //! subscriber handle so it can be tested on its own.
+//!
+//! The manager holds it under one lock, so every operation is bounded by
+//! what it touches, never by the index's size: subscribe and unsubscribe are
+//! O(1) (a session's scripts are a short list, then a hash set), plus the
+//! script's subscribers when its status changed; `update` is O(subscribers of
+//! the script); `targets` is O(min(touched, subscribed scripts)), plus the
+//! scripts whose status involved the mempool on a tip change;
+//! `remove_session` is O(scripts of that session).
 
 use crate::error::{Error, SubscriptionScope};
 use crate::hashing::{HashMap, HashSet};
@@ -91,10 +99,96 @@ struct Entry<S> {
     subscribers: Subscribers<S>,
 }
 
+/// Scripts a session may hold in a plain list before they move to a hash set.
+const SMALL_SCRIPTS: usize = 16;
+
+/// A session's scripts: a short unsorted list while it holds at most
+/// [`SMALL_SCRIPTS`] (as much memory as a sorted `Vec`, scanned in a few
+/// nanoseconds), a hash set beyond, so inserting and removing one stays
+/// O(1) at any size. A set that shrinks to half the threshold becomes a
+/// list again (the gap keeps a session at the edge from switching back and
+/// forth).
+enum ScriptSet {
+    /// No duplicates, at most [`SMALL_SCRIPTS`].
+    Small(Vec<HashX>),
+    /// More than `SMALL_SCRIPTS / 2`.
+    Large(Box<HashSet<HashX>>),
+}
+
+impl Default for ScriptSet {
+    fn default() -> Self {
+        ScriptSet::Small(Vec::new())
+    }
+}
+
+impl ScriptSet {
+    fn len(&self) -> usize {
+        match self {
+            ScriptSet::Small(list) => list.len(),
+            ScriptSet::Large(set) => set.len(),
+        }
+    }
+
+    fn contains(&self, hashx: &HashX) -> bool {
+        match self {
+            ScriptSet::Small(list) => list.contains(hashx),
+            ScriptSet::Large(set) => set.contains(hashx),
+        }
+    }
+
+    /// Adds `hashx`; false if it was there.
+    fn insert(&mut self, hashx: HashX) -> bool {
+        match self {
+            ScriptSet::Small(list) if list.contains(&hashx) => false,
+            ScriptSet::Small(list) if list.len() < SMALL_SCRIPTS => {
+                list.push(hashx);
+                true
+            }
+            ScriptSet::Small(list) => {
+                let mut set = HashSet::with_capacity_and_hasher(2 * SMALL_SCRIPTS, Default::default());
+                set.extend(list.drain(..));
+                set.insert(hashx);
+                *self = ScriptSet::Large(Box::new(set));
+                true
+            }
+            ScriptSet::Large(set) => set.insert(hashx),
+        }
+    }
+
+    /// Removes `hashx`; false if it was not there.
+    fn remove(&mut self, hashx: &HashX) -> bool {
+        match self {
+            ScriptSet::Small(list) => match list.iter().position(|h| h == hashx) {
+                Some(at) => {
+                    list.swap_remove(at);
+                    true
+                }
+                None => false,
+            },
+            ScriptSet::Large(set) => {
+                let removed = set.remove(hashx);
+                if set.len() <= SMALL_SCRIPTS / 2 {
+                    let mut list = Vec::with_capacity(SMALL_SCRIPTS);
+                    list.extend(set.iter().copied());
+                    *self = ScriptSet::Small(list);
+                }
+                removed
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &HashX> {
+        let (list, set) = match self {
+            ScriptSet::Small(list) => (&list[..], None),
+            ScriptSet::Large(set) => (&[][..], Some(&**set)),
+        };
+        list.iter().chain(set.into_iter().flatten())
+    }
+}
+
 #[derive(Default)]
 struct SessionSubs {
-    /// Sorted, no duplicates.
-    scripts: Vec<HashX>,
+    scripts: ScriptSet,
     /// Aliases that differ from the entry's canonical spelling.
     aliases: Option<Box<HashMap<HashX, String>>>,
     group: Option<IpNetwork>,
@@ -188,9 +282,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     }
 
     pub(crate) fn is_subscribed(&self, id: SessionId, hashx: &HashX) -> bool {
-        self.sessions
-            .get(&id)
-            .is_some_and(|s| s.scripts.binary_search(hashx).is_ok())
+        self.sessions.get(&id).is_some_and(|s| s.scripts.contains(hashx))
     }
 
     /// Checks the limits for one more subscription of `id`.
@@ -283,8 +375,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
         let subs = self.sessions.entry(id).or_default();
         subs.group = group;
-        if let Err(at) = subs.scripts.binary_search(&hashx) {
-            subs.scripts.insert(at, hashx);
+        if subs.scripts.insert(hashx) {
             self.total += 1;
             if let Some(group) = group {
                 *self.per_group.entry(group).or_insert(0) += 1;
@@ -334,8 +425,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// was not subscribed.
     pub(crate) fn unsubscribe(&mut self, id: SessionId, hashx: &HashX) -> Option<usize> {
         let subs = self.sessions.get_mut(&id)?;
-        let at = subs.scripts.binary_search(hashx).ok()?;
-        subs.scripts.remove(at);
+        if !subs.scripts.remove(hashx) {
+            return None;
+        }
         if let Some(aliases) = subs.aliases.as_mut() {
             aliases.remove(hashx);
         }
@@ -374,7 +466,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
         if let Some(subs) = self.sessions.get_mut(&id) {
             subs.headers = false;
-            if subs.scripts.is_empty() {
+            if subs.scripts.len() == 0 {
                 self.sessions.remove(&id);
             }
         }
@@ -396,7 +488,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         if let Some(group) = subs.group {
             self.decrement_group(group, subs.scripts.len());
         }
-        for hashx in &subs.scripts {
+        for hashx in subs.scripts.iter() {
             self.drop_subscriber(id, hashx);
         }
     }
@@ -492,12 +584,20 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let mut total = 0;
         let mut per_group: HashMap<IpNetwork, usize> = HashMap::default();
         for (id, subs) in &self.sessions {
-            assert!(subs.scripts.windows(2).all(|w| w[0] < w[1]));
+            match &subs.scripts {
+                ScriptSet::Small(list) => {
+                    assert!(list.len() <= SMALL_SCRIPTS);
+                    let distinct: HashSet<&HashX> = list.iter().collect();
+                    assert_eq!(distinct.len(), list.len());
+                }
+                ScriptSet::Large(set) => assert!(set.len() > SMALL_SCRIPTS / 2),
+            }
+            assert_eq!(subs.scripts.iter().count(), subs.scripts.len());
             total += subs.scripts.len();
             if let Some(group) = subs.group {
                 *per_group.entry(group).or_insert(0) += subs.scripts.len();
             }
-            for hashx in &subs.scripts {
+            for hashx in subs.scripts.iter() {
                 assert!(self.entries[hashx].subscribers.contains(*id));
             }
         }
@@ -656,21 +756,60 @@ mod tests {
         assert_eq!(t, vec![hx(1), hx(2), hx(9)]);
     }
 
+    #[test]
+    fn script_sets_switch_between_list_and_set() {
+        let mut set = ScriptSet::default();
+        let n = SMALL_SCRIPTS as u8;
+        for i in 0..=n {
+            assert!(set.insert(hx(i)));
+            assert!(!set.insert(hx(i)));
+            assert_eq!(matches!(set, ScriptSet::Large(_)), i == n, "after {i}");
+        }
+        assert_eq!(set.len(), SMALL_SCRIPTS + 1);
+        // Down to half the threshold it stays a set, then becomes a list.
+        for i in 0..=n / 2 {
+            assert!(set.remove(&hx(i)));
+            assert!(!set.remove(&hx(i)));
+            assert_eq!(matches!(set, ScriptSet::Small(_)), i == n / 2, "after {i}");
+        }
+        let mut left: Vec<HashX> = set.iter().copied().collect();
+        left.sort();
+        let mut expect: Vec<HashX> = (n / 2 + 1..=n).map(hx).collect();
+        expect.sort();
+        assert_eq!(left, expect);
+        assert!(set.contains(&hx(n)) && !set.contains(&hx(0)));
+    }
+
+    /// Scripts the model test uses: enough for a session to pass
+    /// [`SMALL_SCRIPTS`] and come back.
+    const SCRIPTS: u8 = 3 * SMALL_SCRIPTS as u8;
+    /// Longest run of scripts one op subscribes or unsubscribes.
+    const RUN: u8 = SMALL_SCRIPTS as u8 + 4;
+
     #[derive(Debug, Clone)]
     enum Op {
         Subscribe(u64, u8, u64),
         Unsubscribe(u64, u8),
+        /// `len` scripts from the first, wrapping.
+        SubscribeRun(u64, u8, u8, u64),
+        UnsubscribeRun(u64, u8, u8),
         Update(u8, u64),
         RemoveSession(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..5u64, 0..8u8, 0..3u64).prop_map(|(s, h, st)| Op::Subscribe(s, h, st)),
-            (0..5u64, 0..8u8).prop_map(|(s, h)| Op::Unsubscribe(s, h)),
-            (0..8u8, 0..3u64).prop_map(|(h, st)| Op::Update(h, st)),
+            (0..5u64, 0..SCRIPTS, 0..3u64).prop_map(|(s, h, st)| Op::Subscribe(s, h, st)),
+            (0..5u64, 0..SCRIPTS).prop_map(|(s, h)| Op::Unsubscribe(s, h)),
+            (0..5u64, 0..SCRIPTS, 1..RUN, 0..3u64).prop_map(|(s, h, n, st)| Op::SubscribeRun(s, h, n, st)),
+            (0..5u64, 0..SCRIPTS, 1..RUN).prop_map(|(s, h, n)| Op::UnsubscribeRun(s, h, n)),
+            (0..SCRIPTS, 0..3u64).prop_map(|(h, st)| Op::Update(h, st)),
             (0..5u64).prop_map(Op::RemoveSession),
         ]
+    }
+
+    fn run(first: u8, len: u8) -> impl Iterator<Item = u8> {
+        (0..len).map(move |i| ((u16::from(first) + u16::from(i)) % u16::from(SCRIPTS)) as u8)
     }
 
     proptest! {
@@ -678,12 +817,18 @@ mod tests {
         /// subscriber's last status equals the entry's, deliveries go exactly
         /// to subscribers whose status changed, and counts stay consistent.
         #[test]
-        fn index_matches_a_model(ops in proptest::collection::vec(op(), 1..120)) {
+        fn index_matches_a_model(ops in proptest::collection::vec(op(), 1..80)) {
             let mut index = SubscriptionIndex::default();
             let mut model: std::collections::HashMap<u64, std::collections::HashMap<u8, u64>> = Default::default();
             let group: IpNetwork = "8.8.8.0/24".parse().unwrap();
+            let ops = ops.into_iter().flat_map(|op| match op {
+                Op::SubscribeRun(s, h, n, st) => run(h, n).map(|h| Op::Subscribe(s, h, st)).collect(),
+                Op::UnsubscribeRun(s, h, n) => run(h, n).map(|h| Op::Unsubscribe(s, h)).collect(),
+                op => vec![op],
+            });
             for op in ops {
                 match op {
+                    Op::SubscribeRun(..) | Op::UnsubscribeRun(..) => unreachable!("expanded above"),
                     Op::Subscribe(s, h, st) => {
                         let out = index.subscribe(Sub(s), Some(group), &alias(h), st, st == 2, SubLimits::default()).unwrap();
                         for d in out.deliveries {

@@ -480,11 +480,9 @@ fn read_only_requests_dropped_at_any_await_change_nothing() {
         assert!(!expected.starts_with("Err"), "{name}: {expected}");
         let drops = at_each_await(|k| {
             let fx = setup();
-            for host in [HostBehaviour::Yielding] {
-                fx.db.set_behaviour(host);
-                fx.mempool.set_behaviour(host);
-                fx.daemon.set_behaviour(host);
-            }
+            fx.db.set_behaviour(HostBehaviour::Yielding);
+            fx.mempool.set_behaviour(HostBehaviour::Yielding);
+            fx.daemon.set_behaviour(HostBehaviour::Yielding);
             let (session, _) = fx.connect("203.0.113.1:1");
             let mut permit = block_on(session.admit()).unwrap();
             let completed = poll_until_pending(permit.run(request(&session)), k).is_some();

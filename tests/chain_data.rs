@@ -660,6 +660,9 @@ fn headers_with_checkpoint_proofs() {
     assert_eq!((plain.header, plain.proof), (header(17, 0), None));
     assert_close(cost(&session) - before, 0.25);
 
+    // Headers the levels hold: a proof beyond them reads the headers from
+    // the last one held up to its checkpoint, at 1 per 1,000.
+    let mut held = 0u32;
     for (height, cp) in [
         (0u32, 0u32),
         (0, 1),
@@ -673,9 +676,15 @@ fn headers_with_checkpoint_proofs() {
         if cp == 0 {
             continue;
         }
+        let read = if cp < held {
+            0
+        } else {
+            cp + 1 - held.saturating_sub(1)
+        };
+        held = held.max(cp + 1);
         let before = cost(&session);
         let reply = block_on(session.block_header(Height(height), cp)).unwrap();
-        assert_close(cost(&session) - before, 1.25);
+        assert_close(cost(&session) - before, 1.25 + f64::from(read) / 1000.0);
         assert_eq!(reply.header, header(height, 0));
         let proof = reply.proof.expect("a proof");
         let leaves = &hashes[..=cp as usize];
@@ -687,8 +696,11 @@ fn headers_with_checkpoint_proofs() {
         );
     }
     let checkpoints = h.manager.info().caches.checkpoints;
-    // Two requests at cp 100 and two at cp 299: the second of each is a hit.
-    assert_eq!((checkpoints.misses, checkpoints.hits), (5, 2));
+    // Requests beyond the levels (cp 1, 5, 100, 299) grow them; the rest
+    // (the second at cp 100 and at cp 299, and cp 257 below them) are hits.
+    assert_eq!((checkpoints.misses, checkpoints.hits), (4, 3));
+    assert_eq!(checkpoints.entries, 300);
+    assert!(checkpoints.bytes >= 300 * 32 * 2 - 32 * 9, "{checkpoints:?}");
 
     let error = block_on(session.block_header(Height(20), 10)).unwrap_err();
     assert!(matches!(error, Error::BadRequest(_)), "{error}");
@@ -822,4 +834,34 @@ fn relay_fee_histogram_and_raw_transactions() {
         );
     });
     assert_close(cost(&session) - start, 1.0 + 1.0 + 1.0 + 1.0);
+}
+
+#[test]
+fn a_big_block_yields_while_its_merkle_levels_are_built() {
+    let h = Harness::new(Config::default());
+    let txids: Vec<TxHash> = (0..10_000).map(|i| txid(1, i)).collect();
+    h.db.push_block(header(0, 0), vec![txid(0, 0)]);
+    let tip = h.db.push_block(header(1, 0), txids.clone());
+    h.notify(tip, &[]);
+    let session = h.session("203.0.113.7:50001");
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut request = pin!(session.merkle_branch(txids[6789], Height(1)));
+    // The in-memory `Db` answers at once: only the yields between steps of
+    // 2048 leaves (five steps for 10,000) can make the request pending.
+    let mut pending = 0;
+    let proof = loop {
+        match request.as_mut().poll(&mut cx) {
+            Poll::Ready(proof) => break proof.unwrap(),
+            Poll::Pending => pending += 1,
+        }
+    };
+    assert_eq!(pending, 4);
+    assert_eq!(Some(proof.branch), merkle_branch(&txids, 6789));
+    // Cached now: the next branch builds nothing and does not yield.
+    let mut again = pin!(session.merkle_branch(txids[5], Height(1)));
+    let Poll::Ready(proof) = again.as_mut().poll(&mut cx) else {
+        panic!("a cached branch yields");
+    };
+    assert_eq!(Some(proof.unwrap().branch), merkle_branch(&txids, 5));
 }
