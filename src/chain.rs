@@ -593,6 +593,10 @@ impl SessionHandle {
     /// [`Error::HistoryTooLarge`] (code 10001) for a history of at least
     /// `(max_send − 100) / 99` entries; [`Error::Host`] /
     /// [`Error::HostTimeout`] when the `Db` or `Mempool` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: read-only. What was charged before the drop stays; a
+    /// history being loaded into the cache is finished by the next caller.
     pub async fn history(&self, alias: &str) -> Result<Vec<HistoryItem>> {
         let hashx = parse_alias(alias)?;
         let manager = &self.manager;
@@ -616,6 +620,9 @@ impl SessionHandle {
     /// # Errors
     /// [`Error::BadRequest`] for a malformed scripthash; [`Error::Host`] /
     /// [`Error::HostTimeout`] when the `Mempool` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: read-only; nothing is charged before the answer.
     pub async fn mempool(&self, alias: &str) -> Result<Vec<HistoryItem>> {
         let hashx = parse_alias(alias)?;
         let mut mempool = self.manager.mempool_entries(hashx).await?;
@@ -734,6 +741,10 @@ impl SessionHandle {
     /// [`Error::HeightOutOfRange`] above the tip; [`Error::BadRequest`]
     /// naming `txid` when it is not in that block; [`Error::Host`] /
     /// [`Error::HostTimeout`] when the `Db` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: read-only. What was charged before the drop stays; block
+    /// txids or merkle levels being loaded are loaded again by the next caller.
     pub async fn merkle_branch(&self, txid: TxHash, height: Height) -> Result<MerkleProof> {
         let manager = &self.manager;
         let epoch = manager.inner.caches.block_epoch();
@@ -766,6 +777,10 @@ impl SessionHandle {
     /// [`Error::HeightOutOfRange`] above the tip; [`Error::BadRequest`]
     /// when the block has no transaction at `pos`; [`Error::Host`] /
     /// [`Error::HostTimeout`] when the `Db` fails.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: read-only. What was charged before the drop stays; block
+    /// txids or merkle levels being loaded are loaded again by the next caller.
     pub async fn id_from_pos(&self, height: Height, pos: usize, merkle: bool) -> Result<TxAtPosition> {
         let manager = &self.manager;
         let epoch = manager.inner.caches.block_epoch();
