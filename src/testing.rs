@@ -286,17 +286,8 @@ pub enum HostBehaviour {
 /// so that a caller that polls a host call once in place before awaiting it
 /// still yields to its own caller.
 pub(crate) async fn yield_to_executor() {
-    let mut pendings = 0;
-    std::future::poll_fn(|cx| {
-        if pendings == 2 {
-            Poll::Ready(())
-        } else {
-            pendings += 1;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
+    crate::chain::yield_now().await;
+    crate::chain::yield_now().await;
 }
 
 #[derive(Default)]

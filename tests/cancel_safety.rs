@@ -67,6 +67,18 @@ fn header(height: u32, salt: u8) -> Vec<u8> {
     header
 }
 
+/// Block 1 (with header salt `salt`) confirms a transaction of script 1.
+fn confirm_script_1(fx: &Fixture, salt: u8) -> Tip {
+    fx.db.add_history(
+        hashx(1),
+        HistoryEntry {
+            txid: TxHash([9; 32]),
+            height: Height(1),
+        },
+    );
+    fx.db.push_block(header(1, salt), vec![TxHash([9; 32])])
+}
+
 fn yielding_fixture(config: Config) -> Fixture {
     let fx = Fixture::new(config);
     fx.db.push_block(header(0, 0), vec![]);
@@ -130,14 +142,7 @@ fn notify_dropped_at_any_await_leaves_its_event_to_the_next_call() {
         let fx = yielding_fixture(Config::default());
         block_on(fx.manager.notify(fx.db.current_tip(), &[]));
         let (session, log) = subscribed_pair(&fx);
-        fx.db.add_history(
-            hashx(1),
-            HistoryEntry {
-                txid: TxHash([9; 32]),
-                height: Height(1),
-            },
-        );
-        let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+        let tip = confirm_script_1(&fx, 1);
         let completed = poll_until_pending(fx.manager.notify(tip, &[hashx(1)]), k).is_some();
         // The host calls notify again with the same tip (nothing new touched).
         block_on(fx.manager.notify(tip, &[]));
@@ -171,14 +176,7 @@ fn deliver_dropped_mid_send_sends_that_notification_again() {
     block_on(session.subscribe(&alias(1))).unwrap();
     block_on(session.subscribe_headers()).unwrap();
     log.set_yielding(true);
-    fx.db.add_history(
-        hashx(1),
-        HistoryEntry {
-            txid: TxHash([9; 32]),
-            height: Height(1),
-        },
-    );
-    let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+    let tip = confirm_script_1(&fx, 1);
     block_on(fx.manager.notify(tip, &[hashx(1)]));
     assert_eq!(session.pending_notifications(), 2);
     // Each delivery future is dropped in the middle of its send.
@@ -238,14 +236,7 @@ fn subscribe_dropped_at_any_await_leaves_no_subscription() {
         assert_eq!((info.subs, info.distinct_subs), (0, 0), "drop point {k}");
         assert_eq!(session.subscription_count(), 0);
         // A change to the script is not sent to the session.
-        fx.db.add_history(
-            hashx(1),
-            HistoryEntry {
-                txid: TxHash([9; 32]),
-                height: Height(1),
-            },
-        );
-        let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+        let tip = confirm_script_1(&fx, 1);
         block_on(fx.manager.notify(tip, &[hashx(1)]));
         drain(&session);
         assert!(log.sent().is_empty());
@@ -397,14 +388,7 @@ fn a_status_that_cannot_be_computed_is_retried_by_the_next_notify() {
     block_on(fx.manager.notify(fx.db.current_tip(), &[]));
     let (session, log) = fx.connect("203.0.113.1:1");
     block_on(session.subscribe(&alias(1))).unwrap();
-    fx.db.add_history(
-        hashx(1),
-        HistoryEntry {
-            txid: TxHash([9; 32]),
-            height: Height(1),
-        },
-    );
-    let tip = fx.db.push_block(header(1, 0), vec![TxHash([9; 32])]);
+    let tip = confirm_script_1(&fx, 0);
     fx.mempool.set_behaviour(HostBehaviour::Failing);
     let report = block_on(fx.manager.notify(tip, &[hashx(1)]));
     assert_eq!(report.failures, 1);
