@@ -5,24 +5,23 @@
 //! strings, transactions generated from a model, and structure-aware
 //! mutations of the real transactions in `tests/data` (compact sizes
 //! rewritten, non-canonical or huge; segwit marker added or stripped;
-//! truncation, extension, byte edits). The properties are in
-//! `tests/fuzz_checks` (shared with the `cargo fuzz` targets in `fuzz/`);
-//! this file adds a differential check against the `bitcoin` crate, exact
+//! truncation, extension, byte edits). The properties, a differential check
+//! against the `bitcoin` crate among them, are in `tests/fuzz_checks`
+//! (shared with the `cargo fuzz` targets in `fuzz/`); this file adds exact
 //! errors for targeted mutations, a heap bound, the session-level requests,
-//! and the saved regressions in `tests/data/fuzz-regressions/`.
+//! and the saved inputs in `tests/data/fuzz-regressions/`.
 //!
 //! Long runs: `cargo +nightly fuzz run TARGET` in `fuzz/` (see the README).
 
 mod common;
 mod fuzz_checks;
 
-use bitcoin::hashes::Hash;
 use common::{BLOCK_9, BLOCK_2500, BLOCK_SEGWIT, Fixture, load_vector};
 use futures::executor::block_on;
 use fuzz_checks::{
-    CompactSizeAt, check_block, check_error, check_fee_mode, check_fee_target, check_hex, check_hex_bytes,
-    check_selector, check_transaction, check_validator, min_item_len, put_compact_size, read_compact_size,
-    serialize, serialize_with_layout,
+    CompactSizeAt, bitcoin_model, check_against_bitcoin, check_block, check_error, check_fee_mode,
+    check_fee_target, check_hex, check_hex_bytes, check_selector, check_transaction, check_validator,
+    min_item_len, put_compact_size, read_compact_size, serialize, serialize_with_layout,
 };
 use indexer_sessions::admin::Selector;
 use indexer_sessions::fees::bucket_fee_target;
@@ -145,62 +144,6 @@ fn corpus() -> &'static [Vec<u8>] {
 fn corpus_tx(index: &Index) -> (&'static [u8], ParsedTransaction) {
     let raw = index.get(corpus()).as_slice();
     (raw, parse_transaction(raw).expect("corpus transactions parse"))
-}
-
-// ---------------------------------------------------------------------------
-// Differential check: the `bitcoin` crate's decoder plus the documented rules.
-
-/// What `bitcoin`'s consensus decoder makes of `raw` once the rules the
-/// library adds are applied (at least one input and one output, total
-/// output value within the money supply, at most `MAX_TX_SIZE` bytes),
-/// converted to the library's types; `None` when either refuses.
-fn bitcoin_model(raw: &[u8]) -> Option<ParsedTransaction> {
-    let tx: bitcoin::Transaction = bitcoin::consensus::deserialize(raw).ok()?;
-    let total = tx
-        .output
-        .iter()
-        .try_fold(0u64, |sum, o| sum.checked_add(o.value.to_sat()))?;
-    if tx.input.is_empty() || tx.output.is_empty() || total > MAX_MONEY || raw.len() > MAX_TX_SIZE {
-        return None;
-    }
-    Some(ParsedTransaction {
-        txid: TxHash(tx.compute_txid().to_byte_array()),
-        inputs: tx
-            .input
-            .iter()
-            .map(|input| TxInput {
-                prev_txid: TxHash(input.previous_output.txid.to_byte_array()),
-                prev_vout: input.previous_output.vout,
-                script_sig: input.script_sig.as_bytes().to_vec(),
-                sequence: input.sequence.0,
-                witness: input.witness.to_vec(),
-            })
-            .collect(),
-        outputs: tx
-            .output
-            .iter()
-            .map(|output| TxOutput {
-                value: output.value.to_sat(),
-                script_pubkey: output.script_pubkey.as_bytes().to_vec(),
-            })
-            .collect(),
-        version: tx.version.0,
-        lock_time: tx.lock_time.to_consensus_u32(),
-        has_witness: tx.input.iter().any(|input| !input.witness.is_empty()),
-        size: raw.len(),
-    })
-}
-
-/// Parses `raw`, checks the shared properties, and checks that the parser
-/// and `bitcoin` agree on acceptance and on every field.
-fn check_all(raw: &[u8]) -> Result<ParsedTransaction, TxParseError> {
-    let ours = check_transaction(raw);
-    assert_eq!(
-        ours.as_ref().ok(),
-        bitcoin_model(raw).as_ref(),
-        "parser and bitcoin differ on {raw:02x?}"
-    );
-    ours
 }
 
 // ---------------------------------------------------------------------------
@@ -375,7 +318,7 @@ fn corpus_round_trips_and_agrees_with_bitcoin() {
             .any(|raw| parse_transaction(raw).unwrap().is_coinbase())
     );
     for raw in corpus {
-        check_all(raw).expect("a real transaction parses");
+        check_against_bitcoin(raw).expect("a real transaction parses");
         check_validator(raw);
     }
 }
@@ -512,7 +455,7 @@ proptest! {
     fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let (_, peak) = peak_heap(|| parse_transaction(&bytes));
         prop_assert!(peak <= heap_bound(bytes.len()), "{} heap bytes", peak);
-        check_all(&bytes).ok();
+        check_against_bitcoin(&bytes).ok();
         check_validator(&bytes);
     }
 
@@ -532,7 +475,7 @@ proptest! {
         bytes.extend_from_slice(&body);
         let (_, peak) = peak_heap(|| parse_transaction(&bytes));
         prop_assert!(peak <= heap_bound(bytes.len()), "{} heap bytes", peak);
-        check_all(&bytes).ok();
+        check_against_bitcoin(&bytes).ok();
     }
 
     /// Real transactions under byte edits.
@@ -545,7 +488,7 @@ proptest! {
         }
         let (_, peak) = peak_heap(|| parse_transaction(&bytes));
         prop_assert!(peak <= heap_bound(bytes.len()), "{} heap bytes", peak);
-        check_all(&bytes).ok();
+        check_against_bitcoin(&bytes).ok();
         check_validator(&bytes);
     }
 
@@ -571,7 +514,7 @@ proptest! {
         }
         let (_, peak) = peak_heap(|| parse_transaction(&bytes));
         prop_assert!(peak <= heap_bound(bytes.len()), "{} heap bytes", peak);
-        let result = check_all(&bytes);
+        let result = check_against_bitcoin(&bytes);
         if edits.is_empty() && value == at.value {
             prop_assert_eq!(result, Ok(tx));
         }
@@ -599,7 +542,7 @@ proptest! {
         bytes.push(prefix);
         bytes.extend_from_slice(&at.value.to_le_bytes()[..digits]);
         bytes.extend_from_slice(&raw[at.offset + at.len..]);
-        let result = check_all(&bytes);
+        let result = check_against_bitcoin(&bytes);
         prop_assert_eq!(
             result,
             Err(TxParseError::NonCanonicalCompactSize { offset: at.offset, field: at.field })
@@ -645,7 +588,7 @@ proptest! {
             },
         };
         prop_assert_eq!(result, Err(expected));
-        check_all(&bytes).ok();
+        check_against_bitcoin(&bytes).ok();
     }
 
     /// Bytes after a valid transaction are always refused, and named.
@@ -654,7 +597,7 @@ proptest! {
         let (raw, _) = corpus_tx(&index);
         let mut bytes = raw.to_vec();
         bytes.extend_from_slice(&tail);
-        let result = check_all(&bytes);
+        let result = check_against_bitcoin(&bytes);
         prop_assert_eq!(result, Err(TxParseError::TrailingBytes { count: tail.len(), offset: raw.len() }));
         check_validator(&bytes);
     }
@@ -664,7 +607,7 @@ proptest! {
     #[test]
     fn generated_transactions_parse_back(tx in valid_transaction()) {
         let bytes = serialize(&tx, tx.has_witness);
-        prop_assert_eq!(check_all(&bytes), Ok(tx.clone()));
+        prop_assert_eq!(check_against_bitcoin(&bytes), Ok(tx.clone()));
         check_validator(&bytes);
         // The segwit marker changes neither the txid nor anything else.
         let (bytes, stripped) = if tx.has_witness {
@@ -677,14 +620,14 @@ proptest! {
         } else {
             (bytes, tx.clone())
         };
-        let legacy = check_all(&bytes).expect("stripped of its witness, still a transaction");
+        let legacy = check_against_bitcoin(&bytes).expect("stripped of its witness, still a transaction");
         prop_assert_eq!(legacy.txid, tx.txid);
         prop_assert_eq!(&legacy, &stripped);
         // The marker with only empty witnesses is refused where the witnesses start.
         let marked = serialize(&stripped, true);
         let witnesses_at = marked.len() - 4 - stripped.inputs.len();
         prop_assert_eq!(
-            check_all(&marked),
+            check_against_bitcoin(&marked),
             Err(TxParseError::SuperfluousWitness { offset: witnesses_at })
         );
     }
@@ -696,7 +639,7 @@ proptest! {
         for e in &edits {
             apply(&mut bytes, e);
         }
-        check_all(&bytes).ok();
+        check_against_bitcoin(&bytes).ok();
     }
 }
 
@@ -1008,7 +951,11 @@ fn saved_fuzz_inputs() {
         if !target.is_dir() {
             continue;
         }
-        let name = target.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
         for file in std::fs::read_dir(&target).expect("target directory") {
             let path = file.expect("entry").path();
             let stem = path.file_stem().and_then(|n| n.to_str()).expect("file name");
@@ -1017,9 +964,14 @@ fn saved_fuzz_inputs() {
             let text = String::from_utf8_lossy(&bytes);
             match name.as_str() {
                 "tx_parse" => {
-                    let result = check_all(&bytes);
+                    let result = check_against_bitcoin(&bytes);
                     check_validator(&bytes);
-                    assert_eq!(outcome(&result, |tx| tx.has_witness), expected, "{}", path.display());
+                    assert_eq!(
+                        outcome(&result, |tx| tx.has_witness),
+                        expected,
+                        "{}",
+                        path.display()
+                    );
                 }
                 "tx_validate" => check_validator(&bytes),
                 "block_parse" => {
@@ -1039,7 +991,11 @@ fn saved_fuzz_inputs() {
             replayed += 1;
         }
     }
-    assert!(replayed >= 20, "only {replayed} saved inputs in {}", dir.display());
+    assert!(
+        replayed >= 20,
+        "only {replayed} saved inputs in {}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use indexer_sessions::admin::Selector;
 use indexer_sessions::fees::{MAX_FEE_TARGET, bucket_fee_target, parse_fee_mode};
 use indexer_sessions::merkle::double_sha256;
 use indexer_sessions::tx::{
-    BLOCK_HEADER_LEN, MAX_MONEY, MAX_TX_SIZE, ParsedTransaction, TxField, TxParseError,
+    BLOCK_HEADER_LEN, MAX_MONEY, MAX_TX_SIZE, ParsedTransaction, TxField, TxInput, TxOutput, TxParseError,
     parse_block_transactions, parse_transaction,
 };
 use indexer_sessions::{
@@ -286,6 +286,60 @@ pub fn check_transaction(raw: &[u8]) -> Result<ParsedTransaction, TxParseError> 
     }
     assert_eq!(parse_transaction(raw), result, "parsing is deterministic");
     result
+}
+
+/// What the `bitcoin` crate's consensus decoder makes of `raw` once the
+/// rules the library adds are applied (at least one input and one output,
+/// total output value within the money supply, at most `MAX_TX_SIZE`
+/// bytes), in the library's types; `None` when either refuses.
+pub fn bitcoin_model(raw: &[u8]) -> Option<ParsedTransaction> {
+    use bitcoin::hashes::Hash;
+    let tx: bitcoin::Transaction = bitcoin::consensus::deserialize(raw).ok()?;
+    let total = tx
+        .output
+        .iter()
+        .try_fold(0u64, |sum, o| sum.checked_add(o.value.to_sat()))?;
+    if tx.input.is_empty() || tx.output.is_empty() || total > MAX_MONEY || raw.len() > MAX_TX_SIZE {
+        return None;
+    }
+    Some(ParsedTransaction {
+        txid: TxHash(tx.compute_txid().to_byte_array()),
+        inputs: tx
+            .input
+            .iter()
+            .map(|input| TxInput {
+                prev_txid: TxHash(input.previous_output.txid.to_byte_array()),
+                prev_vout: input.previous_output.vout,
+                script_sig: input.script_sig.as_bytes().to_vec(),
+                sequence: input.sequence.0,
+                witness: input.witness.to_vec(),
+            })
+            .collect(),
+        outputs: tx
+            .output
+            .iter()
+            .map(|output| TxOutput {
+                value: output.value.to_sat(),
+                script_pubkey: output.script_pubkey.as_bytes().to_vec(),
+            })
+            .collect(),
+        version: tx.version.0,
+        lock_time: tx.lock_time.to_consensus_u32(),
+        has_witness: tx.input.iter().any(|input| !input.witness.is_empty()),
+        size: raw.len(),
+    })
+}
+
+/// [`check_transaction`], and the parser agrees with [`bitcoin_model`] on
+/// acceptance and on every field.
+pub fn check_against_bitcoin(raw: &[u8]) -> Result<ParsedTransaction, TxParseError> {
+    let ours = check_transaction(raw);
+    assert_eq!(
+        ours.as_ref().ok(),
+        bitcoin_model(raw).as_ref(),
+        "parser and bitcoin differ on {raw:02x?}"
+    );
+    ours
 }
 
 /// Parses `raw` as a block and checks the outcome: an accepted block's
