@@ -498,12 +498,20 @@ impl SessionHandle {
         lock(&self.session.state).meter.throttle()
     }
 
-    /// Records the client's name and negotiated protocol (shown in `sessions()`).
-    pub fn set_client(&self, client: impl Into<String>, protocol: impl Into<String>) {
+    /// Records the client's name and negotiated protocol (shown in
+    /// `sessions()`). Both come from the client: each is kept to its first
+    /// [`SessionHandle::MAX_CLIENT_CHARS`] characters, so a session holds
+    /// and reports a bounded amount whatever it sent.
+    pub fn set_client(&self, client: impl AsRef<str>, protocol: impl AsRef<str>) {
+        let client = truncated(client.as_ref(), Self::MAX_CLIENT_CHARS);
+        let protocol = truncated(protocol.as_ref(), Self::MAX_CLIENT_CHARS);
         let mut state = lock(&self.session.state);
-        state.client = Some(client.into());
-        state.protocol = Some(protocol.into());
+        state.client = Some(client);
+        state.protocol = Some(protocol);
     }
+
+    /// How many characters of a client's name and protocol are kept.
+    pub const MAX_CLIENT_CHARS: usize = 64;
 
     /// Whether the operator asked to log this session's requests.
     pub fn log_enabled(&self) -> bool {
@@ -525,6 +533,14 @@ impl SessionHandle {
     /// Cancel-safe: it only waits.
     pub async fn closed(&self) {
         self.session.outbox.closed().await
+    }
+}
+
+/// The first `max` characters of `text`.
+fn truncated(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => text[..end].to_owned(),
+        None => text.to_owned(),
     }
 }
 

@@ -381,3 +381,25 @@ fn bad_configuration_is_a_typed_error_at_build() {
     ));
     assert!(build(Config::default()).is_ok());
 }
+
+#[test]
+fn a_client_name_is_kept_to_a_bounded_length() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1");
+    // 600 KB of name, multi-byte characters included.
+    let name = "é".repeat(300_000);
+    session.set_client(&name, "1.4".repeat(1000));
+    let row = &fx.manager.sessions()[0];
+    let client = row.client.as_deref().unwrap();
+    assert_eq!(
+        client.chars().count(),
+        indexer_sessions::SessionHandle::MAX_CLIENT_CHARS
+    );
+    assert!(name.starts_with(client));
+    assert_eq!(
+        row.protocol.as_deref().unwrap().chars().count(),
+        indexer_sessions::SessionHandle::MAX_CLIENT_CHARS
+    );
+    session.set_client("Electrum 4.5.8", "1.4");
+    assert_eq!(fx.manager.sessions()[0].client.as_deref(), Some("Electrum 4.5.8"));
+}
