@@ -430,10 +430,21 @@ impl SessionManager {
         self.recalculate_all();
     }
 
+    /// Recalculates every session in two passes: every cost is reported to
+    /// the ledger first, then each session is retargeted against its
+    /// group's final total, so no session's extra cost depends on the order
+    /// of the pass.
     fn recalculate_all(&self) {
         let now = self.now();
-        for session in self.live_sessions() {
-            session.recalculate(now);
+        let sessions = self.live_sessions();
+        for session in &sessions {
+            session.report_cost(now);
+        }
+        for session in &sessions {
+            let group_cost = session
+                .group
+                .map_or(0.0, |group| self.inner.ctx.ledger.cost(group));
+            session.retarget(group_cost);
         }
     }
 

@@ -162,21 +162,44 @@ impl SessionShared {
     /// Decays the cost, reports it to the group ledger, and retargets the
     /// concurrency against the rest of the group's cost.
     pub(crate) fn recalculate(&self, now: Instant) {
+        if let Some(group_cost) = self.report_cost(now) {
+            self.retarget(group_cost);
+        }
+    }
+
+    /// The first half of a recalculation: decays the cost and reports it to
+    /// the group ledger. Returns the group's total cost after (0 without a
+    /// group), or `None` if the session has ended.
+    pub(crate) fn report_cost(&self, now: Instant) -> Option<f64> {
+        let limits = self.ctx.limits();
+        let mut state = lock(&self.state);
+        if state.closed {
+            return None;
+        }
+        let subscriptions = state.subscriptions;
+        state.meter.decay(now, subscriptions, &limits);
+        let cost = state.meter.cost();
+        Some(match self.group {
+            Some(group) => {
+                let delta = cost - state.reported_cost;
+                state.reported_cost = cost;
+                self.ctx.ledger.report(group, delta)
+            }
+            None => 0.0,
+        })
+    }
+
+    /// The second half: the concurrency target and sleep against the rest
+    /// of the group's cost (`group_cost` less this session's own).
+    pub(crate) fn retarget(&self, group_cost: f64) {
         let limits = self.ctx.limits();
         let wakers = {
             let mut state = lock(&self.state);
             if state.closed {
                 return;
             }
-            let subscriptions = state.subscriptions;
-            state.meter.decay(now, subscriptions, &limits);
-            let cost = state.meter.cost();
             let extra = match self.group {
-                Some(group) => {
-                    let delta = cost - state.reported_cost;
-                    state.reported_cost = cost;
-                    (self.ctx.ledger.report(group, delta) - cost).max(0.0)
-                }
+                Some(_) => (group_cost - state.reported_cost).max(0.0),
                 None => 0.0,
             };
             state.extra_cost = extra;

@@ -153,3 +153,21 @@ fn the_per_group_session_limit_refuses_with_a_clear_error() {
     fx.connect("127.0.0.2:1");
     fx.connect("127.0.0.3:1");
 }
+
+#[test]
+fn after_a_recalculation_every_member_sees_the_rest_of_its_group_exactly() {
+    let fx = Fixture::new(Config::default());
+    let members: Vec<_> = (1..=6)
+        .map(|i| fx.connect(&format!("203.0.113.{i}:1")).0)
+        .collect();
+    for (i, member) in members.iter().enumerate() {
+        member.charge(100.0 * (i as f64 + 1.0)).unwrap();
+    }
+    fx.timer.advance(Duration::from_secs(7)); // some decay
+    fx.manager.recalculate();
+    let group = fx.manager.groups()[0].cost;
+    for member in &members {
+        let (own, extra) = member.cost();
+        assert!((own + extra - group).abs() < 1e-9, "{own} + {extra} ≠ {group}");
+    }
+}
