@@ -17,6 +17,9 @@ mod cli;
 #[path = "../examples/electrum_server/hosts.rs"]
 mod hosts;
 #[allow(dead_code)]
+#[path = "../examples/electrum_server/jsonrpc.rs"]
+mod jsonrpc;
+#[allow(dead_code)]
 #[path = "../examples/electrum_server/rpc.rs"]
 mod rpc;
 #[allow(dead_code)]
