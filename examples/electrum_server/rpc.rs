@@ -15,9 +15,10 @@
 //! (matched by id).
 //!
 //! Bounds: a reply is built within `--max-send` (a batch's replies stop
-//! growing there, the rest of the batch is answered with short errors and
-//! not run); each batch item is admitted before it is parsed or run, and the
-//! batch stops at the first refusal; at most `--max-queued` bytes wait for one
+//! growing there, and the rest of the batch is answered with short errors,
+//! neither admitted nor run: at most a few dozen bytes per item of a line
+//! that is itself within `--max-recv`); each batch item is admitted before
+//! it is parsed or run, and the batch stops at the first refusal; at most `--max-queued` bytes wait for one
 //! client (one message may be larger), every write has a `--max-send-delay`
 //! deadline, and a client that does not read within it is disconnected;
 //! bandwidth is charged when a reply is queued, not when the client reads it.
@@ -586,6 +587,23 @@ impl Connection {
         for item in items {
             // A batch is many requests: let other tasks run between them.
             tokio::task::yield_now().await;
+            if batch.is_full() {
+                // Not admitted and not run: the batch's reply is at its limit.
+                match jsonrpc::parse_request(item) {
+                    Ok(request) if request.id.is_none() => {}
+                    Ok(request) => {
+                        let error = RpcError::bad_request(format!(
+                            "not run: the batch's reply reached the {max}-byte limit"
+                        ));
+                        self.push_sent(&mut batch, &jsonrpc::reply_error(request.id, &error));
+                    }
+                    Err(invalid) => {
+                        self.session.record_error();
+                        self.push_sent(&mut batch, &invalid.reply());
+                    }
+                }
+                continue;
+            }
             let permit = match self.session.admit().await {
                 Ok(permit) => permit,
                 Err(error) => {
@@ -605,17 +623,6 @@ impl Connection {
                     continue;
                 }
             };
-            if batch.is_full() {
-                // Not run: the batch's reply is at its limit.
-                if request.id.is_some() {
-                    self.session.record_error();
-                    let error = RpcError::bad_request(format!(
-                        "not run: the batch's reply reached the {max}-byte limit"
-                    ));
-                    self.push_sent(&mut batch, &jsonrpc::reply_error(request.id, &error));
-                }
-                continue;
-            }
             let executed = self.execute(&request, permit, batch.room()).await;
             if executed.too_large {
                 batch.set_full();
