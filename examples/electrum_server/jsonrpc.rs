@@ -31,6 +31,8 @@ pub mod codes {
     pub const METHOD_NOT_FOUND: i32 = -32601;
     /// Wrong parameters.
     pub const INVALID_PARAMS: i32 = -32602;
+    /// The server failed (not the request's fault).
+    pub const INTERNAL_ERROR: i32 = -32603;
     /// Electrum's generic "bad request" (the request is well formed but cannot be served).
     pub const BAD_REQUEST: i32 = 1;
 }

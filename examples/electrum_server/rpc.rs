@@ -360,6 +360,21 @@ fn response_too_large(max: usize) -> RpcError {
     RpcError::bad_request(format!("response too large (over the {max}-byte limit)"))
 }
 
+/// Runs a library call whose work can pass a millisecond (a checkpoint
+/// proof hashes headers up to `cp_height`) on the blocking pool, so it never
+/// holds one of the runtime's workers; the other sessions' requests go on.
+///
+/// # Errors
+/// An internal error if the call panicked or the runtime is shutting down.
+async fn off_runtime<T: Send + 'static>(
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, RpcError> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(call))
+        .await
+        .map_err(|error| RpcError::new(codes::INTERNAL_ERROR, format!("request failed: {error}")))
+}
+
 /// Parses a version string such as `1.4` or `1.4.2` for comparison.
 fn version(text: &str) -> Option<Vec<u32>> {
     text.split('.').map(|part| part.parse().ok()).collect()
@@ -788,7 +803,13 @@ impl Connection {
                 let p = params.take(&["height", "cp_height"], 1)?;
                 let height = u32_param(p[0], "height", 0)?;
                 let cp_height = u32_param(p[1], "cp_height", 0)?;
-                let answer = session.block_header(Height(height), cp_height).await?;
+                let answer = if cp_height == 0 {
+                    session.block_header(Height(height), cp_height).await?
+                } else {
+                    let session = session.clone();
+                    off_runtime(async move { session.block_header(Height(height), cp_height).await })
+                        .await??
+                };
                 let hex = encode_hex(&answer.header);
                 Ok(match answer.proof {
                     None => json!(hex),
@@ -803,7 +824,13 @@ impl Connection {
                 let start = u32_param(p[0], "start_height", 0)?;
                 let count = u32_param(p[1], "count", 0)?;
                 let cp_height = u32_param(p[2], "cp_height", 0)?;
-                let chunk = session.block_headers(Height(start), count, cp_height).await?;
+                let chunk = if cp_height == 0 {
+                    session.block_headers(Height(start), count, cp_height).await?
+                } else {
+                    let session = session.clone();
+                    off_runtime(async move { session.block_headers(Height(start), count, cp_height).await })
+                        .await??
+                };
                 let mut answer =
                     json!({ "count": chunk.count, "hex": encode_hex(&chunk.headers), "max": chunk.max });
                 if let Some(proof) = chunk.proof {
