@@ -17,6 +17,9 @@ mod cli;
 #[path = "../examples/electrum_server/hosts.rs"]
 mod hosts;
 #[allow(dead_code)]
+#[path = "../examples/electrum_server/jsonrpc.rs"]
+mod jsonrpc;
+#[allow(dead_code)]
 #[path = "../examples/electrum_server/rpc.rs"]
 mod rpc;
 #[allow(dead_code)]
@@ -923,6 +926,10 @@ fn every_flag_maps_onto_the_configuration() {
         "5000",
         "--max-send",
         "6000",
+        "--max-queued",
+        "70000",
+        "--max-send-delay",
+        "1.5",
         "--max-sessions",
         "7",
         "--max-sessions-per-group",
@@ -957,6 +964,8 @@ fn every_flag_maps_onto_the_configuration() {
     assert_eq!(options.pay_to[1], (p2sh, 1500));
     assert_eq!(options.block_interval, Duration::from_millis(2500));
     assert_eq!((options.max_recv, options.config.max_send), (5000, 6000));
+    assert_eq!(options.max_queued, 70000);
+    assert_eq!(limits.max_send_delay, Duration::from_millis(1500));
     assert_eq!((limits.max_sessions, limits.max_sessions_per_group), (7, Some(3)));
     assert_eq!((limits.cost_soft_limit, limits.cost_hard_limit), (10.0, 20.5));
     assert_eq!(limits.initial_concurrent, 4);
@@ -984,6 +993,8 @@ fn every_flag_maps_onto_the_configuration() {
         &["--pay-to", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"],
         &["--cost-soft-limit", "50", "--cost-hard-limit", "10"],
         &["--max-sessions", "0"],
+        &["--max-queued", "0"],
+        &["--max-send-delay", "0"],
         &["--exempt-networks", "10.0.0.0/33"],
         &["--listen"],
         &["--frobnicate", "1"],
@@ -999,6 +1010,8 @@ fn every_flag_maps_onto_the_configuration() {
         "--block-interval",
         "--max-recv",
         "--max-send",
+        "--max-queued",
+        "--max-send-delay",
         "--max-sessions",
         "--max-sessions-per-group",
         "--cost-soft-limit",

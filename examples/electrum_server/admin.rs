@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::jsonrpc::{MAX_ERROR_CHARS, clip, quote, quote_json};
 use crate::server::Shared;
 
 /// Most blocks one `generate` call mines.
@@ -82,7 +83,8 @@ async fn write_line(write: &mut tokio::net::tcp::OwnedWriteHalf, value: &Value) 
 }
 
 fn error(id: Value, code: i32, message: impl Into<String>) -> Value {
-    json!({ "jsonrpc": "2.0", "error": { "code": code, "message": message.into() }, "id": id })
+    let message = clip(&message.into(), MAX_ERROR_CHARS).into_owned();
+    json!({ "jsonrpc": "2.0", "error": { "code": code, "message": message }, "id": id })
 }
 
 async fn handle(shared: &Shared, request: Value) -> Value {
@@ -115,12 +117,28 @@ fn text(value: &Value) -> String {
     }
 }
 
+/// A ban's length: a positive number of seconds that fits a `Duration`
+/// (any JSON number is answered, never a panic).
+fn ban_duration(value: &Value) -> Result<Duration, (i32, String)> {
+    let seconds = value
+        .as_f64()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| {
+            bad_params(format!(
+                "seconds must be a positive number, got {}",
+                quote_json(value)
+            ))
+        })?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| bad_params(format!("seconds {} is too long for a ban", quote_json(value))))
+}
+
 fn network(value: Option<&Value>) -> Result<IpNetwork, (i32, String)> {
     let value =
         value.ok_or_else(|| bad_params("expected a network, e.g. 203.0.113.0/24 or 2001:db8::/48"))?;
     let text = text(value);
     text.parse::<IpNetwork>()
-        .map_err(|e| bad_params(format!("{text:?} is not an address or network: {e}")))
+        .map_err(|e| bad_params(format!("{} is not an address or network: {e}", quote(&text))))
 }
 
 async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
@@ -207,9 +225,9 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
             }
             let mut closed = 0;
             for param in params {
-                let selector: Selector = text(param)
-                    .parse()
-                    .map_err(|e: indexer_sessions::Error| bad_params(e.to_string()))?;
+                let selector: Selector = text(param).parse().map_err(|e: indexer_sessions::Error| {
+                    bad_params(clip(&e.to_string(), MAX_ERROR_CHARS))
+                })?;
                 closed += manager
                     .disconnect(selector)
                     .await
@@ -224,13 +242,7 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
             let network = network(params.first())?;
             let duration = match params.get(1) {
                 None | Some(Value::Null) => None,
-                Some(value) => Some(
-                    value
-                        .as_f64()
-                        .filter(|s| s.is_finite() && *s > 0.0)
-                        .map(Duration::from_secs_f64)
-                        .ok_or_else(|| bad_params("seconds must be a positive number"))?,
-                ),
+                Some(value) => Some(ban_duration(value)?),
             };
             let closed = manager
                 .ban(network, duration)
@@ -262,7 +274,8 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
         other => Err((
             codes::METHOD_NOT_FOUND,
             format!(
-                "unknown method {other:?}; try getinfo, sessions, groups, disconnect, ban, unban, generate"
+                "unknown method {}; try getinfo, sessions, groups, disconnect, ban, unban, generate",
+                quote(other)
             ),
         )),
     }

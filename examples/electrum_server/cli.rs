@@ -47,7 +47,13 @@ NETWORK:
     --admin ADDR                 admin JSON-RPC listener (getinfo, sessions, groups,
                                  disconnect, ban, unban, generate) [default: {admin}]
     --max-recv BYTES             longest request line; longer ones are dropped [default: {max_recv}]
-    --max-send BYTES             largest response; larger ones become an error [default: {max_send}]
+    --max-send BYTES             largest response; larger ones become an error, and a batch's
+                                 replies stop growing here [default: {max_send}]
+    --max-queued BYTES           bytes of replies and notifications waiting for one client
+                                 (one larger message may wait alone) [default: {max_queued}]
+    --max-send-delay SECS        longest wait for a client to read (each write, and room in
+                                 its queue); past it the client is disconnected
+                                 [default: {max_send_delay}]
 
 SESSION LIMITS:
     --max-sessions N             sessions at once; the listener pauses here and resumes
@@ -74,6 +80,8 @@ SESSION LIMITS:
         admin = options.admin,
         max_recv = options.max_recv,
         max_send = config.max_send,
+        max_queued = options.max_queued,
+        max_send_delay = limits.max_send_delay.as_secs_f64(),
         max_sessions = limits.max_sessions,
         per_group = unlimited(limits.max_sessions_per_group),
         soft = limits.cost_soft_limit,
@@ -134,6 +142,8 @@ fn apply(options: &mut Options, flag: &str, value: &str) -> Result<(), String> {
         "--block-interval" => options.block_interval = seconds(value, true)?,
         "--max-recv" => options.max_recv = positive(value)?,
         "--max-send" => config.max_send = positive(value)?,
+        "--max-queued" => options.max_queued = positive(value)?,
+        "--max-send-delay" => limits.max_send_delay = seconds(value, false)?,
         "--max-sessions" => limits.max_sessions = positive(value)?,
         "--max-sessions-per-group" => limits.max_sessions_per_group = optional(value)?,
         "--cost-soft-limit" => limits.cost_soft_limit = cost(value)?,

@@ -12,6 +12,8 @@ mod admin;
 mod chain;
 mod cli;
 mod hosts;
+#[allow(dead_code)] // shared with the tests and the fuzz target, which use more of it
+mod jsonrpc;
 mod rpc;
 mod server;
 #[allow(dead_code)] // shared with the tests, which use more of it

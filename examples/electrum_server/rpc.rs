@@ -3,68 +3,185 @@
 //! answered through the session manager.
 //!
 //! Per connection: [`serve`] adds a session ([`TcpTransport`] is its
-//! transport), spawns the session's delivery future, and runs the read loop.
-//! Each complete line is recorded (`record_received`), parsed, admitted
-//! (`admit`), dispatched (the library's per-request methods charge
-//! ElectrumX's costs; the rest are charged here from
-//! `indexer_sessions::cost`) and answered through one writer that
-//! notifications share. `server.version` runs in the read loop; once it is
-//! negotiated, requests run concurrently up to the session's concurrency
-//! target and may be answered out of order (matched by id).
+//! transport), spawns the session's delivery future and the connection's
+//! writer, and runs the read loop. Framing and the JSON-RPC envelope are
+//! [`crate::jsonrpc`]'s (pure, fuzzed); ids are echoed byte for byte. Each
+//! complete line is recorded (`record_received`), parsed, admitted (`admit`),
+//! dispatched (the library's per-request methods charge ElectrumX's costs;
+//! the rest are charged here from `indexer_sessions::cost`) and answered
+//! through one bounded queue that notifications share. `server.version`
+//! runs in the read loop; once it is negotiated, requests run concurrently up
+//! to the session's concurrency target and may be answered out of order
+//! (matched by id).
+//!
+//! Bounds: a reply is built within `--max-send` (a batch's replies stop
+//! growing there, and the rest of the batch is answered with short errors,
+//! neither admitted nor run: at most a few dozen bytes per item of a line
+//! that is itself within `--max-recv`); each batch item is admitted before
+//! it is parsed or run, and the batch stops at the first refusal; at most `--max-queued` bytes wait for one
+//! client (one message may be larger), every write has a `--max-send-delay`
+//! deadline, and a client that does not read within it is disconnected;
+//! bandwidth is charged when a reply is queued, not when the client reads it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use indexer_sessions::{
     DisconnectReason, Error, HeaderProof, Height, HistoryItem, HostError, Notification, PeerInfo, Permit,
-    SessionHandle, Transport, TransportKind, TxHash, codes, cost, decode_hex, encode_hex,
+    SessionHandle, Transport, TransportKind, TxHash, cost, decode_hex, encode_hex,
 };
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::jsonrpc::{
+    self, BatchReply, Frame, Id, LineFramer, Message, Params, Request, RpcError, TooLarge, clip, codes,
+    quote, quote_json,
+};
 use crate::server::Shared;
 
 /// The only protocol version served.
 pub const PROTOCOL_VERSION: &str = "1.4";
 /// `server.version`'s software name.
 pub const SERVER_SOFTWARE: &str = concat!("indexer-sessions-example ", env!("CARGO_PKG_VERSION"));
+/// History entries serialised between two yields to the runtime.
+const ENTRIES_PER_YIELD: usize = 1024;
 
 // ---------------------------------------------------------------------------
 // Writing
 
-/// The socket's write half, shared by replies and notifications.
+/// Why a message could not be queued: the client has not read what was
+/// queued before it within `max_send_delay`, or the connection is gone.
+#[derive(Debug)]
+pub struct NotSent;
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client is not reading: the send queue stayed full past max_send_delay")
+    }
+}
+
+impl std::error::Error for NotSent {}
+
+/// The connection's outgoing queue, shared by replies and notifications,
+/// drained by one writer task ([`Writer::run`]) with a deadline on every
+/// write.
 pub struct Writer {
-    half: tokio::sync::Mutex<OwnedWriteHalf>,
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes queued and not yet written.
+    queued: Mutex<usize>,
+    /// Signalled whenever queued bytes are written (or the writer stops).
+    drained: Notify,
+    /// Most bytes queued at once (one message may be larger when the queue is empty).
+    max_queued: usize,
+    /// Deadline of each write, and of waiting for room in the queue.
+    send_delay: Duration,
     /// Traffic is recorded on the session (weak: the session owns the transport that owns this).
     session: OnceLock<Weak<SessionHandle>>,
 }
 
 impl Writer {
-    fn new(half: OwnedWriteHalf) -> Self {
-        Writer {
-            half: tokio::sync::Mutex::new(half),
+    fn new(max_queued: usize, send_delay: Duration) -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let writer = Writer {
+            queue,
+            queued: Mutex::new(0),
+            drained: Notify::new(),
+            max_queued,
+            send_delay,
             session: OnceLock::new(),
+        };
+        (writer, receiver)
+    }
+
+    fn session(&self) -> Option<Arc<SessionHandle>> {
+        self.session.get().and_then(Weak::upgrade)
+    }
+
+    fn queued(&self) -> usize {
+        *self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues one message (newline included), waiting up to `max_send_delay`
+    /// for room; charges its bandwidth to the session unless `recorded`
+    /// (already charged while it was built).
+    ///
+    /// # Errors
+    /// [`NotSent`] when the queue stayed full past the deadline, or the
+    /// writer has stopped; the caller ends the connection.
+    async fn enqueue(&self, bytes: Vec<u8>, recorded: bool) -> Result<(), NotSent> {
+        let len = bytes.len();
+        let deadline = tokio::time::Instant::now() + self.send_delay;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+                if *queued == 0 || *queued + len <= self.max_queued {
+                    if self.queue.is_closed() {
+                        return Err(NotSent);
+                    }
+                    *queued += len;
+                    let _ = self.queue.send(bytes);
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() || self.queue.is_closed() {
+                return Err(NotSent);
+            }
         }
-    }
-
-    /// Writes one JSON message and its newline; records the bytes sent.
-    async fn write(&self, message: &Value) -> std::io::Result<()> {
-        let mut bytes = serde_json::to_vec(message).expect("JSON values serialise");
-        bytes.push(b'\n');
-        self.write_bytes(bytes).await
-    }
-
-    async fn write_bytes(&self, bytes: Vec<u8>) -> std::io::Result<()> {
-        self.half.lock().await.write_all(&bytes).await?;
-        if let Some(session) = self.session.get().and_then(Weak::upgrade) {
-            session.record_sent(bytes.len());
+        if !recorded && let Some(session) = self.session() {
+            session.record_sent(len);
         }
         Ok(())
+    }
+
+    /// Waits until everything queued is written, up to `max_send_delay`;
+    /// whether it was.
+    async fn flushed(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.send_delay;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.queued() == 0 {
+                return true;
+            }
+            if self.queue.is_closed() || tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.queued() == 0;
+            }
+        }
+    }
+
+    /// Writes queued messages in order, each within `max_send_delay`; a
+    /// write that misses it (the client stopped reading) or fails ends the
+    /// session.
+    async fn run(self: Arc<Self>, mut half: OwnedWriteHalf, mut messages: mpsc::UnboundedReceiver<Vec<u8>>) {
+        let failure = loop {
+            let Some(bytes) = messages.recv().await else {
+                return;
+            };
+            match tokio::time::timeout(self.send_delay, half.write_all(&bytes)).await {
+                Ok(Ok(())) => {
+                    *self.queued.lock().unwrap_or_else(|p| p.into_inner()) -= bytes.len();
+                    self.drained.notify_waiters();
+                }
+                Ok(Err(error)) => break DisconnectReason::TransportError(error.to_string()),
+                Err(_) => break DisconnectReason::SendTimeout,
+            }
+        };
+        messages.close();
+        self.drained.notify_waiters();
+        if let Some(session) = self.session() {
+            session.close(failure).await;
+        }
     }
 }
 
@@ -93,7 +210,9 @@ impl Transport for TcpTransport {
             }
         };
         let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
-        self.writer.write(&message).await.map_err(Into::into)
+        let mut bytes = serde_json::to_vec(&message).map_err(|e| Box::new(e) as HostError)?;
+        bytes.push(b'\n');
+        self.writer.enqueue(bytes, false).await.map_err(Into::into)
     }
 
     async fn close(&self, reason: DisconnectReason) {
@@ -107,49 +226,24 @@ impl Transport for TcpTransport {
 // ---------------------------------------------------------------------------
 // Framing
 
-enum Frame {
-    /// A complete line, without its newline.
-    Line(Vec<u8>),
-    /// A line over the limit, dropped; its length.
-    TooLong(usize),
-}
-
-/// Splits the byte stream at newlines, dropping lines over `max` bytes
-/// without buffering them and resynchronising at the next newline.
+/// [`LineFramer`] over the socket's read half.
 struct FrameReader {
     reader: BufReader<OwnedReadHalf>,
-    max: usize,
+    framer: LineFramer,
 }
 
 impl FrameReader {
     async fn next(&mut self) -> std::io::Result<Option<Frame>> {
-        let mut line = Vec::new();
-        let mut dropped: Option<usize> = None;
         loop {
             let buf = self.reader.fill_buf().await?;
             if buf.is_empty() {
                 // End of stream: a partial last line is discarded.
                 return Ok(None);
             }
-            let (chunk, complete) = match buf.iter().position(|&b| b == b'\n') {
-                Some(pos) => (&buf[..pos], Some(pos + 1)),
-                None => (buf, None),
-            };
-            match &mut dropped {
-                Some(len) => *len += chunk.len(),
-                None if line.len() + chunk.len() > self.max => {
-                    dropped = Some(line.len() + chunk.len());
-                    line = Vec::new();
-                }
-                None => line.extend_from_slice(chunk),
-            }
-            let used = complete.unwrap_or(buf.len());
+            let (used, frame) = self.framer.push(buf);
             self.reader.consume(used);
-            if complete.is_some() {
-                return Ok(Some(match dropped {
-                    Some(len) => Frame::TooLong(len),
-                    None => Frame::Line(line),
-                }));
+            if frame.is_some() {
+                return Ok(frame);
             }
         }
     }
@@ -158,107 +252,34 @@ impl FrameReader {
 // ---------------------------------------------------------------------------
 // Requests
 
-/// A JSON-RPC error to answer with.
-#[derive(Debug)]
-pub struct RpcError {
-    code: i32,
-    message: String,
-}
-
-impl RpcError {
-    fn new(code: i32, message: impl Into<String>) -> Self {
-        RpcError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn params(message: impl Into<String>) -> Self {
-        RpcError::new(codes::INVALID_PARAMS, message)
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        RpcError::new(codes::BAD_REQUEST, message)
-    }
-}
-
 impl From<Error> for RpcError {
     fn from(error: Error) -> Self {
         RpcError::new(error.rpc_code(), error.to_string())
     }
 }
 
-fn error_response(id: Value, code: i32, message: impl Into<String>) -> Value {
-    json!({ "jsonrpc": "2.0", "error": { "code": code, "message": message.into() }, "id": id })
+/// A method's result: a JSON value, or a history (serialised straight
+/// into the reply, within its limit).
+enum Answer {
+    Value(Value),
+    History(Vec<HistoryItem>),
 }
 
-/// Positional or named parameters.
-enum Params {
-    Positional(Vec<Value>),
-    Named(Map<String, Value>),
-}
-
-impl Params {
-    /// The parameters in `names` order, checking the count: the first
-    /// `required` must be present, and nothing beyond `names` may be.
-    fn take<'a>(&'a self, names: &[&str], required: usize) -> Result<Vec<Option<&'a Value>>, RpcError> {
-        let describe = || {
-            let list: Vec<String> = names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    if i < required {
-                        (*n).to_owned()
-                    } else {
-                        format!("[{n}]")
-                    }
-                })
-                .collect();
-            if list.is_empty() {
-                "no parameters".to_owned()
-            } else {
-                format!("parameters ({})", list.join(", "))
-            }
-        };
-        match self {
-            Params::Positional(values) => {
-                if values.len() < required || values.len() > names.len() {
-                    return Err(RpcError::params(format!(
-                        "expected {}, got {} positional",
-                        describe(),
-                        values.len()
-                    )));
-                }
-                Ok((0..names.len()).map(|i| values.get(i)).collect())
-            }
-            Params::Named(map) => {
-                if let Some(unknown) = map.keys().find(|k| !names.contains(&k.as_str())) {
-                    return Err(RpcError::params(format!(
-                        "unknown parameter {unknown:?}; expected {}",
-                        describe()
-                    )));
-                }
-                let values: Vec<_> = names.iter().map(|n| map.get(*n)).collect();
-                if let Some(missing) = names[..required].iter().zip(&values).find(|(_, v)| v.is_none()) {
-                    return Err(RpcError::params(format!(
-                        "missing parameter {:?}; expected {}",
-                        missing.0,
-                        describe()
-                    )));
-                }
-                Ok(values)
-            }
-        }
+impl From<Value> for Answer {
+    fn from(value: Value) -> Self {
+        Answer::Value(value)
     }
 }
 
 fn u32_param(value: Option<&Value>, name: &str, default: u32) -> Result<u32, RpcError> {
     match value {
         None | Some(Value::Null) => Ok(default),
-        Some(value) => value
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| RpcError::params(format!("{name} must be a non-negative integer, got {value}"))),
+        Some(value) => value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+            RpcError::params(format!(
+                "{name} must be a non-negative integer, got {}",
+                quote_json(value)
+            ))
+        }),
     }
 }
 
@@ -272,14 +293,21 @@ fn bool_param(value: Option<&Value>, name: &str) -> Result<bool, RpcError> {
     match value {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(RpcError::params(format!("{name} must be a boolean, got {other}"))),
+        Some(other) => Err(RpcError::params(format!(
+            "{name} must be a boolean, got {}",
+            quote_json(other)
+        ))),
     }
 }
 
 fn txid_param(value: Option<&Value>) -> Result<TxHash, RpcError> {
     let text = str_param(value, "tx_hash")?;
-    TxHash::from_hex(text)
-        .ok_or_else(|| RpcError::params(format!("{text:?} is not a transaction hash (64 hex digits)")))
+    TxHash::from_hex(text).ok_or_else(|| {
+        RpcError::params(format!(
+            "{} is not a transaction hash (64 hex digits)",
+            quote(text)
+        ))
+    })
 }
 
 /// The scripthash string, checked, and the scripthash (internal byte order).
@@ -287,7 +315,7 @@ fn scripthash_param(value: Option<&Value>) -> Result<(&str, [u8; 32]), RpcError>
     let alias = str_param(value, "scripthash")?;
     let mut sh: [u8; 32] = decode_hex(alias)
         .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| RpcError::params(format!("{alias:?} is not a script hash (64 hex digits)")))?;
+        .ok_or_else(|| RpcError::params(format!("{} is not a script hash (64 hex digits)", quote(alias))))?;
     sh.reverse();
     Ok((alias, sh))
 }
@@ -297,19 +325,54 @@ fn proof_json(proof: &HeaderProof) -> (Value, Value) {
     (json!(branch), json!(proof.root.to_hex()))
 }
 
-fn history_json(items: &[HistoryItem]) -> Value {
-    Value::Array(
-        items
-            .iter()
-            .map(|item| {
-                let mut entry = json!({ "tx_hash": item.txid.to_hex(), "height": item.height });
-                if let Some(fee) = item.fee {
-                    entry["fee"] = json!(fee);
-                }
-                entry
-            })
-            .collect(),
-    )
+/// A history as JSON text, refused as soon as it passes `max` bytes;
+/// yields to the runtime every [`ENTRIES_PER_YIELD`] entries.
+async fn history_json(items: &[HistoryItem], max: usize) -> Result<String, TooLarge> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity((items.len() * 90).min(max) + 2);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+            if i % ENTRIES_PER_YIELD == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let _ = write!(
+            out,
+            r#"{{"tx_hash":"{}","height":{}"#,
+            item.txid.to_hex(),
+            item.height
+        );
+        if let Some(fee) = item.fee {
+            let _ = write!(out, r#","fee":{fee}"#);
+        }
+        out.push('}');
+        if out.len() >= max {
+            return Err(TooLarge { limit: max });
+        }
+    }
+    out.push(']');
+    Ok(out)
+}
+
+fn response_too_large(max: usize) -> RpcError {
+    RpcError::bad_request(format!("response too large (over the {max}-byte limit)"))
+}
+
+/// Runs a library call whose work can pass a millisecond (a checkpoint
+/// proof hashes headers up to `cp_height`) on the blocking pool, so it never
+/// holds one of the runtime's workers; the other sessions' requests go on.
+///
+/// # Errors
+/// An internal error if the call panicked or the runtime is shutting down.
+async fn off_runtime<T: Send + 'static>(
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, RpcError> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(call))
+        .await
+        .map_err(|error| RpcError::new(codes::INTERNAL_ERROR, format!("request failed: {error}")))
 }
 
 /// Parses a version string such as `1.4` or `1.4.2` for comparison.
@@ -317,20 +380,32 @@ fn version(text: &str) -> Option<Vec<u32>> {
     text.split('.').map(|part| part.parse().ok()).collect()
 }
 
-/// A request taken apart.
-struct Call {
-    /// `None` for a notification (no reply).
-    id: Option<Value>,
-    method: String,
-    params: Params,
-}
-
 /// A request that may not run: what to answer, and whether to close after.
 struct Refusal {
-    response: Value,
+    reply: Vec<u8>,
     close: Option<DisconnectReason>,
     /// The session is gone: stop reading.
     stop: bool,
+}
+
+/// A refused admission: −101 answers and closes, −102 answers, a fatal
+/// error (the session ended) stops reading.
+fn refusal(error: Error, id: Option<Id<'_>>) -> Refusal {
+    let close = matches!(error, Error::ExcessiveCost).then_some(DisconnectReason::ExcessiveCost);
+    let stop = close.is_none() && error.is_fatal();
+    Refusal {
+        reply: jsonrpc::reply_error(id, &error.into()),
+        close,
+        stop,
+    }
+}
+
+/// What running a request gave.
+struct Executed {
+    /// The reply (none for a notification).
+    reply: Option<Vec<u8>>,
+    /// The result did not fit in the byte limit.
+    too_large: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -351,7 +426,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let writer = Arc::new(Writer::new(write));
+    let (writer, messages) = Writer::new(
+        shared.options.max_queued,
+        shared.options.config.limits.max_send_delay,
+    );
+    let writer = Arc::new(writer);
     let (closed, mut closed_rx) = watch::channel(None);
     let transport = TcpTransport {
         peer: PeerInfo {
@@ -372,10 +451,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     };
     let _ = writer.session.set(Arc::downgrade(&session));
     shared.log(format_args!("{peer} connected: session {}", session.id()));
+    let writing = tokio::spawn(writer.clone().run(write, messages));
     let delivery = tokio::spawn(session.deliver());
     let reader = FrameReader {
         reader: BufReader::with_capacity(64 * 1024, read),
-        max: shared.options.max_recv,
+        framer: LineFramer::new(shared.options.max_recv),
     };
     let connection = Arc::new(Connection {
         shared,
@@ -385,9 +465,22 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         protocol: Mutex::new(None),
     });
     let mut tasks = JoinSet::new();
-    tokio::select! {
-        () = connection.read_loop(reader, &mut tasks) => {}
-        _ = closed_rx.wait_for(Option::is_some) => {}
+    let ended = tokio::select! {
+        () = connection.read_loop(reader, &mut tasks) => false,
+        _ = closed_rx.wait_for(Option::is_some) => true,
+    };
+    if !ended {
+        // The client finished sending: answer what it asked, within the send deadline.
+        let finish = async {
+            while tasks.join_next().await.is_some() {}
+            connection.writer.flushed().await;
+        };
+        let limit = connection.shared.options.config.limits.request_timeout
+            + connection.shared.options.config.limits.max_send_delay;
+        tokio::select! {
+            _ = tokio::time::timeout(limit, finish) => {}
+            _ = closed_rx.wait_for(Option::is_some) => {}
+        }
     }
     if closed_rx.borrow().is_none() {
         connection.shared.log(format_args!(
@@ -395,6 +488,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         ));
     }
     delivery.abort();
+    writing.abort();
     tasks.shutdown().await;
     // Dropping the last handle ends the session if the manager has not.
 }
@@ -402,6 +496,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
 impl Connection {
     fn negotiated(&self) -> bool {
         self.protocol.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn max_send(&self) -> usize {
+        self.shared.options.config.max_send
     }
 
     async fn read_loop(self: &Arc<Self>, mut reader: FrameReader, tasks: &mut JoinSet<()>) {
@@ -425,8 +523,10 @@ impl Connection {
                         self.peer
                     ));
                     let message = format!("request of {len} bytes is over the {max}-byte limit; dropped");
-                    self.send(error_response(Value::Null, codes::INVALID_REQUEST, message))
-                        .await;
+                    let reply = jsonrpc::reply_error(None, &RpcError::invalid_request(message));
+                    if !self.send(reply, false).await {
+                        return;
+                    }
                 }
                 Frame::Line(line) => {
                     self.session.record_received(line.len() + 1);
@@ -443,49 +543,50 @@ impl Connection {
 
     /// Handles one message; false when the connection must end.
     async fn handle_line(self: &Arc<Self>, line: &[u8], tasks: &mut JoinSet<()>) -> bool {
-        let message: Value = match serde_json::from_slice(line) {
-            Ok(message) => message,
-            Err(error) => {
-                self.session.record_parse_error();
-                let message = format!("invalid JSON: {error}");
-                self.send(error_response(Value::Null, codes::PARSE_ERROR, message))
-                    .await;
-                return true;
+        match jsonrpc::parse_line(line) {
+            Message::Error(error) => {
+                if error.code == codes::PARSE_ERROR {
+                    self.session.record_parse_error();
+                } else {
+                    self.session.record_error();
+                }
+                self.send(jsonrpc::reply_error(None, &error), false).await
             }
-        };
-        match message {
-            Value::Array(items) => self.handle_batch(items).await,
-            message => {
-                let call = match self.prepare(message) {
-                    Ok(call) => call,
-                    Err(response) => {
-                        self.send(response).await;
-                        return true;
-                    }
-                };
-                let permit = match self.admit(&call).await {
+            Message::Batch(items) => self.handle_batch(&items).await,
+            Message::Single(Err(invalid)) => {
+                self.session.record_error();
+                self.send(invalid.reply(), false).await
+            }
+            Message::Single(Ok(request)) => {
+                let permit = match self.session.admit().await {
                     Ok(permit) => permit,
-                    Err(refusal) => {
+                    Err(error) => {
+                        let refusal = refusal(error, request.id);
                         return self
-                            .refused(vec![refusal.response], refusal.close, refusal.stop)
+                            .refused(Some(refusal.reply), false, refusal.close, refusal.stop)
                             .await;
                     }
                 };
-                if call.method == "server.version" || !self.negotiated() {
+                if request.method == "server.version" || !self.negotiated() {
                     // In order: nothing else is read before the version is settled.
-                    if let Some(response) = self.execute(call, permit).await {
-                        self.send(response).await;
+                    if let Some(reply) = self.execute(&request, permit, self.max_send()).await.reply {
+                        return self.send(reply, false).await;
                     }
                 } else {
                     let connection = self.clone();
+                    let max = self.max_send();
+                    // Owned by the task: the id's text and the request.
+                    let id = request.id.map(Id::into_owned);
+                    let (method, params) = (request.method, request.params);
                     tasks.spawn(async move {
-                        let mut permit = permit;
-                        let response = connection.execute_with(&call, &mut permit).await;
-                        if let Some(response) = response {
-                            connection.send(response).await;
+                        let request = Request {
+                            id: id.as_deref().and_then(Id::new),
+                            method,
+                            params,
+                        };
+                        if let Some(reply) = connection.execute(&request, permit, max).await.reply {
+                            connection.send(reply, false).await;
                         }
-                        // The slot is freed once the reply is written.
-                        drop(permit);
                     });
                 }
                 true
@@ -493,52 +594,90 @@ impl Connection {
         }
     }
 
-    /// A batch: each request admitted and run in turn, one array answered.
-    async fn handle_batch(self: &Arc<Self>, items: Vec<Value>) -> bool {
-        if items.is_empty() {
-            self.session.record_error();
-            self.send(error_response(Value::Null, codes::INVALID_REQUEST, "empty batch"))
-                .await;
-            return true;
-        }
-        let mut responses = Vec::with_capacity(items.len());
+    /// A batch: each item admitted, then parsed and run, in turn; the
+    /// replies gathered within `--max-send`. Stops at the first refusal.
+    async fn handle_batch(self: &Arc<Self>, items: &[&RawValue]) -> bool {
+        let max = self.max_send();
+        let mut batch = BatchReply::new(max);
         for item in items {
-            let call = match self.prepare(item) {
-                Ok(call) => call,
-                Err(response) => {
-                    responses.push(response);
+            // A batch is many requests: let other tasks run between them.
+            tokio::task::yield_now().await;
+            if batch.is_full() {
+                // Not admitted and not run: the batch's reply is at its limit.
+                match jsonrpc::parse_request(item) {
+                    Ok(request) if request.id.is_none() => {}
+                    Ok(request) => {
+                        let error = RpcError::bad_request(format!(
+                            "not run: the batch's reply reached the {max}-byte limit"
+                        ));
+                        self.push_sent(&mut batch, &jsonrpc::reply_error(request.id, &error));
+                    }
+                    Err(invalid) => {
+                        self.session.record_error();
+                        self.push_sent(&mut batch, &invalid.reply());
+                    }
+                }
+                continue;
+            }
+            let permit = match self.session.admit().await {
+                Ok(permit) => permit,
+                Err(error) => {
+                    let id = jsonrpc::parse_request(item).ok().and_then(|request| request.id);
+                    let refusal = refusal(error, id);
+                    self.push_sent(&mut batch, &refusal.reply);
+                    return self
+                        .refused(batch.finish(), true, refusal.close, refusal.stop)
+                        .await;
+                }
+            };
+            let request = match jsonrpc::parse_request(item) {
+                Ok(request) => request,
+                Err(invalid) => {
+                    self.session.record_error();
+                    self.push_sent(&mut batch, &invalid.reply());
                     continue;
                 }
             };
-            match self.admit(&call).await {
-                Ok(permit) => {
-                    if let Some(response) = self.execute(call, permit).await {
-                        responses.push(response);
-                    }
-                }
-                Err(refusal) => {
-                    responses.push(refusal.response);
-                    if refusal.close.is_some() || refusal.stop {
-                        return self.refused(responses, refusal.close, refusal.stop).await;
-                    }
+            let executed = self.execute(&request, permit, batch.room()).await;
+            if executed.too_large {
+                batch.set_full();
+            }
+            if let Some(reply) = executed.reply {
+                if batch.push(&reply) {
+                    self.session.record_sent(reply.len());
+                } else {
+                    // An error reply longer than the room left (a long id).
+                    self.push_sent(&mut batch, &reply);
                 }
             }
         }
-        if !responses.is_empty() {
-            self.send(Value::Array(responses)).await;
+        match batch.finish() {
+            Some(reply) => self.send(reply, true).await,
+            None => true,
         }
-        true
     }
 
-    /// Answers a refused admission; false when the connection must end.
-    async fn refused(&self, mut responses: Vec<Value>, close: Option<DisconnectReason>, stop: bool) -> bool {
-        if !stop {
-            let message = if responses.len() == 1 {
-                responses.pop().expect("one response")
-            } else {
-                Value::Array(responses)
-            };
-            self.send(message).await;
+    /// Adds `reply` to `batch` past its budget, charging its bandwidth.
+    fn push_sent(&self, batch: &mut BatchReply, reply: &[u8]) {
+        self.session.record_sent(reply.len());
+        batch.push_unbounded(reply);
+    }
+
+    /// Answers a refused admission (`recorded`: its bandwidth is already
+    /// charged); false when the connection must end.
+    async fn refused(
+        &self,
+        reply: Option<Vec<u8>>,
+        recorded: bool,
+        close: Option<DisconnectReason>,
+        stop: bool,
+    ) -> bool {
+        if !stop
+            && let Some(reply) = reply
+            && self.writer.enqueue(reply, recorded).await.is_ok()
+        {
+            // The refusal reaches the client before the connection closes.
+            self.writer.flushed().await;
         }
         if let Some(reason) = close {
             self.session.close(reason).await;
@@ -547,109 +686,66 @@ impl Connection {
         !stop
     }
 
-    /// Checks the JSON-RPC envelope.
-    fn prepare(&self, message: Value) -> Result<Call, Value> {
-        let invalid = |message: &str| {
-            self.session.record_error();
-            error_response(Value::Null, codes::INVALID_REQUEST, message)
-        };
-        let Value::Object(mut object) = message else {
-            return Err(invalid("a request must be a JSON object"));
-        };
-        let id = match object.remove("id") {
-            None => None,
-            Some(id @ (Value::Null | Value::Number(_) | Value::String(_))) => Some(id),
-            Some(_) => return Err(invalid("id must be a number, a string or null")),
-        };
-        if object.get("jsonrpc").is_some_and(|v| v != "2.0") {
-            return Err(invalid("jsonrpc must be \"2.0\""));
-        }
-        let Some(Value::String(method)) = object.remove("method") else {
-            return Err(invalid("method must be a string"));
-        };
-        let params = match object.remove("params") {
-            None | Some(Value::Null) => Params::Positional(Vec::new()),
-            Some(Value::Array(values)) => Params::Positional(values),
-            Some(Value::Object(map)) => Params::Named(map),
-            Some(_) => {
-                self.session.record_error();
-                let id = id.unwrap_or(Value::Null);
-                return Err(error_response(
-                    id,
-                    codes::INVALID_PARAMS,
-                    "params must be an array or an object",
-                ));
-            }
-        };
-        Ok(Call { id, method, params })
-    }
-
-    /// Admission through the manager: −101 closes, −102 answers.
-    async fn admit(&self, call: &Call) -> Result<Permit, Refusal> {
-        let id = call.id.clone().unwrap_or(Value::Null);
-        match self.session.admit().await {
-            Ok(permit) => Ok(permit),
-            Err(error @ Error::ExcessiveCost) => Err(Refusal {
-                response: error_response(id, error.rpc_code(), error.to_string()),
-                close: Some(DisconnectReason::ExcessiveCost),
-                stop: false,
-            }),
-            Err(error) => Err(Refusal {
-                response: error_response(id, error.rpc_code(), error.to_string()),
-                close: None,
-                stop: error.is_fatal(),
-            }),
-        }
-    }
-
-    async fn execute(&self, call: Call, mut permit: Permit) -> Option<Value> {
-        self.execute_with(&call, &mut permit).await
-    }
-
-    /// Runs the request within the request timeout; the reply (none for a notification).
-    async fn execute_with(&self, call: &Call, permit: &mut Permit) -> Option<Value> {
-        let id = call.id.clone();
-        let response = match permit.run(self.dispatch(&call.method, &call.params)).await {
-            Ok(Ok(result)) => {
-                json!({ "jsonrpc": "2.0", "result": result, "id": id.clone().unwrap_or(Value::Null) })
+    /// Runs the request within the request timeout; the reply (none for a
+    /// notification), built within `max` bytes (an error reply otherwise).
+    async fn execute(&self, request: &Request<'_>, mut permit: Permit, max: usize) -> Executed {
+        let id = request.id;
+        let outcome = permit.run(self.dispatch(&request.method, &request.params)).await;
+        let mut too_large = false;
+        let reply = match outcome {
+            Ok(Ok(answer)) => {
+                let built = match &answer {
+                    Answer::Value(value) => jsonrpc::reply_result(id, value, max),
+                    Answer::History(items) => match history_json(items, max).await {
+                        Ok(text) => jsonrpc::reply_raw(id, &text, max),
+                        Err(too) => Err(too),
+                    },
+                };
+                built.unwrap_or_else(|too| {
+                    too_large = true;
+                    self.session.record_error();
+                    jsonrpc::reply_error(id, &response_too_large(too.limit))
+                })
             }
             Ok(Err(error)) => {
                 self.session.record_error();
-                error_response(id.clone().unwrap_or(Value::Null), error.code, error.message)
+                jsonrpc::reply_error(id, &error)
             }
             // Timed out: already charged as an error.
-            Err(busy) => error_response(
-                id.clone().unwrap_or(Value::Null),
-                busy.rpc_code(),
-                busy.to_string(),
-            ),
+            Err(busy) => jsonrpc::reply_error(id, &busy.into()),
         };
-        id.map(|_| response)
+        drop(permit);
+        Executed {
+            reply: id.map(|_| reply),
+            too_large,
+        }
     }
 
-    /// Writes a reply, replacing one over `--max-send` with an error.
-    async fn send(&self, response: Value) {
-        let mut bytes = serde_json::to_vec(&response).expect("JSON values serialise");
-        let max_send = self.shared.options.config.max_send;
-        if bytes.len() > max_send {
-            self.session.record_error();
-            let id = response.get("id").cloned().unwrap_or(Value::Null);
-            let message = format!(
-                "response too large ({} bytes, over the {max_send}-byte limit)",
-                bytes.len()
-            );
-            bytes = serde_json::to_vec(&error_response(id, codes::BAD_REQUEST, message))
-                .expect("JSON values serialise");
-        }
-        bytes.push(b'\n');
-        if let Err(error) = self.writer.write_bytes(bytes).await {
-            self.shared
-                .log(format_args!("{} write error: {error}", self.peer));
+    /// Queues a reply (charging its bandwidth unless `recorded`); false when
+    /// the client is not reading and the connection must end.
+    async fn send(&self, reply: Vec<u8>, recorded: bool) -> bool {
+        match self.writer.enqueue(reply, recorded).await {
+            Ok(()) => true,
+            Err(error) => {
+                self.shared.log(format_args!("{} {error}", self.peer));
+                self.session.close(DisconnectReason::SendTimeout).await;
+                false
+            }
         }
     }
 
     /// One Electrum method.
-    async fn dispatch(&self, method: &str, params: &Params) -> Result<Value, RpcError> {
+    async fn dispatch(&self, method: &str, params: &Params) -> Result<Answer, RpcError> {
+        if method == "blockchain.scripthash.get_history" && self.negotiated() {
+            let p = params.take(&["scripthash"], 1)?;
+            let (alias, _) = scripthash_param(p[0])?;
+            return Ok(Answer::History(self.session.history(alias).await?));
+        }
+        self.dispatch_value(method, params).await.map(Answer::Value)
+    }
+
+    /// Every Electrum method answered with a JSON value.
+    async fn dispatch_value(&self, method: &str, params: &Params) -> Result<Value, RpcError> {
         let session = &self.session;
         let charge = |amount: f64| {
             let _ = session.charge(amount);
@@ -707,7 +803,13 @@ impl Connection {
                 let p = params.take(&["height", "cp_height"], 1)?;
                 let height = u32_param(p[0], "height", 0)?;
                 let cp_height = u32_param(p[1], "cp_height", 0)?;
-                let answer = session.block_header(Height(height), cp_height).await?;
+                let answer = if cp_height == 0 {
+                    session.block_header(Height(height), cp_height).await?
+                } else {
+                    let session = session.clone();
+                    off_runtime(async move { session.block_header(Height(height), cp_height).await })
+                        .await??
+                };
                 let hex = encode_hex(&answer.header);
                 Ok(match answer.proof {
                     None => json!(hex),
@@ -722,7 +824,13 @@ impl Connection {
                 let start = u32_param(p[0], "start_height", 0)?;
                 let count = u32_param(p[1], "count", 0)?;
                 let cp_height = u32_param(p[2], "cp_height", 0)?;
-                let chunk = session.block_headers(Height(start), count, cp_height).await?;
+                let chunk = if cp_height == 0 {
+                    session.block_headers(Height(start), count, cp_height).await?
+                } else {
+                    let session = session.clone();
+                    off_runtime(async move { session.block_headers(Height(start), count, cp_height).await })
+                        .await??
+                };
                 let mut answer =
                     json!({ "count": chunk.count, "hex": encode_hex(&chunk.headers), "max": chunk.max });
                 if let Some(proof) = chunk.proof {
@@ -756,15 +864,22 @@ impl Connection {
                 charge(cost::utxo_lookup(utxos));
                 Ok(json!({ "confirmed": confirmed, "unconfirmed": unconfirmed }))
             }
-            "blockchain.scripthash.get_history" => {
-                let p = params.take(&["scripthash"], 1)?;
-                let (alias, _) = scripthash_param(p[0])?;
-                Ok(history_json(&session.history(alias).await?))
-            }
             "blockchain.scripthash.get_mempool" => {
                 let p = params.take(&["scripthash"], 1)?;
                 let (alias, _) = scripthash_param(p[0])?;
-                Ok(history_json(&session.mempool(alias).await?))
+                let items = session.mempool(alias).await?;
+                Ok(Value::Array(
+                    items
+                        .iter()
+                        .map(|item| {
+                            let mut entry = json!({ "tx_hash": item.txid.to_hex(), "height": item.height });
+                            if let Some(fee) = item.fee {
+                                entry["fee"] = json!(fee);
+                            }
+                            entry
+                        })
+                        .collect(),
+                ))
             }
             "blockchain.scripthash.listunspent" => {
                 let p = params.take(&["scripthash"], 1)?;
@@ -853,7 +968,7 @@ impl Connection {
             }
             other => Err(RpcError::new(
                 codes::METHOD_NOT_FOUND,
-                format!("unknown method {other:?}"),
+                format!("unknown method {}", quote(other)),
             )),
         }
     }
@@ -869,6 +984,8 @@ impl Connection {
             None | Some(Value::Null) => "",
             Some(value) => str_param(Some(value), "client_name")?,
         };
+        // Kept for the admin tables: a bounded prefix, as ElectrumX.
+        let client = clip(client, jsonrpc::MAX_CLIENT_NAME_CHARS);
         let (min, max) = match p[1] {
             None | Some(Value::Null) => (PROTOCOL_VERSION.to_owned(), PROTOCOL_VERSION.to_owned()),
             Some(Value::String(v)) => (v.clone(), v.clone()),
@@ -878,22 +995,27 @@ impl Connection {
             ),
             Some(other) => {
                 return Err(RpcError::params(format!(
-                    "protocol_version must be a version string or [min, max], got {other}"
+                    "protocol_version must be a version string or [min, max], got {}",
+                    quote_json(other)
                 )));
             }
         };
         let (Some(low), Some(high)) = (version(&min), version(&max)) else {
             return Err(RpcError::params(format!(
-                "unparsable protocol version {min:?} / {max:?}"
+                "unparsable protocol version {} / {}",
+                quote(&min),
+                quote(&max)
             )));
         };
         let ours = version(PROTOCOL_VERSION).expect("our version parses");
         if !(low <= ours && ours <= high) {
             return Err(RpcError::bad_request(format!(
-                "unsupported protocol version: {min}..{max} (this server speaks {PROTOCOL_VERSION})"
+                "unsupported protocol version: {}..{} (this server speaks {PROTOCOL_VERSION})",
+                quote(&min),
+                quote(&max)
             )));
         }
-        self.session.set_client(client, PROTOCOL_VERSION);
+        self.session.set_client(client.into_owned(), PROTOCOL_VERSION);
         *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = Some(PROTOCOL_VERSION.to_owned());
         Ok(json!([SERVER_SOFTWARE, PROTOCOL_VERSION]))
     }

@@ -28,6 +28,9 @@ pub struct Options {
     pub block_interval: Duration,
     /// Longest request line in bytes (`--max-recv`).
     pub max_recv: usize,
+    /// Most bytes of replies and notifications queued for one client
+    /// (`--max-queued`); one message may be larger when nothing else is queued.
+    pub max_queued: usize,
     /// The manager's configuration; `config.max_send` is `--max-send`.
     pub config: Config,
     /// Log connections, refusals and disconnections to stderr.
@@ -43,6 +46,7 @@ impl Default for Options {
             pay_to: Vec::new(),
             block_interval: Duration::ZERO,
             max_recv: 1_000_000,
+            max_queued: 1 << 20,
             config: Config::default(),
             log: true,
         }
