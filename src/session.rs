@@ -523,8 +523,8 @@ impl SessionHandle {
 
     /// Records the client's name and negotiated protocol (shown in
     /// `sessions()`). Both come from the client: each is kept to its first
-    /// [`SessionHandle::MAX_CLIENT_CHARS`] characters, so a session holds
-    /// and reports a bounded amount whatever it sent.
+    /// [`SessionHandle::MAX_CLIENT_CHARS`] characters (and "…" when cut), so
+    /// a session holds and reports a bounded amount whatever it sent.
     pub fn set_client(&self, client: impl AsRef<str>, protocol: impl AsRef<str>) {
         let client = truncated(client.as_ref(), Self::MAX_CLIENT_CHARS);
         let protocol = truncated(protocol.as_ref(), Self::MAX_CLIENT_CHARS);
@@ -559,10 +559,12 @@ impl SessionHandle {
     }
 }
 
-/// The first `max` characters of `text`.
+/// The first `max` characters of `text`, and "…" if there were more.
 fn truncated(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
-        Some((end, _)) => text[..end].to_owned(),
+        // Already cut here with its ellipsis: keep it as it is.
+        Some((end, '…')) if end + '…'.len_utf8() == text.len() => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
 }

@@ -1015,7 +1015,7 @@ impl Connection {
                 quote(&max)
             )));
         }
-        self.session.set_client(client.into_owned(), PROTOCOL_VERSION);
+        self.session.set_client(&client, PROTOCOL_VERSION);
         *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = Some(PROTOCOL_VERSION.to_owned());
         Ok(json!([SERVER_SOFTWARE, PROTOCOL_VERSION]))
     }
