@@ -467,9 +467,12 @@ impl SessionHandle {
             tip_header = self.manager.tip_header().await?;
         }
         undo.armed = false;
-        self.session
-            .outbox
-            .header_given(tip_header.generation, tip_header.hash);
+        self.session.outbox.header_given(
+            tip_header.generation,
+            tip_header.hash,
+            tip_header.height(),
+            &tip_header.header,
+        );
         Ok((tip_header.height(), tip_header.header))
     }
 

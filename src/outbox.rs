@@ -168,15 +168,29 @@ impl Outbox {
     /// Records that the client was given the header of tip `generation`
     /// (block `hash`) directly, in a `blockchain.headers.subscribe` reply: a
     /// queued header of that generation or older is dropped, and none that
-    /// old, nor of that block, is queued again.
-    pub(crate) fn header_given(&self, generation: TipGeneration, hash: BlockHash) {
+    /// old, nor of that block, is queued again. If an older header may be
+    /// on its way to the client, the given one is queued to follow it (and
+    /// dropped at the next peek if that send was abandoned).
+    pub(crate) fn header_given(
+        &self,
+        generation: TipGeneration,
+        hash: BlockHash,
+        height: Height,
+        header: &[u8],
+    ) {
         let mut state = lock(&self.state);
+        let header_in_flight = matches!(state.in_flight, Some(Taken::Header { .. }));
         if state
             .header
             .as_ref()
             .is_some_and(|pending| pending.generation <= generation)
         {
-            state.header = None;
+            state.header = header_in_flight.then(|| PendingHeader {
+                generation,
+                hash,
+                height,
+                header: header.to_vec(),
+            });
             if state.is_empty() {
                 state.pending_since = None;
             }
@@ -537,11 +551,11 @@ mod tests {
     fn headers_never_go_backwards_nor_repeat() {
         let outbox = Outbox::default();
         let now = Instant::now();
-        outbox.header_given(2, block(2));
+        outbox.header_given(2, block(2), Height(2), &[2]);
         assert!(!outbox.push_header(2, block(2), Height(2), vec![2], now));
         assert!(!outbox.push_header(1, block(1), Height(1), vec![1], now));
         assert!(outbox.push_header(3, block(3), Height(3), vec![3], now));
-        outbox.header_given(3, block(3));
+        outbox.header_given(3, block(3), Height(3), &[3]);
         assert!(peek(&outbox).is_none());
         assert!(outbox.push_header(4, block(4), Height(4), vec![4], now));
         let (taken, _) = peek(&outbox).unwrap();
@@ -567,16 +581,40 @@ mod tests {
         // the first notify of the same block is generation 1.
         let outbox = Outbox::default();
         let now = Instant::now();
-        outbox.header_given(0, block(9));
+        outbox.header_given(0, block(9), Height(9), &[9]);
         assert!(!outbox.push_header(1, block(9), Height(9), vec![9], now));
         assert!(peek(&outbox).is_none());
+    }
+
+    #[test]
+    fn a_reply_newer_than_a_header_on_its_way_follows_it() {
+        let now = Instant::now();
+        for arrives in [true, false] {
+            let outbox = Outbox::default();
+            assert!(outbox.push_header(1, block(1), Height(1), vec![1], now));
+            let (taken, _) = peek(&outbox).unwrap();
+            outbox.header_given(2, block(2), Height(2), &[2]);
+            if arrives {
+                outbox.acknowledge(taken, now);
+                let (_, next) = peek(&outbox).unwrap();
+                assert_eq!(
+                    next,
+                    Notification::Header {
+                        height: Height(2),
+                        header: vec![2]
+                    }
+                );
+            } else {
+                assert!(peek(&outbox).is_none(), "the reply already told the client");
+            }
+        }
     }
 
     #[test]
     fn a_reorg_back_drops_the_pending_header() {
         let outbox = Outbox::default();
         let now = Instant::now();
-        outbox.header_given(1, block(1));
+        outbox.header_given(1, block(1), Height(1), &[1]);
         assert!(outbox.push_header(2, block(2), Height(2), vec![2], now));
         assert!(!outbox.push_header(3, block(1), Height(1), vec![1], now));
         assert!(peek(&outbox).is_none());
