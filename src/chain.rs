@@ -519,8 +519,15 @@ impl SessionManager {
             // The `Db` moved past the recorded tip (its block at that height
             // is another now): tell of the `Db`'s tip instead, a real tip
             // whose own `notify` will then send nothing more.
-            if crate::merkle::double_sha256(&header) == tip.hash.0 || attempts == 3 {
+            if crate::merkle::double_sha256(&header) == tip.hash.0 {
                 break header;
+            }
+            if attempts == 3 {
+                // Not a header that was ever known to be the tip: tell no one.
+                return Err(Error::host(
+                    "header",
+                    "the Db's tip kept changing while its header was read".into(),
+                ));
             }
             let db = self.inner.db.clone();
             tip = self.host_call("tip", db.tip()).await?;

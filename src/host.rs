@@ -84,7 +84,8 @@ pub struct HistoryEntry {
 /// The index.
 #[async_trait]
 pub trait Db: Send + Sync + 'static {
-    /// The current tip.
+    /// The current tip. Its hash is the double SHA-256 of its header (as
+    /// [`Db::header`] returns it): the manager checks a header against it.
     async fn tip(&self) -> Result<Tip, HostError>;
     /// The 80-byte raw header at `height`, `None` above the tip.
     async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, HostError>;
