@@ -24,6 +24,7 @@
 //! bandwidth is charged when a reply is queued, not when the client reads it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -191,6 +192,9 @@ pub struct TcpTransport {
     writer: Arc<Writer>,
     closed: watch::Sender<Option<DisconnectReason>>,
     shared: Weak<Shared>,
+    /// Set by whoever records the session's end first: `close`, or the
+    /// connection when the client hung up.
+    ended: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -218,6 +222,9 @@ impl Transport for TcpTransport {
     async fn close(&self, reason: DisconnectReason) {
         if let Some(shared) = self.shared.upgrade() {
             shared.log(format_args!("{} disconnected: {reason}", self.peer.addr));
+            if !self.ended.swap(true, Ordering::Relaxed) {
+                shared.observer.disconnected(self.peer.addr, Some(&reason));
+            }
         }
         self.closed.send_replace(Some(reason));
     }
@@ -419,6 +426,8 @@ pub struct Connection {
     peer: SocketAddr,
     /// The negotiated protocol, once `server.version` succeeded.
     protocol: Mutex<Option<String>>,
+    /// Whether the session was throttled at its last admission.
+    throttled: AtomicBool,
 }
 
 /// Serves one accepted connection until it closes.
@@ -432,6 +441,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     );
     let writer = Arc::new(writer);
     let (closed, mut closed_rx) = watch::channel(None);
+    let session_ended = Arc::new(AtomicBool::new(false));
     let transport = TcpTransport {
         peer: PeerInfo {
             addr: peer,
@@ -440,17 +450,20 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         writer: writer.clone(),
         closed,
         shared: Arc::downgrade(&shared),
+        ended: session_ended.clone(),
     };
     let session = match shared.manager.add_session(transport) {
         Ok(session) => Arc::new(session),
         Err(error) => {
             // Dropping both halves closes the socket.
             shared.log(format_args!("{peer} refused: {error}"));
+            shared.observer.refused(peer, error.to_string());
             return;
         }
     };
     let _ = writer.session.set(Arc::downgrade(&session));
     shared.log(format_args!("{peer} connected: session {}", session.id()));
+    shared.observer.connected();
     let writing = tokio::spawn(writer.clone().run(write, messages));
     let delivery = tokio::spawn(session.deliver());
     let reader = FrameReader {
@@ -463,6 +476,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         writer,
         peer,
         protocol: Mutex::new(None),
+        throttled: AtomicBool::new(false),
     });
     let mut tasks = JoinSet::new();
     let ended = tokio::select! {
@@ -490,10 +504,33 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     delivery.abort();
     writing.abort();
     tasks.shutdown().await;
+    if !session_ended.swap(true, Ordering::Relaxed) {
+        connection.shared.observer.disconnected(peer, None);
+    }
     // Dropping the last handle ends the session if the manager has not.
 }
 
 impl Connection {
+    /// Counts an admitted request, and notes when the session became throttled.
+    fn admitted(&self) {
+        self.shared.observer.admitted();
+        let target = self.session.throttle().target;
+        let throttled = target < self.shared.manager.limits().initial_concurrent;
+        if throttled && !self.throttled.swap(true, Ordering::Relaxed) {
+            let (cost, extra) = self.session.cost();
+            self.shared.log(format_args!(
+                "{} throttled: concurrency {target}, cost {:.0}",
+                self.peer,
+                cost + extra
+            ));
+            self.shared
+                .observer
+                .throttled(self.peer, self.session.id().0, target, cost + extra);
+        } else if !throttled {
+            self.throttled.store(false, Ordering::Relaxed);
+        }
+    }
+
     fn negotiated(&self) -> bool {
         self.protocol.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
@@ -559,7 +596,10 @@ impl Connection {
             }
             Message::Single(Ok(request)) => {
                 let permit = match self.session.admit().await {
-                    Ok(permit) => permit,
+                    Ok(permit) => {
+                        self.admitted();
+                        permit
+                    }
                     Err(error) => {
                         let refusal = refusal(error, request.id);
                         return self
@@ -620,7 +660,10 @@ impl Connection {
                 continue;
             }
             let permit = match self.session.admit().await {
-                Ok(permit) => permit,
+                Ok(permit) => {
+                    self.admitted();
+                    permit
+                }
                 Err(error) => {
                     let id = jsonrpc::parse_request(item).ok().and_then(|request| request.id);
                     let refusal = refusal(error, id);
