@@ -172,7 +172,7 @@ impl Observer {
     }
 
     /// A session ended; `None` when the client closed the connection.
-    pub fn disconnected(&self, peer: SocketAddr, reason: Option<&DisconnectReason>) {
+    pub fn disconnected(&self, peer: SocketAddr, session: Option<u64>, reason: Option<&DisconnectReason>) {
         let label = reason.map_or("client_closed", reason_label);
         metrics::counter!("indexer_sessions_example_disconnects_total", "reason" => label).increment(1);
         metrics::gauge!("indexer_sessions_example_sessions").decrement(1);
@@ -182,9 +182,9 @@ impl Observer {
                 | DisconnectReason::Banned
                 | DisconnectReason::Admin),
             ) => {
-                self.record("kicked", peer, None, reason.to_string());
+                self.record("kicked", peer, session, reason.to_string());
             }
-            Some(reason) => self.record("disconnected", peer, None, reason.to_string()),
+            Some(reason) => self.record("disconnected", peer, session, reason.to_string()),
             None => self.bump(),
         }
     }

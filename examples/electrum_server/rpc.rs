@@ -45,6 +45,7 @@ use crate::jsonrpc::{
     self, BatchReply, Frame, Id, LineFramer, Message, Params, Request, RpcError, TooLarge, clip, codes,
     quote, quote_json,
 };
+use crate::observe;
 use crate::server::Shared;
 
 /// The only protocol version served.
@@ -221,9 +222,16 @@ impl Transport for TcpTransport {
 
     async fn close(&self, reason: DisconnectReason) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.log(format_args!("{} disconnected: {reason}", self.peer.addr));
+            let session = self.writer.session().map(|s| s.id().0);
+            if shared.options.log {
+                let peer = self.peer.addr;
+                let why = observe::reason_label(&reason);
+                tracing::info!(%peer, session, reason = why, "disconnected: {reason}");
+            }
             if !self.ended.swap(true, Ordering::Relaxed) {
-                shared.observer.disconnected(self.peer.addr, Some(&reason));
+                shared
+                    .observer
+                    .disconnected(self.peer.addr, session, Some(&reason));
             }
         }
         self.closed.send_replace(Some(reason));
@@ -456,13 +464,17 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         Ok(session) => Arc::new(session),
         Err(error) => {
             // Dropping both halves closes the socket.
-            shared.log(format_args!("{peer} refused: {error}"));
+            if shared.options.log {
+                tracing::info!(%peer, "refused: {error}");
+            }
             shared.observer.refused(peer, error.to_string());
             return;
         }
     };
     let _ = writer.session.set(Arc::downgrade(&session));
-    shared.log(format_args!("{peer} connected: session {}", session.id()));
+    if shared.options.log {
+        tracing::info!(%peer, session = session.id().0, "connected");
+    }
     shared.observer.connected();
     let writing = tokio::spawn(writer.clone().run(write, messages));
     let delivery = tokio::spawn(session.deliver());
@@ -496,16 +508,16 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             _ = closed_rx.wait_for(Option::is_some) => {}
         }
     }
-    if closed_rx.borrow().is_none() {
-        connection.shared.log(format_args!(
-            "{peer} disconnected: the client closed the connection"
-        ));
+    if closed_rx.borrow().is_none() && connection.shared.options.log {
+        let session = connection.session.id().0;
+        tracing::info!(%peer, session, reason = "client_closed", "disconnected: the client closed the connection");
     }
     delivery.abort();
     writing.abort();
     tasks.shutdown().await;
     if !session_ended.swap(true, Ordering::Relaxed) {
-        connection.shared.observer.disconnected(peer, None);
+        let session = Some(connection.session.id().0);
+        connection.shared.observer.disconnected(peer, session, None);
     }
     // Dropping the last handle ends the session if the manager has not.
 }
@@ -518,11 +530,10 @@ impl Connection {
         let throttled = target < self.shared.manager.limits().initial_concurrent;
         if throttled && !self.throttled.swap(true, Ordering::Relaxed) {
             let (cost, extra) = self.session.cost();
-            self.shared.log(format_args!(
-                "{} throttled: concurrency {target}, cost {:.0}",
-                self.peer,
-                cost + extra
-            ));
+            if self.shared.options.log {
+                let (peer, session) = (self.peer, self.session.id().0);
+                tracing::info!(%peer, session, target, cost, extra_cost = extra, "throttled");
+            }
             self.shared
                 .observer
                 .throttled(self.peer, self.session.id().0, target, cost + extra);
@@ -555,8 +566,8 @@ impl Connection {
                     self.session.record_received(len);
                     self.session.record_error();
                     let max = self.shared.options.max_recv;
-                    self.shared.log(format_args!(
-                        "warning: {} sent a {len}-byte message, over --max-recv {max}; dropped",
+                    self.shared.warn(format_args!(
+                        "{} sent a {len}-byte message, over --max-recv {max}; dropped",
                         self.peer
                     ));
                     let message = format!("request of {len} bytes is over the {max}-byte limit; dropped");
@@ -770,7 +781,7 @@ impl Connection {
         match self.writer.enqueue(reply, recorded).await {
             Ok(()) => true,
             Err(error) => {
-                self.shared.log(format_args!("{} {error}", self.peer));
+                self.shared.warn(format_args!("{} {error}", self.peer));
                 self.session.close(DisconnectReason::SendTimeout).await;
                 false
             }
