@@ -33,6 +33,8 @@ const MAX_ROWS: usize = 200;
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP connections served at once per listener (more wait to be accepted).
+const MAX_HTTP_CONNECTIONS: usize = 64;
 /// Longest a `/status.json?v=N` poll waits for a change.
 const LONG_POLL: Duration = Duration::from_secs(1);
 
@@ -375,10 +377,18 @@ pub enum Site {
 
 /// Accepts HTTP connections until the task is aborted.
 pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>, site: Site) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(http_connection(stream, shared.clone(), site.clone()));
+                let (shared, site) = (shared.clone(), site.clone());
+                tokio::spawn(async move {
+                    http_connection(stream, shared, site).await;
+                    drop(slot);
+                });
             }
             Err(error) => {
                 tracing::warn!(%error, "HTTP accept failed");
