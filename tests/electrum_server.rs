@@ -20,6 +20,9 @@ mod hosts;
 #[path = "../examples/electrum_server/jsonrpc.rs"]
 mod jsonrpc;
 #[allow(dead_code)]
+#[path = "../examples/electrum_server/observe.rs"]
+mod observe;
+#[allow(dead_code)]
 #[path = "../examples/electrum_server/rpc.rs"]
 mod rpc;
 #[allow(dead_code)]
@@ -954,6 +957,11 @@ fn every_flag_maps_onto_the_configuration() {
         "50",
         "--bandwidth-unit-cost",
         "100",
+        "--metrics",
+        "127.0.0.1:9100",
+        "--status=[::1]:8080",
+        "--log-format",
+        "json",
     ];
     let cli::Command::Run(options) = cli::parse(args).unwrap() else {
         panic!()
@@ -976,6 +984,9 @@ fn every_flag_maps_onto_the_configuration() {
     assert_eq!(options.config.exempt_networks.len(), 2);
     assert_eq!(limits.max_subs_per_session, Some(50));
     assert_eq!(limits.bandwidth_unit_cost, 100.0);
+    assert_eq!(options.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+    assert_eq!(options.status, Some("[::1]:8080".parse().unwrap()));
+    assert_eq!(options.log_format, server::LogFormat::Json);
 
     let cli::Command::Run(none) = cli::parse(["--exempt-networks", "none"]).unwrap() else {
         panic!()
@@ -987,6 +998,8 @@ fn every_flag_maps_onto_the_configuration() {
     assert_eq!(default.config, indexer_sessions::Config::default());
     assert_eq!(default.listen, "127.0.0.1:50001".parse().unwrap());
     assert_eq!(default.admin, "127.0.0.1:8000".parse().unwrap());
+    assert_eq!((default.metrics, default.status), (None, None));
+    assert_eq!(default.log_format, server::LogFormat::Text);
 
     for bad in [
         &["--pay-to", "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4:1"][..],
@@ -998,6 +1011,8 @@ fn every_flag_maps_onto_the_configuration() {
         &["--exempt-networks", "10.0.0.0/33"],
         &["--listen"],
         &["--frobnicate", "1"],
+        &["--log-format", "xml"],
+        &["--metrics", "localhost"],
     ] {
         assert!(cli::parse(bad.iter().copied()).is_err(), "{bad:?} is refused");
     }
@@ -1024,6 +1039,9 @@ fn every_flag_maps_onto_the_configuration() {
         "--exempt-networks",
         "--max-subs-per-session",
         "--bandwidth-unit-cost",
+        "--metrics",
+        "--status",
+        "--log-format",
     ] {
         assert!(help.contains(&format!("{flag} ")), "--help lists {flag}");
     }

@@ -21,6 +21,9 @@ mod hosts;
 #[path = "../examples/electrum_server/jsonrpc.rs"]
 mod jsonrpc;
 #[allow(dead_code)]
+#[path = "../examples/electrum_server/observe.rs"]
+mod observe;
+#[allow(dead_code)]
 #[path = "../examples/electrum_server/rpc.rs"]
 mod rpc;
 #[allow(dead_code)]

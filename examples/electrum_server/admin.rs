@@ -37,7 +37,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tokio::spawn(connection(stream, shared.clone()));
             }
             Err(error) => {
-                shared.log(format_args!("admin accept failed: {error}"));
+                shared.warn(format_args!("admin accept failed: {error}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bitcoin::{Amount, Denomination};
 use indexer_sessions::Config;
 
-use crate::server::Options;
+use crate::server::{LogFormat, Options};
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -71,6 +71,12 @@ SESSION LIMITS:
                                  [default: {exempt}]
     --max-subs-per-session N     scripthash subscriptions per session, or `none` [default: {subs}]
     --bandwidth-unit-cost BYTES  bytes in or out that cost 1 [default: {bandwidth}]
+
+OBSERVABILITY:
+    --metrics ADDR               serve Prometheus text at http://ADDR/metrics [default: off]
+    --status ADDR                serve a live status page at http://ADDR/ [default: off]
+    --log-format FORMAT          `text` or `json` (one object per line); RUST_LOG picks
+                                 what is logged (e.g. `info`, `debug`) [default: text]
 
     -h, --help                   print this help
 ",
@@ -137,6 +143,15 @@ fn apply(options: &mut Options, flag: &str, value: &str) -> Result<(), String> {
     match flag {
         "--listen" => options.listen = addr(value)?,
         "--admin" => options.admin = addr(value)?,
+        "--metrics" => options.metrics = Some(addr(value)?),
+        "--status" => options.status = Some(addr(value)?),
+        "--log-format" => {
+            options.log_format = match value.trim() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err("expected `text` or `json`".to_owned()),
+            }
+        }
         "--blocks" => options.blocks = number(value)?,
         "--pay-to" => options.pay_to.push(pay_to(value)?),
         "--block-interval" => options.block_interval = seconds(value, true)?,

@@ -14,6 +14,7 @@ mod cli;
 mod hosts;
 #[allow(dead_code)] // shared with the tests and the fuzz target, which use more of it
 mod jsonrpc;
+mod observe;
 mod rpc;
 mod server;
 #[allow(dead_code)] // shared with the tests, which use more of it
@@ -34,6 +35,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(options.log_format);
     let payments = options.pay_to.clone();
     let server = match server::start(options).await {
         Ok(server) => server,
@@ -51,6 +53,12 @@ async fn main() -> ExitCode {
         );
     }
     println!("admin RPC on {}", server.admin_addr());
+    if let Some(addr) = server.metrics_addr() {
+        println!("Prometheus metrics on http://{addr}/metrics");
+    }
+    if let Some(addr) = server.status_addr() {
+        println!("status page on http://{addr}/");
+    }
     println!("listening on {}", server.listen_addr());
     match tokio::signal::ctrl_c().await {
         Ok(()) => println!("shutting down"),
@@ -58,4 +66,18 @@ async fn main() -> ExitCode {
     }
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Log events to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: server::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        server::LogFormat::Text => builder.init(),
+        server::LogFormat::Json => builder.json().init(),
+    }
 }

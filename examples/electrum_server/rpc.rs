@@ -24,6 +24,7 @@
 //! bandwidth is charged when a reply is queued, not when the client reads it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ use crate::jsonrpc::{
     self, BatchReply, Frame, Id, LineFramer, Message, Params, Request, RpcError, TooLarge, clip, codes,
     quote, quote_json,
 };
+use crate::observe;
 use crate::server::Shared;
 
 /// The only protocol version served.
@@ -191,6 +193,9 @@ pub struct TcpTransport {
     writer: Arc<Writer>,
     closed: watch::Sender<Option<DisconnectReason>>,
     shared: Weak<Shared>,
+    /// Set by whoever records the session's end first: `close`, or the
+    /// connection when the client hung up.
+    ended: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -217,7 +222,17 @@ impl Transport for TcpTransport {
 
     async fn close(&self, reason: DisconnectReason) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.log(format_args!("{} disconnected: {reason}", self.peer.addr));
+            let session = self.writer.session().map(|s| s.id().0);
+            if shared.options.log {
+                let peer = self.peer.addr;
+                let why = observe::reason_label(&reason);
+                tracing::info!(%peer, session, reason = why, "disconnected: {reason}");
+            }
+            if !self.ended.swap(true, Ordering::Relaxed) {
+                shared
+                    .observer
+                    .disconnected(self.peer.addr, session, Some(&reason));
+            }
         }
         self.closed.send_replace(Some(reason));
     }
@@ -419,6 +434,8 @@ pub struct Connection {
     peer: SocketAddr,
     /// The negotiated protocol, once `server.version` succeeded.
     protocol: Mutex<Option<String>>,
+    /// Whether the session was throttled at its last admission.
+    throttled: AtomicBool,
 }
 
 /// Serves one accepted connection until it closes.
@@ -432,6 +449,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     );
     let writer = Arc::new(writer);
     let (closed, mut closed_rx) = watch::channel(None);
+    let session_ended = Arc::new(AtomicBool::new(false));
     let transport = TcpTransport {
         peer: PeerInfo {
             addr: peer,
@@ -440,17 +458,24 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         writer: writer.clone(),
         closed,
         shared: Arc::downgrade(&shared),
+        ended: session_ended.clone(),
     };
     let session = match shared.manager.add_session(transport) {
         Ok(session) => Arc::new(session),
         Err(error) => {
             // Dropping both halves closes the socket.
-            shared.log(format_args!("{peer} refused: {error}"));
+            if shared.options.log {
+                tracing::info!(%peer, "refused: {error}");
+            }
+            shared.observer.refused(peer, error.to_string());
             return;
         }
     };
     let _ = writer.session.set(Arc::downgrade(&session));
-    shared.log(format_args!("{peer} connected: session {}", session.id()));
+    if shared.options.log {
+        tracing::info!(%peer, session = session.id().0, "connected");
+    }
+    shared.observer.connected();
     let writing = tokio::spawn(writer.clone().run(write, messages));
     let delivery = tokio::spawn(session.deliver());
     let reader = FrameReader {
@@ -463,6 +488,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         writer,
         peer,
         protocol: Mutex::new(None),
+        throttled: AtomicBool::new(false),
     });
     let mut tasks = JoinSet::new();
     let ended = tokio::select! {
@@ -482,18 +508,40 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             _ = closed_rx.wait_for(Option::is_some) => {}
         }
     }
-    if closed_rx.borrow().is_none() {
-        connection.shared.log(format_args!(
-            "{peer} disconnected: the client closed the connection"
-        ));
+    if closed_rx.borrow().is_none() && connection.shared.options.log {
+        let session = connection.session.id().0;
+        tracing::info!(%peer, session, reason = "client_closed", "disconnected: the client closed the connection");
     }
     delivery.abort();
     writing.abort();
     tasks.shutdown().await;
+    if !session_ended.swap(true, Ordering::Relaxed) {
+        let session = Some(connection.session.id().0);
+        connection.shared.observer.disconnected(peer, session, None);
+    }
     // Dropping the last handle ends the session if the manager has not.
 }
 
 impl Connection {
+    /// Counts an admitted request, and notes when the session became throttled.
+    fn admitted(&self) {
+        self.shared.observer.admitted();
+        let target = self.session.throttle().target;
+        let throttled = target < self.shared.manager.limits().initial_concurrent;
+        if throttled && !self.throttled.swap(true, Ordering::Relaxed) {
+            let (cost, extra) = self.session.cost();
+            if self.shared.options.log {
+                let (peer, session) = (self.peer, self.session.id().0);
+                tracing::info!(%peer, session, target, cost, extra_cost = extra, "throttled");
+            }
+            self.shared
+                .observer
+                .throttled(self.peer, self.session.id().0, target, cost + extra);
+        } else if !throttled {
+            self.throttled.store(false, Ordering::Relaxed);
+        }
+    }
+
     fn negotiated(&self) -> bool {
         self.protocol.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
@@ -518,8 +566,8 @@ impl Connection {
                     self.session.record_received(len);
                     self.session.record_error();
                     let max = self.shared.options.max_recv;
-                    self.shared.log(format_args!(
-                        "warning: {} sent a {len}-byte message, over --max-recv {max}; dropped",
+                    self.shared.warn(format_args!(
+                        "{} sent a {len}-byte message, over --max-recv {max}; dropped",
                         self.peer
                     ));
                     let message = format!("request of {len} bytes is over the {max}-byte limit; dropped");
@@ -559,7 +607,10 @@ impl Connection {
             }
             Message::Single(Ok(request)) => {
                 let permit = match self.session.admit().await {
-                    Ok(permit) => permit,
+                    Ok(permit) => {
+                        self.admitted();
+                        permit
+                    }
                     Err(error) => {
                         let refusal = refusal(error, request.id);
                         return self
@@ -620,7 +671,10 @@ impl Connection {
                 continue;
             }
             let permit = match self.session.admit().await {
-                Ok(permit) => permit,
+                Ok(permit) => {
+                    self.admitted();
+                    permit
+                }
                 Err(error) => {
                     let id = jsonrpc::parse_request(item).ok().and_then(|request| request.id);
                     let refusal = refusal(error, id);
@@ -727,7 +781,7 @@ impl Connection {
         match self.writer.enqueue(reply, recorded).await {
             Ok(()) => true,
             Err(error) => {
-                self.shared.log(format_args!("{} {error}", self.peer));
+                self.shared.warn(format_args!("{} {error}", self.peer));
                 self.session.close(DisconnectReason::SendTimeout).await;
                 false
             }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::chain::{Chain, ChainError};
 use crate::hosts::{Hosts, Node};
+use crate::observe::{Observer, Site, serve_http};
 
 /// Everything the server is started with (see `crate::cli` for the flags).
 #[derive(Clone, Debug)]
@@ -33,8 +34,24 @@ pub struct Options {
     pub max_queued: usize,
     /// The manager's configuration; `config.max_send` is `--max-send`.
     pub config: Config,
-    /// Log connections, refusals and disconnections to stderr.
+    /// Prometheus text at `/metrics` (`--metrics`).
+    pub metrics: Option<SocketAddr>,
+    /// The live status page at `/` (`--status`).
+    pub status: Option<SocketAddr>,
+    /// Log lines as text or JSON (`--log-format`).
+    pub log_format: LogFormat,
+    /// Log connections, refusals and disconnections (as `tracing` events).
     pub log: bool,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 impl Default for Options {
@@ -48,6 +65,9 @@ impl Default for Options {
             max_recv: 1_000_000,
             max_queued: 1 << 20,
             config: Config::default(),
+            metrics: None,
+            status: None,
+            log_format: LogFormat::Text,
             log: true,
         }
     }
@@ -62,6 +82,9 @@ pub enum StartError {
     /// The configuration was refused by the session manager.
     #[error("invalid configuration: {0}")]
     Config(#[from] indexer_sessions::Error),
+    /// The Prometheus recorder could not be installed.
+    #[error("{0}")]
+    Metrics(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -82,6 +105,8 @@ pub struct Shared {
     pub options: Options,
     /// The genesis block hash, display (reversed) hex.
     pub genesis_hash: String,
+    /// Journal, notify timings and metrics of the example itself.
+    pub observer: Observer,
 }
 
 impl Shared {
@@ -90,7 +115,9 @@ impl Shared {
     pub async fn publish(&self) {
         let touched = self.node.take_pending();
         let tip = self.node.tip();
-        self.manager.notify(tip, &touched).await;
+        let started = std::time::Instant::now();
+        let report = self.manager.notify(tip, &touched).await;
+        self.observer.notified(tip.height.0, started.elapsed(), &report);
     }
 
     /// Mines `count` blocks and announces them; returns the new tip.
@@ -100,10 +127,17 @@ impl Shared {
         tip
     }
 
-    /// Writes a log line to stderr unless logging is off.
+    /// Emits an `info` event unless logging is off.
     pub fn log(&self, message: std::fmt::Arguments<'_>) {
         if self.options.log {
-            eprintln!("{message}");
+            tracing::info!("{message}");
+        }
+    }
+
+    /// Emits a `warn` event unless logging is off.
+    pub fn warn(&self, message: std::fmt::Arguments<'_>) {
+        if self.options.log {
+            tracing::warn!("{message}");
         }
     }
 }
@@ -112,6 +146,8 @@ impl Shared {
 pub struct ServerHandle {
     listen: SocketAddr,
     admin: SocketAddr,
+    metrics: Option<SocketAddr>,
+    status: Option<SocketAddr>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -125,6 +161,22 @@ impl ServerHandle {
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// The bound `--metrics` address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// The bound `--status` address, if any.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status
+    }
+
+    /// The example's journal and timings.
+    #[allow(dead_code)] // for tests
+    pub fn observer(&self) -> &Observer {
+        &self.shared.observer
     }
 
     /// The session manager.
@@ -156,6 +208,15 @@ impl ServerHandle {
             let _ = task.await;
         }
     }
+}
+
+/// A bound listener and its real address.
+async fn bound(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = bind(addr).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -200,11 +261,27 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
         addr: options.admin,
         source,
     })?;
+    // The optional HTTP listeners, bound before any task starts.
+    let prometheus = match options.metrics {
+        Some(_) => Some(crate::observe::prometheus().map_err(StartError::Metrics)?),
+        None => None,
+    };
+    let metrics_listener = match options.metrics {
+        Some(addr) => Some(bound(addr).await?),
+        None => None,
+    };
+    let status_listener = match options.status {
+        Some(addr) => Some(bound(addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    let status_addr = status_listener.as_ref().map(|(_, addr)| *addr);
     let shared = Arc::new(Shared {
         manager,
         node,
         options,
         genesis_hash,
+        observer: Observer::default(),
     });
     // The manager learns the starting tip before any client asks.
     shared.publish().await;
@@ -216,6 +293,16 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     }));
     tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
     tasks.push(tokio::spawn(crate::admin::serve(admin_listener, shared.clone())));
+    if let (Some((listener, _)), Some(handle)) = (metrics_listener, prometheus) {
+        tasks.push(tokio::spawn(serve_http(
+            listener,
+            shared.clone(),
+            Site::Metrics(handle),
+        )));
+    }
+    if let Some((listener, _)) = status_listener {
+        tasks.push(tokio::spawn(serve_http(listener, shared.clone(), Site::Status)));
+    }
     let interval = shared.options.block_interval;
     if !interval.is_zero() {
         let timer = shared.clone();
@@ -231,6 +318,8 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     Ok(ServerHandle {
         listen,
         admin,
+        metrics: metrics_addr,
+        status: status_addr,
         shared,
         tasks,
     })
@@ -266,7 +355,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     tokio::spawn(crate::rpc::serve(stream, shared.clone()));
                 }
                 Err(error) => {
-                    shared.log(format_args!("accept failed: {error}"));
+                    shared.warn(format_args!("accept failed: {error}"));
                     // Out of file descriptors, most likely: give sessions time to end.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

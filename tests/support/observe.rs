@@ -1,0 +1,115 @@
+//! Helpers shared by the example server's observability tests: a server on
+//! ephemeral ports, a newline JSON client that can pick its source address,
+//! the admin RPC and a one-shot HTTP GET.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::server::ServerHandle;
+use crate::{cli, server};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn start(args: &[&str]) -> ServerHandle {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let cli::Command::Run(options) = cli::parse(all).expect("valid flags") else {
+        panic!("not a run command");
+    };
+    let mut options = *options;
+    options.log = false;
+    server::start(options).await.expect("server starts")
+}
+
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("client code panicked")
+}
+
+/// A newline JSON client.
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    pub fn from_stream(stream: TcpStream) -> Self {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        LineClient {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Connects from `source` (any address of 127.0.0.0/8: each /24 is its own group).
+    pub async fn connect_from(source: &str, addr: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let stream = socket.connect(addr).await.expect("connects").into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        Self::from_stream(stream)
+    }
+
+    pub fn send(&mut self, message: &Value) {
+        let mut bytes = serde_json::to_vec(message).unwrap();
+        bytes.push(b'\n');
+        self.writer.write_all(&bytes).expect("writes");
+    }
+
+    pub fn recv(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("the server sends JSON")),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    pub fn call(&mut self, id: u64, method: &str, params: Value) -> Value {
+        self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        loop {
+            let message = self.recv().expect("a reply");
+            if message.get("id") == Some(&json!(id)) {
+                return message;
+            }
+        }
+    }
+
+    pub fn version(&mut self) {
+        let reply = self.call(0, "server.version", json!(["observability test", "1.4"]));
+        assert_eq!(reply["result"][1], "1.4", "{reply}");
+    }
+}
+
+pub fn admin_call(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let mut client = LineClient::from_stream(TcpStream::connect(addr).unwrap());
+    client.send(&json!({ "id": 1, "method": method, "params": params }));
+    let reply = client.recv().expect("admin reply");
+    assert!(reply.get("error").is_none(), "admin {method}: {reply}");
+    reply["result"].clone()
+}
+
+/// `GET path` over HTTP/1.1; the status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connects");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads the response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a header and a body");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_owned())
+}
