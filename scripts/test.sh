@@ -1,6 +1,6 @@
 #!/bin/sh
 # Every test: installs what the tests need beyond Rust (Debian's `chromium`,
-# for the status page test in tests/observability.rs), checks it runs, then
+# for the status page test in tests/status_page.rs), checks it runs, then
 # runs `cargo test --all-features`. Extra arguments go to cargo test.
 #
 #   scripts/test.sh
