@@ -233,19 +233,22 @@ impl SessionManager {
     /// [`SessionManager::add_session`] for a transport already in an `Arc`.
     pub fn add_shared_transport(&self, transport: Arc<dyn Transport>) -> Result<SessionHandle> {
         let peer = transport.peer();
-        let added = self.admit_transport(transport);
+        let added = self.admit_transport(transport, peer);
         if let Err(error) = &added {
             crate::observe::session_refused(peer, error);
         }
         added
     }
 
-    fn admit_transport(&self, transport: Arc<dyn Transport>) -> Result<SessionHandle> {
+    fn admit_transport(
+        &self,
+        transport: Arc<dyn Transport>,
+        peer: crate::types::PeerInfo,
+    ) -> Result<SessionHandle> {
         if self.inner.shutdown.get() {
             return Err(Error::ShuttingDown);
         }
         let inner = &self.inner;
-        let peer = transport.peer();
         let now = self.now();
         if let Some(network) = lock(&inner.bans).matching(peer.addr.ip(), now) {
             return Err(Error::Banned {
@@ -428,11 +431,7 @@ impl SessionManager {
                 .pending_since()
                 .is_some_and(|since| now.saturating_duration_since(since) >= limits.max_send_delay)
             {
-                crate::observe::slow_consumer(
-                    &session.span,
-                    &DisconnectReason::SendTimeout,
-                    session.outbox.len(),
-                );
+                crate::observe::slow_consumer(&session);
                 stuck.push(session);
             }
         }

@@ -517,7 +517,7 @@ impl SessionHandle {
                     None => DisconnectReason::SendTimeout,
                 };
                 if reason == DisconnectReason::SendTimeout {
-                    crate::observe::slow_consumer(&session.span, &reason, session.outbox.len());
+                    crate::observe::slow_consumer(&session);
                 }
                 manager.close_session(&session, reason).await;
                 return;

@@ -406,13 +406,13 @@ pub(crate) fn session_closed(
 
 /// A session stopped taking its notifications and is being cut off.
 #[inline]
-pub(crate) fn slow_consumer(span: &SessionSpan, reason: &DisconnectReason, pending: usize) {
+pub(crate) fn slow_consumer(session: &crate::session::SessionShared) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        parent: &span.span,
-        reason = disconnect_reason(Some(reason)),
-        detail = %reason,
-        pending,
+        parent: &session.span.span,
+        reason = disconnect_reason(Some(&DisconnectReason::SendTimeout)),
+        detail = %DisconnectReason::SendTimeout,
+        pending = session.outbox.len(),
         "slow consumer cut off"
     );
 }
