@@ -258,7 +258,7 @@ impl SessionManager {
             logged += usize::from(state.log);
         }
         let (subs, distinct_subs, header_subs) = self.subscription_counts();
-        Info {
+        let info = Info {
             sessions: sessions.len(),
             sessions_with_subs: with_subs,
             sessions_ended: self
@@ -276,7 +276,12 @@ impl SessionManager {
             listener: self.inner.listener.get(),
             uptime: now.saturating_duration_since(self.inner.started),
             caches: self.cache_report(),
+        };
+        if crate::observe::SAMPLES {
+            let queued = sessions.iter().map(|s| s.outbox.len()).sum();
+            crate::observe::sample(&info, queued);
         }
+        info
     }
 
     fn select(&self, selector: Selector) -> Result<Vec<Arc<SessionShared>>> {
@@ -301,7 +306,9 @@ impl SessionManager {
     /// `Transport::close` calls unfinished.
     pub async fn disconnect(&self, selector: Selector) -> Result<usize> {
         let sessions = self.select(selector)?;
-        Ok(self.close_all(sessions, DisconnectReason::Admin).await)
+        let closed = self.close_all(sessions, DisconnectReason::Admin).await;
+        crate::observe::admin_disconnect(&selector, closed);
+        Ok(closed)
     }
 
     /// Turns request logging on or off for the selected sessions; returns how many.
@@ -340,13 +347,17 @@ impl SessionManager {
             .into_iter()
             .filter(|s| network.contains(canonical_ip(s.peer.addr.ip())))
             .collect();
-        Ok(self.close_all(banned, DisconnectReason::Banned).await)
+        let closed = self.close_all(banned, DisconnectReason::Banned).await;
+        crate::observe::banned(network, duration, closed);
+        Ok(closed)
     }
 
     /// Lifts the ban of exactly `network`; returns whether there was one.
     pub fn unban(&self, network: IpNetwork) -> bool {
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
-        lock(&self.inner.bans).unban(network)
+        let existed = lock(&self.inner.bans).unban(network);
+        crate::observe::unbanned(network, existed);
+        existed
     }
 
     /// The bans in force.

@@ -87,14 +87,24 @@ pub struct CacheReport {
     pub fees: CacheStats,
 }
 
-#[derive(Default)]
 pub(crate) struct Counter {
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The cache's name in metrics.
+    name: &'static str,
 }
 
 impl Counter {
+    fn new(name: &'static str) -> Self {
+        Counter {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            name,
+        }
+    }
+
     pub(crate) fn record(&self, hit: bool) {
+        crate::observe::cache_lookup(self.name, hit);
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -162,16 +172,21 @@ fn weight(bytes: usize) -> u32 {
     u32::try_from(ENTRY_OVERHEAD.saturating_add(bytes)).unwrap_or(u32::MAX)
 }
 
-/// A cache of `budget` bytes, each entry weighed by `size`.
-fn byte_cache<K, V>(budget: u64, size: impl Fn(&V) -> usize + Send + Sync + 'static) -> Cache<K, V>
+/// A cache of `budget` bytes, each entry weighed by `size`; `name` is its
+/// name in metrics.
+fn byte_cache<K, V>(
+    name: &'static str,
+    budget: u64,
+    size: impl Fn(&V) -> usize + Send + Sync + 'static,
+) -> Cache<K, V>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    Cache::builder()
+    let builder = Cache::builder()
         .max_capacity(budget)
-        .weigher(move |_, value: &V| weight(size(value)))
-        .build()
+        .weigher(move |_, value: &V| weight(size(value)));
+    crate::observe::count_evictions(builder, name).build()
 }
 
 pub(crate) struct Caches {
@@ -206,29 +221,35 @@ pub(crate) struct Caches {
 impl Caches {
     pub(crate) fn new(config: &Config) -> Self {
         Caches {
-            history: byte_cache(config.history_cache_bytes, |slot: &HistorySlot| {
-                match &slot.history {
+            history: byte_cache(
+                "history",
+                config.history_cache_bytes,
+                |slot: &HistorySlot| match &slot.history {
                     CachedHistory::Entries(entries) => std::mem::size_of_val::<[HistoryEntry]>(entries),
                     CachedHistory::TooLarge { .. } => 0,
-                }
-            }),
-            history_counter: Counter::default(),
+                },
+            ),
+            history_counter: Counter::new("history"),
             history_budget: config.history_cache_bytes,
-            txids: byte_cache(config.txids_cache_bytes, |txids: &Arc<[TxHash]>| {
+            txids: byte_cache("txids", config.txids_cache_bytes, |txids: &Arc<[TxHash]>| {
                 std::mem::size_of_val::<[TxHash]>(txids)
             }),
-            txids_counter: Counter::default(),
+            txids_counter: Counter::new("txids"),
             txids_budget: config.txids_cache_bytes,
-            merkle: byte_cache(config.merkle_cache_bytes, |levels: &Arc<MerkleLevels>| {
-                levels.approx_bytes()
-            }),
-            merkle_counter: Counter::default(),
+            merkle: byte_cache(
+                "merkle",
+                config.merkle_cache_bytes,
+                |levels: &Arc<MerkleLevels>| levels.approx_bytes(),
+            ),
+            merkle_counter: Counter::new("merkle"),
             merkle_budget: config.merkle_cache_bytes,
             header_levels: std::sync::Mutex::default(),
             header_builder: futures::lock::Mutex::new(()),
-            checkpoints_counter: Counter::default(),
-            fees: byte_cache(FEE_CACHE_BYTES, |_: &Option<f64>| std::mem::size_of::<f64>()),
-            fees_counter: Counter::default(),
+            checkpoints_counter: Counter::new("checkpoints"),
+            fees: byte_cache("fees", FEE_CACHE_BYTES, |_: &Option<f64>| {
+                std::mem::size_of::<f64>()
+            }),
+            fees_counter: Counter::new("fees"),
             block_epoch: AtomicU64::new(0),
             fee_epoch: AtomicU64::new(0),
             history_generation: AtomicU64::new(0),
@@ -352,6 +373,9 @@ impl crate::manager::SessionManager {
     pub(crate) async fn on_reorg(&self) {
         self.inner.caches.invalidate_all_histories();
         self.inner.caches.clear_block_caches();
+        for cache in ["history", "txids", "merkle"] {
+            crate::observe::cache_cleared(cache, "reorg");
+        }
     }
 }
 

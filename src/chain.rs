@@ -231,14 +231,16 @@ impl SessionManager {
     ) -> Result<T> {
         let timer = self.inner.ctx.timer.clone();
         let limit = self.inner.config.host_timeout;
-        match crate::timer::within(&*timer, limit, call).await {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(source)) => Err(Error::host(operation, source)),
-            None => Err(Error::HostTimeout {
+        let error = match crate::timer::within(&*timer, limit, call).await {
+            Some(Ok(value)) => return Ok(value),
+            Some(Err(source)) => Error::host(operation, source),
+            None => Error::HostTimeout {
                 operation,
                 after: limit,
-            }),
-        }
+            },
+        };
+        crate::observe::host_error(operation, &error);
+        Err(error)
     }
 
     /// Confirmed history of `hashx` through the history cache, and what the
@@ -459,6 +461,7 @@ impl SessionManager {
         let previous = lock(&self.inner.last_tip).record(tip)?;
         *lock(&self.inner.tip_header) = None;
         caches.clear_fees();
+        crate::observe::cache_cleared("fees", "tip");
         Some(previous)
     }
 
@@ -474,7 +477,11 @@ impl SessionManager {
                     self.on_reorg().await;
                 }
             }
-            None => self.inner.caches.clear_block_caches(),
+            None => {
+                self.inner.caches.clear_block_caches();
+                crate::observe::cache_cleared("txids", "first_tip");
+                crate::observe::cache_cleared("merkle", "first_tip");
+            }
         }
     }
 

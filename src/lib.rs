@@ -98,11 +98,117 @@
 //! # Ok::<(), indexer_sessions::Error>(())
 //! ```
 //!
+//! ## Observability
+//!
+//! Two features tell an operator what the manager does. Both are off by
+//! default, and off they compile to nothing: no event is built, no counter
+//! touched, no clock read. On, `tracing` formats nothing unless a subscriber
+//! enables the event's level, and a metric with no recorder installed costs
+//! an atomic load.
+//!
+//! ### `tracing`
+//!
+//! Each session gets a span named `session` with the fields `id`, `peer`
+//! (address and port), `group` (absent when exempt) and `kind` (`Tcp`,
+//! `Ssl`, …), created at `info` level; events about a session belong to it,
+//! and `SessionHandle::span` hands it to the host for its own futures.
+//! Events (target `indexer_sessions::observe`):
+//!
+//! | message | level | fields |
+//! | --- | --- | --- |
+//! | `session opened` | debug | `sessions` (live now) |
+//! | `session refused` | info | `peer`, `kind`, `reason` (the [`Error`]) |
+//! | `session closed` | info | `reason` (a `disconnects_total` label), `detail` (the [`DisconnectReason`]; absent when the host dropped the handle), `requests`, `errors`, `recv_bytes`, `send_bytes` |
+//! | `throttle changed` | info | `target_before`, `target`, `cost`, `group_extra_cost` |
+//! | `excessive resource usage` | info | `code` (−101), `cost`, `group_extra_cost` |
+//! | `network banned` | info | `network`, `duration` (`None`: until unbanned), `closed` |
+//! | `network unbanned` | info | `network`, `existed` |
+//! | `operator disconnect` | info | `selector`, `closed` |
+//! | `listener state changed` | info | `state`, `sessions`, `max_sessions` |
+//! | `limits changed` | info | `limits` |
+//! | `notify pass` | debug | `statuses_computed`, `statuses_changed`, `status_notifications`, `header_notifications`, `failures`, `duration` |
+//! | `cache cleared` | debug | `cache`, `cause` (`tip`, `first_tip`, `reorg`) |
+//! | `host call failed` | warn | `operation`, `error` |
+//! | `slow consumer cut off` | warn | `reason` (`send_timeout`), `detail`, `pending` |
+//!
+//! A host installs any subscriber, for instance `tracing-subscriber`'s
+//! formatter filtered by `RUST_LOG` (its `env-filter` feature):
+//!
+//! ```
+//! # #[cfg(feature = "tracing")] {
+//! // In the host's `main`, before the manager is built. With the
+//! // `env-filter` feature: `.with_env_filter(EnvFilter::from_default_env())`
+//! // and `RUST_LOG=indexer_sessions=info`.
+//! let subscriber = tracing_subscriber::fmt()
+//!     .with_max_level(tracing::Level::INFO)
+//!     .finish();
+//! tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+//! # }
+//! ```
+//!
+//! ### `metrics`
+//!
+//! Metrics go through the [`metrics`](https://docs.rs/metrics) facade, so
+//! any exporter works. Install a recorder, then call `describe_metrics()`
+//! once for units and help texts. Labels take only the values listed (never
+//! a session id or an address).
+//!
+//! | name | type | unit | labels | what |
+//! | --- | --- | --- | --- | --- |
+//! | `indexer_sessions_sessions` | gauge | count | | live sessions (set at every open and close) |
+//! | `indexer_sessions_sessions_opened_total` | counter | count | | sessions admitted |
+//! | `indexer_sessions_refusals_total` | counter | count | `reason`: `banned`, `at_capacity`, `group_full`, `shutting_down` | connections refused by [`SessionManager::add_session`] |
+//! | `indexer_sessions_disconnects_total` | counter | count | `reason`: `dropped` (the host dropped the handle), `stale`, `excessive_cost`, `send_timeout`, `admin`, `banned`, `shutdown`, `transport_error` | sessions ended |
+//! | `indexer_sessions_groups` | gauge | count | | groups held by the ledger (sampled) |
+//! | `indexer_sessions_subscriptions` | gauge | count | | script subscriptions (sampled) |
+//! | `indexer_sessions_subscribed_scripts` | gauge | count | | distinct scripts subscribed (sampled) |
+//! | `indexer_sessions_header_subscribers` | gauge | count | | sessions subscribed to headers (sampled) |
+//! | `indexer_sessions_queued_notifications` | gauge | count | | notifications waiting in outboxes (sampled) |
+//! | `indexer_sessions_requests_total` | counter | count | | requests admitted |
+//! | `indexer_sessions_errors_total` | counter | count | `code`: `-101` (excessive cost), `-102` (admission or handler past the request timeout), `-32700` ([`SessionHandle::record_parse_error`]), `host` ([`SessionHandle::record_error`]) | request errors |
+//! | `indexer_sessions_throttled_admissions_total` | counter | count | | admissions that waited for a slot or slept |
+//! | `indexer_sessions_throttle_sleep_seconds` | histogram | seconds | | the throttle sleep of each throttled admission |
+//! | `indexer_sessions_request_seconds` | histogram | seconds | | handler time inside [`Permit::run`] |
+//! | `indexer_sessions_cost_charged_milli_total` | counter | count | | cost charged to sessions, in thousandths of a cost unit |
+//! | `indexer_sessions_received_bytes_total` | counter | bytes | | bytes passed to [`SessionHandle::record_received`] |
+//! | `indexer_sessions_sent_bytes_total` | counter | bytes | | bytes passed to [`SessionHandle::record_sent`] |
+//! | `indexer_sessions_notify_passes_total` | counter | count | | notification passes run |
+//! | `indexer_sessions_notify_pass_seconds` | histogram | seconds | | duration of each pass, on the manager's [`Timer`] |
+//! | `indexer_sessions_statuses_computed_total` | counter | count | | script statuses computed by passes |
+//! | `indexer_sessions_statuses_changed_total` | counter | count | | statuses found changed |
+//! | `indexer_sessions_notifications_queued_total` | counter | count | `kind`: `status`, `header` | notifications queued by passes |
+//! | `indexer_sessions_notifications_sent_total` | counter | count | `kind`: `status`, `header` | notifications sent by [`SessionHandle::deliver`] |
+//! | `indexer_sessions_host_errors_total` | counter | count | `operation`: the host call, one of a fixed set (`history`, `header`, `headers`, `tip`, `block txids`, `mempool entries`, `fee histogram`, `estimatefee`, `relayfee`, `getrawtransaction`, `validate transaction`, `broadcast`) | failed or timed-out host calls |
+//! | `indexer_sessions_cache_hits_total` | counter | count | `cache`: `history`, `txids`, `merkle`, `checkpoints`, `fees` | lookups answered from the cache |
+//! | `indexer_sessions_cache_misses_total` | counter | count | `cache` | lookups that went to the host |
+//! | `indexer_sessions_cache_evictions_total` | counter | count | `cache` (the four byte-bounded ones) | entries evicted to hold the byte budget |
+//! | `indexer_sessions_cache_clears_total` | counter | count | `cache` | whole-cache clears on a tip change, the first tip or a reorg |
+//! | `indexer_sessions_cache_bytes` | gauge | bytes | `cache` | bytes held (sampled) |
+//! | `indexer_sessions_cache_entries` | gauge | count | `cache` | entries held (sampled) |
+//!
+//! *Sampled* gauges are set from [`SessionManager::info`]: by every call to
+//! it, and by [`SessionManager::run_housekeeping`] once per `sweep_interval`
+//! (after the caches' pending evictions are applied), so they cost nothing
+//! on the request and notification paths. A host that wants them fresher
+//! calls `info()` before each scrape.
+//!
+//! A Prometheus endpoint is one exporter away; with the
+//! `metrics-exporter-prometheus` crate in the host:
+//!
+//! ```ignore
+//! metrics_exporter_prometheus::PrometheusBuilder::new()
+//!     .with_http_listener(([127, 0, 0, 1], 9100))
+//!     .install()?; // serves /metrics; needs a tokio runtime
+//! indexer_sessions::describe_metrics();
+//! ```
+//!
 //! ## Features
 //!
 //! - `tokio`: [`TokioTimer`].
 //! - `test-util`: `testing`, a manual clock and in-memory hosts.
 //! - `serde`: admin reports implement `Serialize`.
+//! - `tracing`: a span per session and events (see [Observability](#observability)).
+//! - `metrics`: counters, gauges and histograms (see [Observability](#observability)).
 
 pub mod admin;
 mod bans;
@@ -122,6 +228,7 @@ mod manager;
 pub mod merkle;
 mod meter;
 mod notify;
+mod observe;
 mod outbox;
 mod session;
 pub mod status;
@@ -148,6 +255,8 @@ pub use listener::{ListenerEvents, ListenerState};
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use meter::{CostMeter, Throttle};
 pub use notify::NotifyReport;
+#[cfg(feature = "metrics")]
+pub use observe::describe_metrics;
 pub use session::{Counters, Permit, SessionHandle};
 pub use timer::Timer;
 #[cfg(feature = "tokio")]

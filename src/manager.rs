@@ -197,6 +197,7 @@ impl SessionManager {
     /// [`Error::InvalidConfig`]; the old limits stay in force.
     pub fn set_limits(&self, limits: Limits) -> Result<()> {
         limits.validate()?;
+        crate::observe::limits_changed(&limits);
         *write(&self.inner.ctx.limits) = Arc::new(limits);
         self.recalculate_all();
         self.update_listener();
@@ -231,11 +232,23 @@ impl SessionManager {
 
     /// [`SessionManager::add_session`] for a transport already in an `Arc`.
     pub fn add_shared_transport(&self, transport: Arc<dyn Transport>) -> Result<SessionHandle> {
+        let peer = transport.peer();
+        let added = self.admit_transport(transport, peer);
+        if let Err(error) = &added {
+            crate::observe::session_refused(peer, error);
+        }
+        added
+    }
+
+    fn admit_transport(
+        &self,
+        transport: Arc<dyn Transport>,
+        peer: crate::types::PeerInfo,
+    ) -> Result<SessionHandle> {
         if self.inner.shutdown.get() {
             return Err(Error::ShuttingDown);
         }
         let inner = &self.inner;
-        let peer = transport.peer();
         let now = self.now();
         if let Some(network) = lock(&inner.bans).matching(peer.addr.ip(), now) {
             return Err(Error::Banned {
@@ -284,11 +297,14 @@ impl SessionManager {
         sessions.insert(id, session.clone());
         let count = sessions.len();
         drop(sessions);
-        if count >= limits.max_sessions {
-            inner.listener.update(|state| match state {
+        crate::observe::session_opened(&session.span, count);
+        if count >= limits.max_sessions
+            && inner.listener.update(|state| match state {
                 ListenerState::Accepting => ListenerState::Paused,
                 other => *other,
-            });
+            })
+        {
+            crate::observe::listener_changed(ListenerState::Paused, count, limits.max_sessions);
         }
         // The group may already carry cost (a reconnecting client inherits
         // it): the new member sees it at once.
@@ -305,22 +321,35 @@ impl SessionManager {
     fn update_listener(&self) {
         let count = self.session_count();
         let limits = self.limits();
-        self.inner.listener.update(|state| match state {
+        let changed = self.inner.listener.update(|state| match state {
             ListenerState::Stopped => ListenerState::Stopped,
             _ if count >= limits.max_sessions => ListenerState::Paused,
             ListenerState::Paused if count <= limits.resume_at() => ListenerState::Accepting,
             other => *other,
         });
+        if changed {
+            crate::observe::listener_changed(self.inner.listener.get(), count, limits.max_sessions);
+        }
     }
 
     /// Removes a session from the manager and settles its cost. Returns
     /// false if it had already ended.
     pub(crate) fn end_session(&self, session: &Arc<SessionShared>) -> bool {
+        self.end_session_because(session, None)
+    }
+
+    /// [`SessionManager::end_session`]; `reason` is `None` when the host
+    /// dropped the session's handle.
+    fn end_session_because(&self, session: &Arc<SessionShared>, reason: Option<&DisconnectReason>) -> bool {
         let now = self.now();
         if !session.end(now) {
             return false;
         }
-        lock(&self.inner.sessions).remove(&session.id);
+        let remaining = {
+            let mut sessions = lock(&self.inner.sessions);
+            sessions.remove(&session.id);
+            sessions.len()
+        };
         let (counters, indexed) = {
             let state = lock(&session.state);
             (state.counters, state.indexed)
@@ -328,6 +357,7 @@ impl SessionManager {
         if indexed {
             self.forget_subscriptions(session);
         }
+        crate::observe::session_closed(&session.span, reason, &counters, remaining);
         *lock(&self.inner.ended_counters) += counters;
         self.inner.sessions_ended.fetch_add(1, Ordering::Relaxed);
         // A removal can only resume a paused listener.
@@ -339,7 +369,7 @@ impl SessionManager {
 
     /// Ends a session and closes its transport (within `close_timeout`).
     pub(crate) async fn close_session(&self, session: &Arc<SessionShared>, reason: DisconnectReason) -> bool {
-        if !self.end_session(session) {
+        if !self.end_session_because(session, Some(&reason)) {
             return false;
         }
         let timer = self.inner.ctx.timer.clone();
@@ -401,6 +431,7 @@ impl SessionManager {
                 .pending_since()
                 .is_some_and(|since| now.saturating_duration_since(since) >= limits.max_send_delay)
             {
+                crate::observe::slow_consumer(&session);
                 stuck.push(session);
             }
         }
@@ -486,6 +517,9 @@ impl SessionManager {
             if now >= next_sweep {
                 self.sweep().await;
                 self.run_pending_cache_tasks().await;
+                if crate::observe::SAMPLES {
+                    self.info();
+                }
                 next_sweep = now + sweep_every;
             }
         }
@@ -502,7 +536,13 @@ impl SessionManager {
     /// `Transport::close` calls unfinished.
     pub async fn shutdown(&self) -> usize {
         self.inner.shutdown.set(true);
-        self.inner.listener.set(ListenerState::Stopped);
+        if self.inner.listener.set(ListenerState::Stopped) {
+            crate::observe::listener_changed(
+                ListenerState::Stopped,
+                self.session_count(),
+                self.limits().max_sessions,
+            );
+        }
         let sessions = self.live_sessions();
         self.close_all(sessions, DisconnectReason::Shutdown).await
     }

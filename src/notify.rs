@@ -217,7 +217,9 @@ impl SessionManager {
             let Some(pass) = running.pass.as_mut() else {
                 break;
             };
+            let stopwatch = crate::observe::Stopwatch::start(&*self.inner.ctx.timer, true);
             let (done, failed) = self.notify_pass(pass).await;
+            crate::observe::notify_pass(&done, stopwatch, &*self.inner.ctx.timer);
             let finished = running.pass.take();
             if !failed.is_empty() || finished.as_ref().is_some_and(|p| p.tip_changed) {
                 // Left for the next `notify`: not retried now, so a failing
@@ -507,21 +509,21 @@ impl SessionHandle {
             let timer = session.ctx.timer.clone();
             while let Some((taken, notification)) = session.outbox.peek().await {
                 let limit = session.ctx.limits().max_send_delay;
-                match within(&*timer, limit, session.transport.send(notification)).await {
-                    Some(Ok(())) => session.outbox.acknowledge(taken, timer.now()),
-                    Some(Err(error)) => {
-                        manager
-                            .close_session(&session, DisconnectReason::TransportError(error.to_string()))
-                            .await;
-                        return;
+                let header = matches!(notification, crate::types::Notification::Header { .. });
+                let reason = match within(&*timer, limit, session.transport.send(notification)).await {
+                    Some(Ok(())) => {
+                        session.outbox.acknowledge(taken, timer.now());
+                        crate::observe::notification_sent(header);
+                        continue;
                     }
-                    None => {
-                        manager
-                            .close_session(&session, DisconnectReason::SendTimeout)
-                            .await;
-                        return;
-                    }
+                    Some(Err(error)) => DisconnectReason::TransportError(error.to_string()),
+                    None => DisconnectReason::SendTimeout,
+                };
+                if reason == DisconnectReason::SendTimeout {
+                    crate::observe::slow_consumer(&session);
                 }
+                manager.close_session(&session, reason).await;
+                return;
             }
         }
     }

@@ -99,6 +99,7 @@ pub(crate) struct SessionShared {
     /// Set once the session has ended; checked without the lock.
     pub(crate) ended: AtomicBool,
     pub(crate) outbox: crate::outbox::Outbox,
+    pub(crate) span: crate::observe::SessionSpan,
 }
 
 fn validate_cost(amount: f64) -> Result<()> {
@@ -144,6 +145,7 @@ impl SessionShared {
             }),
             ended: AtomicBool::new(false),
             outbox: crate::outbox::Outbox::default(),
+            span: crate::observe::SessionSpan::new(id, peer, group),
         }
     }
 
@@ -153,6 +155,7 @@ impl SessionShared {
 
     /// Adds `amount` to the cost, recalculating when it drifted past 100.
     pub(crate) fn add_cost(&self, amount: f64) {
+        crate::observe::cost_charged(amount);
         let due = lock(&self.state).meter.charge(amount);
         if due {
             self.recalculate(self.ctx.timer.now());
@@ -206,6 +209,10 @@ impl SessionShared {
             let before = state.meter.throttle().target;
             let throttle = state.meter.retarget(extra, &limits);
             state.sleep = state.meter.request_sleep(&limits);
+            if throttle.target != before {
+                let cost = state.meter.cost();
+                crate::observe::throttle_changed(&self.span, before, throttle.target, cost, extra);
+            }
             if throttle.target > before || throttle.target == 0 {
                 state.wake_waiters()
             } else {
@@ -244,6 +251,7 @@ impl SessionShared {
             let mut state = lock(&self.state);
             state.in_flight = state.in_flight.saturating_sub(1);
             let due = pending_charge > 0.0 && state.meter.charge(pending_charge);
+            crate::observe::cost_charged(pending_charge);
             (state.wake_waiters(), due)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -252,7 +260,9 @@ impl SessionShared {
         }
     }
 
-    fn charge_error(&self, amount: f64) {
+    /// Charges an error; `code` is its metric label.
+    fn charge_error(&self, amount: f64, code: &'static str) {
+        crate::observe::request_error(code);
         lock(&self.state).counters.errors += 1;
         self.add_cost(amount);
     }
@@ -265,11 +275,13 @@ impl SessionShared {
         }
         let target = state.meter.throttle().target;
         if target == 0 {
+            crate::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
             return Some(Err(Error::ExcessiveCost));
         }
         if state.in_flight < target && state.sleep.is_zero() {
             state.in_flight += 1;
             state.counters.requests += 1;
+            crate::observe::request_admitted();
             return Some(Ok(()));
         }
         None
@@ -287,11 +299,14 @@ impl SessionShared {
             }
             let target = state.meter.throttle().target;
             if target == 0 {
+                crate::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
                 return Poll::Ready(Err(Error::ExcessiveCost));
             }
             if state.in_flight < target {
                 state.in_flight += 1;
                 state.counters.requests += 1;
+                crate::observe::request_admitted();
+                crate::observe::throttled_admission(state.sleep);
                 return Poll::Ready(Ok(state.sleep));
             }
             if !state.waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -302,7 +317,7 @@ impl SessionShared {
         let sleep = match within(&*timer, limits.request_timeout, acquire).await {
             Some(result) => result?,
             None => {
-                self.charge_error(limits.error_cost);
+                self.charge_error(limits.error_cost, "-102");
                 return Err(Error::ServerBusy(limits.request_timeout));
             }
         };
@@ -316,7 +331,7 @@ impl SessionShared {
             if sleep >= remaining {
                 timer.sleep(remaining).await;
                 drop(permit);
-                self.charge_error(limits.error_cost);
+                self.charge_error(limits.error_cost, "-102");
                 return Err(Error::ServerBusy(limits.request_timeout));
             }
             timer.sleep(sleep).await;
@@ -374,10 +389,13 @@ impl Permit {
             Some(deadline) => deadline.saturating_duration_since(timer.now()),
             None => limits.request_timeout,
         };
-        match within(&*timer, remaining, handler).await {
+        let stopwatch = crate::observe::Stopwatch::start(&*timer, false);
+        let result = within(&*timer, remaining, handler).await;
+        crate::observe::request_finished(stopwatch, &*timer);
+        match result {
             Some(value) => Ok(value),
             None => {
-                self.session.charge_error(limits.error_cost);
+                self.session.charge_error(limits.error_cost, "-102");
                 Err(Error::ServerBusy(limits.request_timeout))
             }
         }
@@ -421,6 +439,15 @@ impl SessionHandle {
     /// The session's group (subnet), `None` for an exempt address.
     pub fn group(&self) -> Option<IpNetwork> {
         self.session.group
+    }
+
+    /// The session's `tracing` span (`session`, with fields `id`, `peer`,
+    /// `group` and `kind`): the manager's events about the session belong
+    /// to it, and a host can run its own per-connection futures in it
+    /// (`tracing::Instrument`). Disabled when no subscriber wants `info`.
+    #[cfg(feature = "tracing")]
+    pub fn span(&self) -> &tracing::Span {
+        &self.session.span.span
     }
 
     /// Whether the session has ended (closed by the manager or removed).
@@ -483,6 +510,7 @@ impl SessionHandle {
             state.counters.recv_count += 1;
             state.counters.recv_bytes += bytes as u64;
         }
+        crate::observe::bytes_received(bytes);
         self.session.add_cost(bytes as f64 / unit);
     }
 
@@ -494,19 +522,20 @@ impl SessionHandle {
             state.counters.send_count += 1;
             state.counters.send_bytes += bytes as u64;
         }
+        crate::observe::bytes_sent(bytes);
         self.session.add_cost(bytes as f64 / unit);
     }
 
     /// Records a request that ended in an error: charges `error_cost` (100).
     pub fn record_error(&self) {
         let cost = read(&self.session.ctx.limits).error_cost;
-        self.session.charge_error(cost);
+        self.session.charge_error(cost, "host");
     }
 
     /// Records a message that could not be parsed: charges `parse_error_cost` (1100).
     pub fn record_parse_error(&self) {
         let cost = read(&self.session.ctx.limits).parse_error_cost;
-        self.session.charge_error(cost);
+        self.session.charge_error(cost, "-32700");
     }
 
     /// The session's own cost and the extra cost of its group, as of the
