@@ -176,6 +176,19 @@ async fn metrics_move_with_clients() {
         ),
         0.0
     );
+    // The library's own series, through the same exporter.
+    assert_eq!(
+        throttled.value("indexer_sessions_sessions", &[]),
+        2.0,
+        "{}",
+        throttled.text
+    );
+    assert!(
+        throttled.value("indexer_sessions_requests_total", &[]) >= 6.0,
+        "{}",
+        throttled.text
+    );
+    assert!(throttled.value("indexer_sessions_received_bytes_total", &[]) > 0.0);
 
     // 50 headers (8 KB of hex) pass the hard limit: the next request gets −101.
     let kicked = blocking(move || {
@@ -197,6 +210,23 @@ async fn metrics_move_with_clients() {
         kicked.text
     );
     assert_eq!(kicked.value("indexer_sessions_example_sessions", &[]), 1.0);
+    assert_eq!(
+        kicked.value("indexer_sessions_errors_total", &[("code", "-101")]),
+        1.0,
+        "{}",
+        kicked.text
+    );
+    assert_eq!(
+        kicked.value(
+            "indexer_sessions_disconnects_total",
+            &[("reason", "excessive_cost")]
+        ),
+        1.0,
+        "{}",
+        kicked.text
+    );
+    assert_eq!(kicked.value("indexer_sessions_sessions", &[]), 1.0);
+    let library_passes = kicked.value("indexer_sessions_notify_passes_total", &[]);
     let headers_before = kicked.value(
         "indexer_sessions_example_notifications_total",
         &[("kind", "header")],
@@ -227,6 +257,20 @@ async fn metrics_move_with_clients() {
         headers_before + 1.0
     );
     assert_eq!(after.value("indexer_sessions_example_tip_height", &[]), 111.0);
+    assert_eq!(
+        after.value("indexer_sessions_notify_passes_total", &[]),
+        library_passes + 1.0,
+        "{}",
+        after.text
+    );
+    assert!(
+        after.value(
+            "indexer_sessions_notifications_queued_total",
+            &[("kind", "header")]
+        ) >= 1.0,
+        "{}",
+        after.text
+    );
     assert!(
         after.count("indexer_sessions_example_notify_seconds") >= passes_before + 1.0,
         "{}",
