@@ -4,33 +4,7 @@
 //! raw line client where byte-level control matters.
 #![cfg(feature = "tokio")]
 
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/admin.rs"]
-mod admin;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/chain.rs"]
-mod chain;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/cli.rs"]
-mod cli;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/hosts.rs"]
-mod hosts;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/jsonrpc.rs"]
-mod jsonrpc;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/observe.rs"]
-mod observe;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/rpc.rs"]
-mod rpc;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/server.rs"]
-mod server;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/wallet.rs"]
-mod wallet;
+include!("support/example_server.rs");
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -4,36 +4,10 @@
 //! (`scripts/test.sh` installs it).
 #![cfg(feature = "tokio")]
 
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/admin.rs"]
-mod admin;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/chain.rs"]
-mod chain;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/cli.rs"]
-mod cli;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/hosts.rs"]
-mod hosts;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/jsonrpc.rs"]
-mod jsonrpc;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/observe.rs"]
-mod observe;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/rpc.rs"]
-mod rpc;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/server.rs"]
-mod server;
+include!("support/example_server.rs");
 #[allow(dead_code)] // each test binary uses part of it
 #[path = "support/observe.rs"]
 mod support;
-#[allow(dead_code)]
-#[path = "../examples/electrum_server/wallet.rs"]
-mod wallet;
 
 use std::io::Read;
 use std::path::Path;
