@@ -6,6 +6,8 @@
 
 include!("support/example_server.rs");
 
+use crate::support::{TIMEOUT, blocking, start};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -18,32 +20,10 @@ use electrum_client::raw_client::RawClient;
 use electrum_client::{ElectrumApi, GetHistoryRes, Param};
 use serde_json::{Value, json};
 
-use crate::server::ServerHandle;
 use crate::wallet::TestKey;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// Starts a server on ephemeral ports with `args` on top of the defaults.
-async fn start(args: &[&str]) -> ServerHandle {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let cli::Command::Run(options) = cli::parse(all).expect("valid flags") else {
-        panic!("not a run command");
-    };
-    let mut options = *options;
-    options.log = false;
-    server::start(options).await.expect("server starts")
-}
-
-/// Runs blocking client code off the runtime's workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("client code panicked")
-}
 
 fn client(addr: SocketAddr) -> RawClient<TcpStream> {
     RawClient::new(addr, Some(TIMEOUT), None).expect("electrum-client connects and negotiates")

@@ -7,32 +7,14 @@
 
 include!("support/example_server.rs");
 
+use crate::server::ServerHandle;
+use crate::support::{TIMEOUT, blocking, start};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-use crate::server::ServerHandle;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn start(args: &[&str]) -> ServerHandle {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let cli::Command::Run(options) = cli::parse(all).expect("valid flags") else {
-        panic!("not a run command");
-    };
-    let mut options = *options;
-    options.log = false;
-    server::start(options).await.expect("server starts")
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("client code panicked")
-}
 
 /// A newline client over a blocking socket, reading raw lines.
 struct LineClient {

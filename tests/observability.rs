@@ -7,9 +7,6 @@
 #![cfg(feature = "tokio")]
 
 include!("support/example_server.rs");
-#[allow(dead_code)] // each test binary uses part of it
-#[path = "support/observe.rs"]
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

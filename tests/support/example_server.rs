@@ -1,6 +1,6 @@
 // The example server's modules, declared at the root of a test crate that
 // drives the server in-process: `include!("support/example_server.rs");`.
-// Each test uses part of them.
+// Each test uses part of them; `support` holds the helpers that drive it.
 #[allow(dead_code)]
 #[path = "../../examples/electrum_server/admin.rs"]
 mod admin;
@@ -28,3 +28,6 @@ mod server;
 #[allow(dead_code)]
 #[path = "../../examples/electrum_server/wallet.rs"]
 mod wallet;
+#[allow(dead_code)] // each test binary uses part of it
+#[path = "observe.rs"]
+mod support;
