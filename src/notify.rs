@@ -391,9 +391,10 @@ impl SessionHandle {
                 }
                 subscribed
             };
-            session.outbox.status_given(hashx, status.hex(), status.print());
+            let hex = status.hex();
+            session.outbox.status_given(hashx, &hex, status.print());
             manager.queue(subscribed.deliveries, &status);
-            return Ok(status.hex());
+            return Ok(hex);
         }
     }
 

@@ -269,7 +269,7 @@ impl Outbox {
     /// `hashx` directly, in a subscribe reply: a pending status for it is
     /// dropped, unless it may be on its way to the client, in which case
     /// the given status is sent after it.
-    pub(crate) fn status_given(&self, hashx: HashX, status: Option<String>, print: StatusPrint) {
+    pub(crate) fn status_given(&self, hashx: HashX, status: &Option<String>, print: StatusPrint) {
         let mut state = lock(&self.state);
         let in_flight = state.is_in_flight(&hashx);
         if !state.statuses.contains_key(&hashx) {
@@ -280,7 +280,7 @@ impl Outbox {
             // based on it); dropped at the next peek if that send was abandoned.
             let version = state.version();
             if let Some(pending) = state.statuses.get_mut(&hashx) {
-                pending.status = status;
+                pending.status.clone_from(status);
                 pending.print = print;
                 pending.base = print;
                 pending.version = version;
@@ -523,7 +523,7 @@ mod tests {
             let outbox = Outbox::default();
             outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
             let (taken, _) = peek(&outbox).unwrap();
-            outbox.status_given(hx(1), Some("s2".into()), 2);
+            outbox.status_given(hx(1), &Some("s2".into()), 2);
             if arrives {
                 outbox.acknowledge(taken, now);
                 let (_, next) = peek(&outbox).unwrap();
