@@ -7,7 +7,9 @@
 //! caches or records anything from a failed call.
 
 use crate::error::HostError;
-use crate::types::{DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TxHash};
+use crate::types::{
+    DisconnectReason, HashX, Height, HistoryEntry, MempoolEntry, Notification, PeerInfo, Tip, TxHash,
+};
 use async_trait::async_trait;
 
 /// One client connection, owned by the host.
@@ -72,15 +74,6 @@ pub trait Daemon: Send + Sync + 'static {
     async fn raw_transaction(&self, txid: TxHash) -> Result<Option<Vec<u8>>, HostError>;
 }
 
-/// One confirmed transaction touching a script.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct HistoryEntry {
-    /// The transaction.
-    pub txid: TxHash,
-    /// The height of the block that confirmed it.
-    pub height: Height,
-}
-
 /// The index.
 #[async_trait]
 pub trait Db: Send + Sync + 'static {
@@ -98,18 +91,6 @@ pub trait Db: Send + Sync + 'static {
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError>;
 }
 
-/// One unconfirmed transaction touching a script.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct MempoolEntry {
-    /// The transaction.
-    pub txid: TxHash,
-    /// Its fee in satoshis.
-    pub fee: u64,
-    /// Whether it spends outputs of other unconfirmed transactions
-    /// (Electrum reports it at height −1 instead of 0).
-    pub has_unconfirmed_inputs: bool,
-}
-
 /// The mempool.
 #[async_trait]
 pub trait Mempool: Send + Sync + 'static {
@@ -117,4 +98,17 @@ pub trait Mempool: Send + Sync + 'static {
     async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError>;
     /// The fee histogram: `(fee rate sat/vB, cumulative vsize)` pairs, highest rate first.
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError>;
+}
+
+/// Vets a raw transaction before the manager hands it to the node.
+///
+/// A refusal's message is shown to the client (inside
+/// [`crate::Error::TxRejected`]). Hosts plug in stricter validators than
+/// [`crate::StructuralValidator`]: for example a token-protocol check that refuses
+/// transfers which would burn the tokens carried by the spent outputs — a
+/// transaction the node would happily relay.
+#[async_trait]
+pub trait TxValidator: Send + Sync + 'static {
+    /// `Ok` to broadcast; `Err(message)` to refuse with `message`.
+    async fn validate(&self, raw: &[u8]) -> Result<(), String>;
 }

@@ -210,59 +210,51 @@
 //! - `tracing`: a span per session and events (see [Observability](#observability)).
 //! - `metrics`: counters, gauges and histograms (see [Observability](#observability)).
 
-pub mod admin;
-mod bans;
-mod broadcast;
-pub mod caches;
-mod chain;
-mod checkpoint;
+// The layers, each importing only from those below it:
+//
+// - `edge/`: the async manager (sessions, caches, notification passes,
+//   housekeeping, admin), over the host's traits and clock;
+// - `core/`: sans-IO data structures and arithmetic (cost meter, groups,
+//   bans, subscription index, outbox, merkle, status, transaction parsing);
+// - this folder: the host traits (`host`, `timer`), value types (`types`),
+//   `error` and `config`.
+//
+// `testing` (feature `test-util`) is a user of the crate, not a layer.
+
 mod config;
-pub mod cost;
+pub mod core;
+pub mod edge;
 mod error;
-pub mod fees;
-pub mod groups;
-mod hashing;
 mod host;
-mod listener;
-mod manager;
-pub mod merkle;
-mod meter;
-mod notify;
-mod observe;
-mod outbox;
-mod session;
-pub mod status;
-mod subscriptions;
-mod sync;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod timer;
-mod tip;
-pub mod tx;
 mod types;
-mod watch;
 
+pub use crate::core::{cost, groups, merkle, status, tx};
+pub use edge::{admin, caches, fees};
+
+pub use crate::core::bans::Ban;
+pub use crate::core::meter::{CostMeter, Throttle};
 pub use admin::{BanRow, GroupRow, Info, Selector, SessionRow};
-pub use bans::Ban;
-pub use chain::{
+pub use config::{Config, Limits, default_exempt_networks};
+pub use edge::chain::{
     BlockHeader, HeaderChunk, HeaderProof, HistoryItem, MAX_HEADERS_PER_CALL, MerkleProof, TxAtPosition,
 };
-pub use config::{Config, Limits, default_exempt_networks};
+pub use edge::listener::{ListenerEvents, ListenerState};
+pub use edge::manager::{SessionManager, SessionManagerBuilder};
+pub use edge::notify::NotifyReport;
+#[cfg(feature = "metrics")]
+pub use edge::observe::describe_metrics;
+pub use edge::session::{Counters, Permit, SessionHandle};
 pub use error::{Error, HostError, Result, SubscriptionScope, codes};
 pub use groups::{GroupLedger, InProcessLedger};
-pub use host::{BroadcastFailure, Daemon, Db, FeeMode, HistoryEntry, Mempool, MempoolEntry, Transport};
-pub use listener::{ListenerEvents, ListenerState};
-pub use manager::{SessionManager, SessionManagerBuilder};
-pub use meter::{CostMeter, Throttle};
-pub use notify::NotifyReport;
-#[cfg(feature = "metrics")]
-pub use observe::describe_metrics;
-pub use session::{Counters, Permit, SessionHandle};
+pub use host::{BroadcastFailure, Daemon, Db, FeeMode, Mempool, Transport, TxValidator};
 pub use timer::Timer;
 #[cfg(feature = "tokio")]
 pub use timer::TokioTimer;
-pub use tx::{StructuralValidator, TxValidator};
+pub use tx::StructuralValidator;
 pub use types::{
-    BlockHash, DisconnectReason, HASHX_LEN, HashX, Height, Notification, PeerInfo, SessionId, Tip,
-    TransportKind, TxHash, decode_hex, encode_hex,
+    BlockHash, DisconnectReason, HASHX_LEN, HashX, Height, HistoryEntry, MempoolEntry, Notification,
+    PeerInfo, SessionId, Tip, TransportKind, TxHash, decode_hex, encode_hex,
 };

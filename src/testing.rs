@@ -22,14 +22,15 @@
 //! assert_eq!(manager.session_count(), 0);
 //! ```
 
+use crate::core::hashing::HashMap;
+use crate::core::sync::lock;
 use crate::error::HostError;
-use crate::hashing::HashMap;
-use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, HistoryEntry, Mempool, MempoolEntry, Transport};
-use crate::sync::lock;
+use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, Mempool, Transport};
 use crate::timer::Timer;
 use crate::types::{
     BlockHash, DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TransportKind, TxHash,
 };
+use crate::types::{HistoryEntry, MempoolEntry};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ use std::time::{Duration, Instant};
 /// exactly. For tests only: with a fixed seed, clients could aim hash
 /// collisions at the tables keyed by what they send.
 pub fn deterministic_hashing() {
-    crate::hashing::use_fixed_seed();
+    crate::core::hashing::use_fixed_seed();
 }
 
 #[derive(Default)]
@@ -286,8 +287,8 @@ pub enum HostBehaviour {
 /// so that a caller that polls a host call once in place before awaiting it
 /// still yields to its own caller.
 pub(crate) async fn yield_to_executor() {
-    crate::chain::yield_now().await;
-    crate::chain::yield_now().await;
+    crate::edge::chain::yield_now().await;
+    crate::edge::chain::yield_now().await;
 }
 
 #[derive(Default)]
@@ -381,7 +382,7 @@ fn tip_of(data: &ChainData) -> Tip {
     match data.headers.last() {
         Some(header) => Tip {
             height: Height(data.headers.len() as u32 - 1),
-            hash: BlockHash(crate::merkle::double_sha256(header)),
+            hash: BlockHash(crate::core::merkle::double_sha256(header)),
         },
         None => Tip::default(),
     }
@@ -550,7 +551,7 @@ impl Daemon for MemoryDaemon {
         if let Some(message) = lock(&self.reject).clone() {
             return Err(BroadcastFailure::Rejected(message));
         }
-        let txid = crate::tx::parse_transaction(raw)
+        let txid = crate::core::tx::parse_transaction(raw)
             .map(|tx| tx.txid)
             .map_err(|e| BroadcastFailure::Rejected(e.to_string()))?;
         lock(&self.broadcasts).push(raw.to_vec());

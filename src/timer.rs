@@ -30,32 +30,6 @@ pub trait Timer: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
-/// Runs `future` for at most `limit` on `timer`; `None` if the time ran out.
-///
-/// The future is polled once per poll of this one, before the sleep; a
-/// call that answers at once needs no timer (the sleep is made at the
-/// first `Pending`, so the limit counts from there).
-pub(crate) async fn within<T>(
-    timer: &dyn Timer,
-    limit: Duration,
-    future: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    use std::task::Poll;
-    let mut future = std::pin::pin!(future);
-    let mut sleep: Option<BoxFuture<'static, ()>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(value) = future.as_mut().poll(cx) {
-            return Poll::Ready(Some(value));
-        }
-        let sleep = sleep.get_or_insert_with(|| timer.sleep(limit));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
-
 #[cfg(feature = "tokio")]
 mod tokio_timer {
     use super::*;

@@ -278,6 +278,27 @@ pub struct PeerInfo {
     pub kind: TransportKind,
 }
 
+/// One confirmed transaction touching a script.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HistoryEntry {
+    /// The transaction.
+    pub txid: TxHash,
+    /// The height of the block that confirmed it.
+    pub height: Height,
+}
+
+/// One unconfirmed transaction touching a script.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MempoolEntry {
+    /// The transaction.
+    pub txid: TxHash,
+    /// Its fee in satoshis.
+    pub fee: u64,
+    /// Whether it spends outputs of other unconfirmed transactions
+    /// (Electrum reports it at height −1 instead of 0).
+    pub has_unconfirmed_inputs: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::lock;
+use crate::core::sync::lock;
 
 #[derive(Debug)]
 struct State<T> {

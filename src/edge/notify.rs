@@ -7,13 +7,13 @@
 //! session's delivery future ([`SessionHandle::deliver`]) drains its outbox.
 //! Calls that arrive while one is running are merged into the next pass.
 
+use crate::core::hashing::HashSet;
+use crate::core::subscriptions::{Delivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash};
+use crate::core::sync::lock;
+use crate::edge::deadline::within;
+use crate::edge::manager::SessionManager;
+use crate::edge::session::{SessionHandle, SessionShared};
 use crate::error::{Error, Result};
-use crate::hashing::HashSet;
-use crate::manager::SessionManager;
-use crate::session::{SessionHandle, SessionShared};
-use crate::subscriptions::{Delivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash};
-use crate::sync::lock;
-use crate::timer::within;
 use crate::types::{DisconnectReason, HashX, Height, SessionId, Tip};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -124,12 +124,12 @@ impl SessionManager {
     fn queue(
         &self,
         deliveries: Vec<Delivery<Arc<SessionShared>>>,
-        status: &crate::chain::ScriptStatus,
+        status: &crate::edge::chain::ScriptStatus,
     ) -> usize {
         let now = self.now();
         let print = status.print();
         let hex = status.hex();
-        let charge = crate::cost::status(0);
+        let charge = crate::core::cost::status(0);
         let count = deliveries.len();
         for delivery in deliveries {
             delivery.subscriber.outbox.push_status(
@@ -217,9 +217,9 @@ impl SessionManager {
             let Some(pass) = running.pass.as_mut() else {
                 break;
             };
-            let stopwatch = crate::observe::Stopwatch::start(&*self.inner.ctx.timer, true);
+            let stopwatch = crate::edge::observe::Stopwatch::start(&*self.inner.ctx.timer, true);
             let (done, failed) = self.notify_pass(pass).await;
-            crate::observe::notify_pass(&done, stopwatch, &*self.inner.ctx.timer);
+            crate::edge::observe::notify_pass(&done, stopwatch, &*self.inner.ctx.timer);
             let finished = running.pass.take();
             if !failed.is_empty() || finished.as_ref().is_some_and(|p| p.tip_changed) {
                 // Left for the next `notify`: not retried now, so a failing
@@ -242,7 +242,7 @@ impl SessionManager {
     fn apply_status(
         &self,
         hashx: HashX,
-        result: Result<crate::chain::ScriptStatus>,
+        result: Result<crate::edge::chain::ScriptStatus>,
         report: &mut NotifyReport,
         failed: &mut Vec<HashX>,
     ) {
@@ -406,7 +406,7 @@ impl SessionHandle {
     pub fn unsubscribe(&self, alias: &str) -> Result<bool> {
         let (hashx, _) = parse_scripthash(alias)
             .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
-        self.session.add_cost(crate::cost::UNSUBSCRIBE);
+        self.session.add_cost(crate::core::cost::UNSUBSCRIBE);
         let remaining = lock(&self.manager.inner.index).unsubscribe(self.session.id, &hashx);
         match remaining {
             Some(count) => {
@@ -444,7 +444,7 @@ impl SessionHandle {
                 }
             }
         }
-        self.session.add_cost(crate::cost::HEADERS_SUBSCRIBE);
+        self.session.add_cost(crate::core::cost::HEADERS_SUBSCRIBE);
         // Subscribed before the tip is read, so a tip change meanwhile is
         // queued for this session rather than missed.
         let newly = {
@@ -514,14 +514,14 @@ impl SessionHandle {
                 let reason = match within(&*timer, limit, session.transport.send(notification)).await {
                     Some(Ok(())) => {
                         session.outbox.acknowledge(taken, timer.now());
-                        crate::observe::notification_sent(header);
+                        crate::edge::observe::notification_sent(header);
                         continue;
                     }
                     Some(Err(error)) => DisconnectReason::TransportError(error.to_string()),
                     None => DisconnectReason::SendTimeout,
                 };
                 if reason == DisconnectReason::SendTimeout {
-                    crate::observe::slow_consumer(&session);
+                    crate::edge::observe::slow_consumer(&session);
                 }
                 manager.close_session(&session, reason).await;
                 return;

@@ -12,8 +12,8 @@
 //! cost to the ledger only at recalculation (drift > 100 or the periodic
 //! pass) and when the session ends, never per request.
 
-use crate::hashing::HashMap;
-use crate::sync::lock;
+use crate::core::hashing::HashMap;
+use crate::core::sync::lock;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::sync::Mutex;

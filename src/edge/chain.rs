@@ -4,19 +4,19 @@
 //!
 //! The public part is a set of [`SessionHandle`] methods, one per Electrum
 //! request, each charging the calling session what ElectrumX charges for it
-//! (see [`crate::cost`]).
+//! (see [`crate::core::cost`]).
 
-use crate::caches::{BlockKey, CachedHistory, HistorySlot};
-use crate::cost;
+use crate::core::cost;
+use crate::core::merkle::{MIN_TXS_FOR_LEVELS, merkle_branch};
+use crate::core::status;
+use crate::core::subscriptions::parse_scripthash;
+use crate::core::sync::lock;
+use crate::edge::caches::{BlockKey, CachedHistory, HistorySlot};
+use crate::edge::manager::SessionManager;
+use crate::edge::session::SessionHandle;
 use crate::error::{Error, HostError, Result};
-use crate::host::{HistoryEntry, MempoolEntry};
-use crate::manager::SessionManager;
-use crate::merkle::{MIN_TXS_FOR_LEVELS, merkle_branch};
-use crate::session::SessionHandle;
-use crate::status;
-use crate::subscriptions::parse_scripthash;
-use crate::sync::lock;
 use crate::types::{HashX, Height, Tip, TxHash};
+use crate::types::{HistoryEntry, MempoolEntry};
 use std::sync::Arc;
 
 /// Most headers one `blockchain.block.headers` call returns (ElectrumX's
@@ -46,8 +46,8 @@ pub(crate) async fn yield_now() {
 
 /// Builds a block's merkle levels, yielding between steps of
 /// [`MERKLE_LEAVES_PER_STEP`] leaves.
-async fn build_merkle_levels(txids: &[TxHash]) -> crate::merkle::MerkleLevels {
-    let mut builder = crate::merkle::MerkleLevels::builder(txids);
+async fn build_merkle_levels(txids: &[TxHash]) -> crate::core::merkle::MerkleLevels {
+    let mut builder = crate::core::merkle::MerkleLevels::builder(txids);
     while !builder.step(MERKLE_LEAVES_PER_STEP) {
         yield_now().await;
     }
@@ -89,7 +89,7 @@ impl HistoryItem {
 /// hash in the tree over the hashes of headers `0..=cp_height`, and that
 /// tree's root. Hashes are in internal byte order (their `Display` is the
 /// reversed hex Electrum sends); check one with
-/// [`crate::merkle::root_from_branch`]`(TxHash(block_hash), height, &branch) == root`.
+/// [`crate::core::merkle::root_from_branch`]`(TxHash(block_hash), height, &branch) == root`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderProof {
     /// Siblings from the leaves up.
@@ -152,7 +152,7 @@ pub(crate) struct ScriptStatus {
 }
 
 impl ScriptStatus {
-    pub(crate) fn print(&self) -> crate::outbox::StatusPrint {
+    pub(crate) fn print(&self) -> crate::core::outbox::StatusPrint {
         status_print(&self.status)
     }
 
@@ -162,7 +162,7 @@ impl ScriptStatus {
 }
 
 /// A 64-bit fingerprint of a status (0 for none).
-pub(crate) fn status_print(status: &Option<[u8; 32]>) -> crate::outbox::StatusPrint {
+pub(crate) fn status_print(status: &Option<[u8; 32]>) -> crate::core::outbox::StatusPrint {
     match status {
         None => 0,
         Some(hash) => {
@@ -231,7 +231,7 @@ impl SessionManager {
     ) -> Result<T> {
         let timer = self.inner.ctx.timer.clone();
         let limit = self.inner.config.host_timeout;
-        let error = match crate::timer::within(&*timer, limit, call).await {
+        let error = match crate::edge::deadline::within(&*timer, limit, call).await {
             Some(Ok(value)) => return Ok(value),
             Some(Err(source)) => Error::host(operation, source),
             None => Error::HostTimeout {
@@ -239,7 +239,7 @@ impl SessionManager {
                 after: limit,
             },
         };
-        crate::observe::host_error(operation, &error);
+        crate::edge::observe::host_error(operation, &error);
         Err(error)
     }
 
@@ -316,7 +316,7 @@ impl SessionManager {
     async fn unconfirmed(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<Vec<MempoolEntry>> {
         let mut mempool = self.mempool_entries(hashx).await?;
         if !mempool.is_empty() && !history.is_empty() {
-            let confirmed: crate::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
+            let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
             mempool.retain(|entry| !confirmed.contains(&entry.txid));
         }
         status::sort_mempool(&mut mempool);
@@ -392,7 +392,7 @@ impl SessionManager {
             epoch,
         };
         let (txids, hit) =
-            crate::caches::block_cached(caches, &caches.txids, &caches.txids_counter, key, async {
+            crate::edge::caches::block_cached(caches, &caches.txids, &caches.txids_counter, key, async {
                 let db = self.inner.db.clone();
                 match self.host_call("block txids", db.block_txids(height)).await? {
                     Some(txids) => Ok(Arc::<[TxHash]>::from(txids)),
@@ -427,10 +427,11 @@ impl SessionManager {
             height: height.0,
             epoch,
         };
-        let built = crate::caches::block_cached(caches, &caches.merkle, &caches.merkle_counter, key, async {
-            Ok(Arc::new(build_merkle_levels(txids).await))
-        })
-        .await;
+        let built =
+            crate::edge::caches::block_cached(caches, &caches.merkle, &caches.merkle_counter, key, async {
+                Ok(Arc::new(build_merkle_levels(txids).await))
+            })
+            .await;
         if let Ok((levels, hit)) = built {
             if let Some(branch) = levels.branch(txids, pos) {
                 return (branch, cost::merkle(n, hit));
@@ -454,14 +455,14 @@ impl SessionManager {
     pub(crate) fn record_tip(
         &self,
         tip: Tip,
-        touched: &crate::hashing::HashSet<HashX>,
+        touched: &crate::core::hashing::HashSet<HashX>,
     ) -> Option<Option<Tip>> {
         let caches = &self.inner.caches;
         caches.touch_histories(touched.iter());
         let previous = lock(&self.inner.last_tip).record(tip)?;
         *lock(&self.inner.tip_header) = None;
         caches.clear_fees();
-        crate::observe::cache_cleared("fees", "tip");
+        crate::edge::observe::cache_cleared("fees", "tip");
         Some(previous)
     }
 
@@ -479,8 +480,8 @@ impl SessionManager {
             }
             None => {
                 self.inner.caches.clear_block_caches();
-                crate::observe::cache_cleared("txids", "first_tip");
-                crate::observe::cache_cleared("merkle", "first_tip");
+                crate::edge::observe::cache_cleared("txids", "first_tip");
+                crate::edge::observe::cache_cleared("merkle", "first_tip");
             }
         }
     }
@@ -493,14 +494,14 @@ impl SessionManager {
         }
         let db = self.inner.db.clone();
         match self.host_call("header", db.header(previous.height)).await {
-            Ok(Some(header)) => crate::merkle::double_sha256(&header) == previous.hash.0,
+            Ok(Some(header)) => crate::core::merkle::double_sha256(&header) == previous.hash.0,
             _ => false,
         }
     }
 
     /// The shared `blockchain.headers.subscribe` result: the tip, its
     /// generation and its raw header, read once per tip.
-    pub(crate) async fn tip_header(&self) -> Result<crate::tip::TipHeader> {
+    pub(crate) async fn tip_header(&self) -> Result<crate::core::tip::TipHeader> {
         if let Some(cached) = lock(&self.inner.tip_header).clone() {
             return Ok(cached);
         }
@@ -526,7 +527,7 @@ impl SessionManager {
             // The `Db` moved past the recorded tip (its block at that height
             // is another now): tell of the `Db`'s tip instead, a real tip
             // whose own `notify` will then send nothing more.
-            if crate::merkle::double_sha256(&header) == tip.hash.0 {
+            if crate::core::merkle::double_sha256(&header) == tip.hash.0 {
                 break header;
             }
             if attempts == 3 {
@@ -539,10 +540,10 @@ impl SessionManager {
             let db = self.inner.db.clone();
             tip = self.host_call("tip", db.tip()).await?;
         };
-        let result = crate::tip::TipHeader {
+        let result = crate::core::tip::TipHeader {
             tip,
             generation: known.generation,
-            hash: crate::types::BlockHash(crate::merkle::double_sha256(&header)),
+            hash: crate::types::BlockHash(crate::core::merkle::double_sha256(&header)),
             header,
         };
         let mut cached = lock(&self.inner.tip_header);
@@ -578,7 +579,7 @@ impl SessionManager {
         cp_height: u32,
         tip: Tip,
         cp_header: Option<Vec<u8>>,
-        session: &crate::session::SessionShared,
+        session: &crate::edge::session::SessionShared,
     ) -> Result<HeaderProof> {
         if cp_height < height.0 {
             return Err(Error::BadRequest(format!(
@@ -654,7 +655,7 @@ impl SessionHandle {
     /// **Cost:** 0.25, or 1.25 with a checkpoint (charged once the header is
     /// read), plus [`cost::checkpoint_headers`] of the headers the proof read
     /// into the header merkle levels (none once they reach `cp_height`; see
-    /// [`crate::cost`]). A proof for any `cp_height` the levels reach reads
+    /// [`crate::core::cost`]). A proof for any `cp_height` the levels reach reads
     /// one header and hashes ⌈log₂(cp_height + 1)⌉ nodes.
     ///
     /// # Cancel safety

@@ -1,7 +1,7 @@
 //! The tip as the manager last recorded it, and the shared
 //! `blockchain.headers.subscribe` result for it.
 
-use crate::outbox::TipGeneration;
+use crate::core::outbox::TipGeneration;
 use crate::types::{BlockHash, Height, Tip};
 
 /// The last tip given to `notify`, and how many tip changes have been

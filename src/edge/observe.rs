@@ -15,8 +15,8 @@
     allow(unused_variables, dead_code)
 )]
 
+use crate::edge::session::Counters;
 use crate::error::Error;
-use crate::session::Counters;
 use crate::timer::Timer;
 use crate::types::{DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
@@ -406,7 +406,7 @@ pub(crate) fn session_closed(
 
 /// A session stopped taking its notifications and is being cut off.
 #[inline]
-pub(crate) fn slow_consumer(session: &crate::session::SessionShared) {
+pub(crate) fn slow_consumer(session: &crate::edge::session::SessionShared) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         parent: &session.span.span,
@@ -507,7 +507,11 @@ pub(crate) fn bytes_sent(bytes: usize) {
 
 /// The listener state changed.
 #[inline]
-pub(crate) fn listener_changed(state: crate::listener::ListenerState, sessions: usize, max_sessions: usize) {
+pub(crate) fn listener_changed(
+    state: crate::edge::listener::ListenerState,
+    sessions: usize,
+    max_sessions: usize,
+) {
     #[cfg(feature = "tracing")]
     tracing::info!(state = ?state, sessions, max_sessions, "listener state changed");
 }
@@ -535,7 +539,7 @@ pub(crate) fn unbanned(network: IpNetwork, existed: bool) {
 
 /// `disconnect` closed the sessions of `selector`.
 #[inline]
-pub(crate) fn admin_disconnect(selector: &crate::admin::Selector, closed: usize) {
+pub(crate) fn admin_disconnect(selector: &crate::edge::admin::Selector, closed: usize) {
     #[cfg(feature = "tracing")]
     tracing::info!(selector = ?selector, closed, "operator disconnect");
 }
@@ -544,7 +548,11 @@ pub(crate) fn admin_disconnect(selector: &crate::admin::Selector, closed: usize)
 
 /// One notification pass finished.
 #[inline]
-pub(crate) fn notify_pass(report: &crate::notify::NotifyReport, stopwatch: Stopwatch, timer: &dyn Timer) {
+pub(crate) fn notify_pass(
+    report: &crate::edge::notify::NotifyReport,
+    stopwatch: Stopwatch,
+    timer: &dyn Timer,
+) {
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     let elapsed = stopwatch.elapsed(timer);
     #[cfg(feature = "tracing")]
@@ -631,7 +639,7 @@ where
 /// Sets the gauges sampled from the manager's summary (housekeeping does
 /// this every `sweep_interval`, and so does every `info()` call).
 #[inline]
-pub(crate) fn sample(info: &crate::admin::Info, queued_notifications: usize) {
+pub(crate) fn sample(info: &crate::edge::admin::Info, queued_notifications: usize) {
     #[cfg(feature = "metrics")]
     {
         gauge!(SESSIONS).set(info.sessions as f64);
@@ -664,7 +672,7 @@ mod tests {
     /// The crate documentation's table lists exactly the metrics in [`METRICS`].
     #[test]
     fn the_documented_table_is_the_list() {
-        let docs = include_str!("lib.rs");
+        let docs = include_str!("../lib.rs");
         let documented: std::collections::BTreeSet<&str> = docs
             .lines()
             .filter_map(|line| line.strip_prefix("//! | `indexer_sessions_"))

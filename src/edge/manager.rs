@@ -1,19 +1,21 @@
 //! The session manager: admits sessions, keeps the group ledger and limits,
 //! runs housekeeping, and closes sessions.
 
-use crate::bans::BanList;
 use crate::config::{Config, Limits};
+use crate::core::bans::BanList;
+use crate::core::groups::{GroupLedger, InProcessLedger, group_of};
+use crate::core::hashing::HashMap;
+use crate::core::sync::{lock, write};
+use crate::core::tx::StructuralValidator;
+use crate::edge::deadline::within;
+use crate::edge::listener::{ListenerEvents, ListenerState};
+use crate::edge::session::{Context, Counters, SessionHandle, SessionShared};
+use crate::edge::watch::WatchCell;
 use crate::error::{Error, Result};
-use crate::groups::{GroupLedger, InProcessLedger, group_of};
-use crate::hashing::HashMap;
+use crate::host::TxValidator;
 use crate::host::{Daemon, Db, Mempool, Transport};
-use crate::listener::{ListenerEvents, ListenerState};
-use crate::session::{Context, Counters, SessionHandle, SessionShared};
-use crate::sync::{lock, write};
-use crate::timer::{Timer, within};
-use crate::tx::{StructuralValidator, TxValidator};
+use crate::timer::Timer;
 use crate::types::{DisconnectReason, SessionId};
-use crate::watch::WatchCell;
 use futures::future::{Either, join_all, select};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,12 +37,12 @@ pub(crate) struct Inner {
     /// Counters of sessions that have ended.
     pub(crate) ended_counters: Mutex<Counters>,
     pub(crate) sessions_ended: AtomicU64,
-    pub(crate) caches: crate::caches::Caches,
-    pub(crate) index: Mutex<crate::notify::Index>,
-    pub(crate) pending_events: Mutex<crate::notify::PendingEvents>,
-    pub(crate) last_tip: Mutex<crate::tip::RecordedTip>,
+    pub(crate) caches: crate::edge::caches::Caches,
+    pub(crate) index: Mutex<crate::edge::notify::Index>,
+    pub(crate) pending_events: Mutex<crate::edge::notify::PendingEvents>,
+    pub(crate) last_tip: Mutex<crate::core::tip::RecordedTip>,
     /// The shared header-subscription result.
-    pub(crate) tip_header: Mutex<Option<crate::tip::TipHeader>>,
+    pub(crate) tip_header: Mutex<Option<crate::core::tip::TipHeader>>,
     /// When retained group cost was last refunded.
     last_refund: Mutex<Instant>,
 }
@@ -147,10 +149,10 @@ impl SessionManagerBuilder {
                 started,
                 ended_counters: Mutex::new(Counters::default()),
                 sessions_ended: AtomicU64::new(0),
-                caches: crate::caches::Caches::new(&self.config),
-                index: Mutex::new(crate::notify::Index::default()),
-                pending_events: Mutex::new(crate::notify::PendingEvents::default()),
-                last_tip: Mutex::new(crate::tip::RecordedTip::default()),
+                caches: crate::edge::caches::Caches::new(&self.config),
+                index: Mutex::new(crate::edge::notify::Index::default()),
+                pending_events: Mutex::new(crate::edge::notify::PendingEvents::default()),
+                last_tip: Mutex::new(crate::core::tip::RecordedTip::default()),
                 tip_header: Mutex::new(None),
                 last_refund: Mutex::new(started),
                 config: self.config,
@@ -197,7 +199,7 @@ impl SessionManager {
     /// [`Error::InvalidConfig`]; the old limits stay in force.
     pub fn set_limits(&self, limits: Limits) -> Result<()> {
         limits.validate()?;
-        crate::observe::limits_changed(&limits);
+        crate::edge::observe::limits_changed(&limits);
         *write(&self.inner.ctx.limits) = Arc::new(limits);
         self.recalculate_all();
         self.update_listener();
@@ -235,7 +237,7 @@ impl SessionManager {
         let peer = transport.peer();
         let added = self.admit_transport(transport, peer);
         if let Err(error) = &added {
-            crate::observe::session_refused(peer, error);
+            crate::edge::observe::session_refused(peer, error);
         }
         added
     }
@@ -275,7 +277,7 @@ impl SessionManager {
                 .ledger
                 .join(
                     group,
-                    crate::meter::CostMeter::INITIAL_COST,
+                    crate::core::meter::CostMeter::INITIAL_COST,
                     limits.max_sessions_per_group,
                 )
                 .map_err(|full| Error::GroupSessionLimit {
@@ -297,18 +299,18 @@ impl SessionManager {
         sessions.insert(id, session.clone());
         let count = sessions.len();
         drop(sessions);
-        crate::observe::session_opened(&session.span, count);
+        crate::edge::observe::session_opened(&session.span, count);
         if count >= limits.max_sessions
             && inner.listener.update(|state| match state {
                 ListenerState::Accepting => ListenerState::Paused,
                 other => *other,
             })
         {
-            crate::observe::listener_changed(ListenerState::Paused, count, limits.max_sessions);
+            crate::edge::observe::listener_changed(ListenerState::Paused, count, limits.max_sessions);
         }
         // The group may already carry cost (a reconnecting client inherits
         // it): the new member sees it at once.
-        lock(&session.state).extra_cost = (group_cost - crate::meter::CostMeter::INITIAL_COST).max(0.0);
+        lock(&session.state).extra_cost = (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0);
         if group_cost > limits.cost_soft_limit {
             session.recalculate(now);
         }
@@ -328,7 +330,7 @@ impl SessionManager {
             other => *other,
         });
         if changed {
-            crate::observe::listener_changed(self.inner.listener.get(), count, limits.max_sessions);
+            crate::edge::observe::listener_changed(self.inner.listener.get(), count, limits.max_sessions);
         }
     }
 
@@ -357,7 +359,7 @@ impl SessionManager {
         if indexed {
             self.forget_subscriptions(session);
         }
-        crate::observe::session_closed(&session.span, reason, &counters, remaining);
+        crate::edge::observe::session_closed(&session.span, reason, &counters, remaining);
         *lock(&self.inner.ended_counters) += counters;
         self.inner.sessions_ended.fetch_add(1, Ordering::Relaxed);
         // A removal can only resume a paused listener.
@@ -431,7 +433,7 @@ impl SessionManager {
                 .pending_since()
                 .is_some_and(|since| now.saturating_duration_since(since) >= limits.max_send_delay)
             {
-                crate::observe::slow_consumer(&session);
+                crate::edge::observe::slow_consumer(&session);
                 stuck.push(session);
             }
         }
@@ -517,7 +519,7 @@ impl SessionManager {
             if now >= next_sweep {
                 self.sweep().await;
                 self.run_pending_cache_tasks().await;
-                if crate::observe::SAMPLES {
+                if crate::edge::observe::SAMPLES {
                     self.info();
                 }
                 next_sweep = now + sweep_every;
@@ -537,7 +539,7 @@ impl SessionManager {
     pub async fn shutdown(&self) -> usize {
         self.inner.shutdown.set(true);
         if self.inner.listener.set(ListenerState::Stopped) {
-            crate::observe::listener_changed(
+            crate::edge::observe::listener_changed(
                 ListenerState::Stopped,
                 self.session_count(),
                 self.limits().max_sessions,

@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | history | hashX | confirmed history, or "too large" | `history_cache_bytes` |
 //! | txids | height | the block's txids | `txids_cache_bytes` |
-//! | merkle | height | [`crate::merkle::MerkleLevels`] of blocks with ≥ [`crate::merkle::MIN_TXS_FOR_LEVELS`] txs | `merkle_cache_bytes` |
+//! | merkle | height | [`crate::core::merkle::MerkleLevels`] of blocks with ≥ [`crate::core::merkle::MIN_TXS_FOR_LEVELS`] txs | `merkle_cache_bytes` |
 //! | fees | (bucketed target, mode) | the node's estimate | [`FEE_CACHE_BYTES`] |
 //!
 //! Invalidation follows the tip *hash*: touched scripts leave the history
@@ -29,8 +29,9 @@
 //! from the fork on a reorg.
 
 use crate::config::Config;
-use crate::host::{FeeMode, HistoryEntry};
-use crate::merkle::MerkleLevels;
+use crate::core::merkle::MerkleLevels;
+use crate::host::FeeMode;
+use crate::types::HistoryEntry;
 use crate::types::{HashX, TxHash};
 use moka::future::Cache;
 use std::sync::Arc;
@@ -67,7 +68,7 @@ pub struct CacheStats {
     pub budget: u64,
 }
 
-/// Statistics of every cache, shown in [`crate::admin::Info`].
+/// Statistics of every cache, shown in [`crate::edge::admin::Info`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CacheReport {
@@ -104,7 +105,7 @@ impl Counter {
     }
 
     pub(crate) fn record(&self, hit: bool) {
-        crate::observe::cache_lookup(self.name, hit);
+        crate::edge::observe::cache_lookup(self.name, hit);
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -186,7 +187,7 @@ where
     let builder = Cache::builder()
         .max_capacity(budget)
         .weigher(move |_, value: &V| weight(size(value)));
-    crate::observe::count_evictions(builder, name).build()
+    crate::edge::observe::count_evictions(builder, name).build()
 }
 
 pub(crate) struct Caches {
@@ -200,7 +201,7 @@ pub(crate) struct Caches {
     pub(crate) merkle_counter: Counter,
     pub(crate) merkle_budget: u64,
     /// The header merkle levels (changed only under `header_builder`).
-    pub(crate) header_levels: std::sync::Mutex<crate::checkpoint::HeaderLevels>,
+    pub(crate) header_levels: std::sync::Mutex<crate::edge::checkpoint::HeaderLevels>,
     /// Held by the one request growing or repairing `header_levels`.
     pub(crate) header_builder: futures::lock::Mutex<()>,
     pub(crate) checkpoints_counter: Counter,
@@ -271,7 +272,7 @@ impl Caches {
     fn checkpoint_stats(&self) -> CacheStats {
         let (hits, misses) = self.checkpoints_counter.counts();
         let (entries, bytes) = {
-            let levels = crate::sync::lock(&self.header_levels);
+            let levels = crate::core::sync::lock(&self.header_levels);
             (levels.len(), levels.approx_bytes())
         };
         CacheStats {
@@ -348,7 +349,7 @@ impl Caches {
     }
 }
 
-impl crate::manager::SessionManager {
+impl crate::edge::manager::SessionManager {
     /// Statistics of every cache.
     pub(crate) fn cache_report(&self) -> CacheReport {
         self.inner.caches.report()
@@ -374,7 +375,7 @@ impl crate::manager::SessionManager {
         self.inner.caches.invalidate_all_histories();
         self.inner.caches.clear_block_caches();
         for cache in ["history", "txids", "merkle"] {
-            crate::observe::cache_cleared(cache, "reorg");
+            crate::edge::observe::cache_cleared(cache, "reorg");
         }
     }
 }
@@ -400,7 +401,7 @@ where
             load.await
         })
         .await
-        .map_err(crate::chain::unshare)?;
+        .map_err(crate::edge::chain::unshare)?;
     if loaded && caches.block_epoch() != key.epoch {
         cache.invalidate(&key).await;
     }

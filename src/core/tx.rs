@@ -9,7 +9,7 @@
 //! before anything is allocated, so a few bytes claiming billions of inputs
 //! fail at once. Errors name the byte offset where parsing stopped.
 //!
-//! [`TxValidator`] is the hook the manager calls before handing a raw
+//! [`crate::TxValidator`] is the hook the manager calls before handing a raw
 //! transaction to the node; [`StructuralValidator`] is the default.
 //!
 //! ```
@@ -24,7 +24,6 @@
 //! ```
 
 use crate::TxHash;
-use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -524,27 +523,15 @@ pub fn parse_block_transactions(raw_block: &[u8]) -> Result<(Vec<u8>, Vec<Parsed
     Ok((header, txs))
 }
 
-/// Vets a raw transaction before the manager hands it to the node.
-///
-/// A refusal's message is shown to the client (inside
-/// [`crate::Error::TxRejected`]). Hosts plug in stricter validators than
-/// [`StructuralValidator`]: for example a token-protocol check that refuses
-/// transfers which would burn the tokens carried by the spent outputs — a
-/// transaction the node would happily relay.
-#[async_trait]
-pub trait TxValidator: Send + Sync + 'static {
-    /// `Ok` to broadcast; `Err(message)` to refuse with `message`.
-    async fn validate(&self, raw: &[u8]) -> Result<(), String>;
-}
-
 /// The default validator: refuses bytes that [`parse_transaction`] rejects
 /// (the message is the parse error) and coinbase transactions.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StructuralValidator;
 
-#[async_trait]
-impl TxValidator for StructuralValidator {
-    async fn validate(&self, raw: &[u8]) -> Result<(), String> {
+impl StructuralValidator {
+    /// The check [`crate::TxValidator::validate`] runs for this validator:
+    /// `Err(message)` for bytes [`parse_transaction`] rejects or a coinbase.
+    pub fn check(&self, raw: &[u8]) -> Result<(), String> {
         let tx = parse_transaction(raw).map_err(|e| e.to_string())?;
         if tx.is_coinbase() {
             return Err("a coinbase transaction cannot be broadcast".to_owned());
@@ -865,11 +852,10 @@ mod tests {
 
     #[test]
     fn structural_validator() {
-        use futures::executor::block_on;
         let v = StructuralValidator;
-        assert_eq!(block_on(v.validate(&raw(SEGWIT))), Ok(()));
-        assert_eq!(block_on(v.validate(&raw(LEGACY))), Ok(()));
-        let err = block_on(v.validate(&[1, 0, 0])).unwrap_err();
+        assert_eq!(v.check(&raw(SEGWIT)), Ok(()));
+        assert_eq!(v.check(&raw(LEGACY)), Ok(()));
+        let err = v.check(&[1, 0, 0]).unwrap_err();
         assert!(
             err.starts_with("truncated at byte 0 while reading version"),
             "{err}"
@@ -877,8 +863,6 @@ mod tests {
         let coinbase = raw(
             "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff0704ffff001d0104ffffffff0100f2052a010000000000000000",
         );
-        assert!(block_on(v.validate(&coinbase)).unwrap_err().contains("coinbase"));
-        let dyn_validator: std::sync::Arc<dyn TxValidator> = std::sync::Arc::new(v);
-        assert!(block_on(dyn_validator.validate(&[])).is_err());
+        assert!(v.check(&coinbase).unwrap_err().contains("coinbase"));
     }
 }

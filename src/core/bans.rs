@@ -1,6 +1,6 @@
 //! Banned networks, each with an optional expiry.
 
-use crate::groups::canonical_ip;
+use crate::core::groups::canonical_ip;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::time::Instant;

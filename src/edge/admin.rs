@@ -1,12 +1,12 @@
 //! Operator reports and actions: `info()`, `sessions()`, `groups()`,
 //! disconnect by selector, bans, per-session logging.
 
+use crate::core::groups::canonical_ip;
+use crate::core::sync::lock;
+use crate::edge::listener::ListenerState;
+use crate::edge::manager::SessionManager;
+use crate::edge::session::{Counters, SessionShared};
 use crate::error::{Error, Result};
-use crate::groups::canonical_ip;
-use crate::listener::ListenerState;
-use crate::manager::SessionManager;
-use crate::session::{Counters, SessionShared};
-use crate::sync::lock;
 use crate::types::{DisconnectReason, SessionId, TransportKind};
 use ipnetwork::IpNetwork;
 use std::net::{IpAddr, SocketAddr};
@@ -164,7 +164,7 @@ pub struct Info {
     /// Time since the manager was built.
     pub uptime: Duration,
     /// Cache statistics.
-    pub caches: crate::caches::CacheReport,
+    pub caches: crate::edge::caches::CacheReport,
 }
 
 impl SessionManager {
@@ -277,9 +277,9 @@ impl SessionManager {
             uptime: now.saturating_duration_since(self.inner.started),
             caches: self.cache_report(),
         };
-        if crate::observe::SAMPLES {
+        if crate::edge::observe::SAMPLES {
             let queued = sessions.iter().map(|s| s.outbox.len()).sum();
-            crate::observe::sample(&info, queued);
+            crate::edge::observe::sample(&info, queued);
         }
         info
     }
@@ -307,7 +307,7 @@ impl SessionManager {
     pub async fn disconnect(&self, selector: Selector) -> Result<usize> {
         let sessions = self.select(selector)?;
         let closed = self.close_all(sessions, DisconnectReason::Admin).await;
-        crate::observe::admin_disconnect(&selector, closed);
+        crate::edge::observe::admin_disconnect(&selector, closed);
         Ok(closed)
     }
 
@@ -348,7 +348,7 @@ impl SessionManager {
             .filter(|s| network.contains(canonical_ip(s.peer.addr.ip())))
             .collect();
         let closed = self.close_all(banned, DisconnectReason::Banned).await;
-        crate::observe::banned(network, duration, closed);
+        crate::edge::observe::banned(network, duration, closed);
         Ok(closed)
     }
 
@@ -356,7 +356,7 @@ impl SessionManager {
     pub fn unban(&self, network: IpNetwork) -> bool {
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
         let existed = lock(&self.inner.bans).unban(network);
-        crate::observe::unbanned(network, existed);
+        crate::edge::observe::unbanned(network, existed);
         existed
     }
 

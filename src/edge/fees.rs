@@ -19,12 +19,12 @@
 //! assert_eq!(bucket_fee_target(5000), 1008);
 //! ```
 
-use crate::caches::FeeKey;
-use crate::chain::unshare;
-use crate::cost;
+use crate::core::cost;
+use crate::edge::caches::FeeKey;
+use crate::edge::chain::unshare;
+use crate::edge::session::SessionHandle;
 use crate::error::{Error, Result};
 use crate::host::FeeMode;
-use crate::session::SessionHandle;
 
 /// The longest confirmation target a node estimates (Bitcoin Core's
 /// `MAX_BLOCK_CONFIRMS`, 1008 blocks); longer targets ask for this one.

@@ -29,7 +29,7 @@
 //! grows them at a time (others wait for it, then find the work done); each
 //! chunk is committed as a whole, so a dropped request keeps what it
 //! finished. The request that grows them is charged
-//! [`crate::cost::checkpoint_headers`] for the headers it read; a host may
+//! [`crate::core::cost::checkpoint_headers`] for the headers it read; a host may
 //! grow them beforehand, uncharged, with
 //! [`SessionManager::prepare_checkpoint_proofs`].
 //!
@@ -44,13 +44,13 @@
 //! growing starts one header early, at the last stored one, so a chain that
 //! changed under a build is noticed there too and repaired the same way.
 
-use crate::chain::HeaderProof;
-use crate::cost;
+use crate::core::cost;
+use crate::core::merkle::{double_sha256, hash_pair};
+use crate::core::sync::lock;
+use crate::edge::chain::HeaderProof;
+use crate::edge::manager::SessionManager;
+use crate::edge::session::SessionShared;
 use crate::error::{Error, Result};
-use crate::manager::SessionManager;
-use crate::merkle::{double_sha256, hash_pair};
-use crate::session::SessionShared;
-use crate::sync::lock;
 use crate::types::{Height, TxHash};
 
 /// Most headers read and hashed into the levels per `Db::headers` call;
@@ -230,7 +230,7 @@ impl SessionManager {
     /// first), repairing them first after a reorg. Returns the headers read.
     ///
     /// Optional: without it the first request for a checkpoint beyond the
-    /// levels grows them and pays for it (see [`crate::cost`]). A host that
+    /// levels grows them and pays for it (see [`crate::core::cost`]). A host that
     /// calls it at start-up, and after each block if it likes, spares its
     /// clients that cost. It reads the headers in chunks of 2016 with a
     /// yield between two, like a request.
@@ -312,7 +312,7 @@ impl SessionManager {
 
     /// The proof, when the levels hold `cp_hash` at `cp`.
     fn proof_if_current(
-        caches: &crate::caches::Caches,
+        caches: &crate::edge::caches::Caches,
         index: usize,
         cp: usize,
         cp_hash: TxHash,
@@ -442,7 +442,7 @@ impl SessionManager {
             let growth = HeaderLevels::growth(len, &frontier, leaves);
             lock(&caches.header_levels).commit(growth);
             if grown <= cp {
-                crate::chain::yield_now().await;
+                crate::edge::chain::yield_now().await;
             }
         }
     }
@@ -451,7 +451,7 @@ impl SessionManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merkle::{merkle_branch, merkle_root, root_from_branch};
+    use crate::core::merkle::{merkle_branch, merkle_root, root_from_branch};
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<TxHash> {

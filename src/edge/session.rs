@@ -3,12 +3,13 @@
 //! holds for the connection's lifetime.
 
 use crate::config::Limits;
+use crate::core::groups::GroupLedger;
+use crate::core::meter::CostMeter;
+use crate::core::sync::{lock, read};
+use crate::edge::deadline::within;
 use crate::error::{Error, Result};
-use crate::groups::GroupLedger;
 use crate::host::Transport;
-use crate::meter::CostMeter;
-use crate::sync::{lock, read};
-use crate::timer::{Timer, within};
+use crate::timer::Timer;
 use crate::types::{DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,8 +99,8 @@ pub(crate) struct SessionShared {
     pub(crate) state: Mutex<SessionState>,
     /// Set once the session has ended; checked without the lock.
     pub(crate) ended: AtomicBool,
-    pub(crate) outbox: crate::outbox::Outbox,
-    pub(crate) span: crate::observe::SessionSpan,
+    pub(crate) outbox: crate::edge::mailbox::Mailbox,
+    pub(crate) span: crate::edge::observe::SessionSpan,
 }
 
 fn validate_cost(amount: f64) -> Result<()> {
@@ -144,8 +145,8 @@ impl SessionShared {
                 closed: false,
             }),
             ended: AtomicBool::new(false),
-            outbox: crate::outbox::Outbox::default(),
-            span: crate::observe::SessionSpan::new(id, peer, group),
+            outbox: crate::edge::mailbox::Mailbox::default(),
+            span: crate::edge::observe::SessionSpan::new(id, peer, group),
         }
     }
 
@@ -155,7 +156,7 @@ impl SessionShared {
 
     /// Adds `amount` to the cost, recalculating when it drifted past 100.
     pub(crate) fn add_cost(&self, amount: f64) {
-        crate::observe::cost_charged(amount);
+        crate::edge::observe::cost_charged(amount);
         let due = lock(&self.state).meter.charge(amount);
         if due {
             self.recalculate(self.ctx.timer.now());
@@ -211,7 +212,7 @@ impl SessionShared {
             state.sleep = state.meter.request_sleep(&limits);
             if throttle.target != before {
                 let cost = state.meter.cost();
-                crate::observe::throttle_changed(&self.span, before, throttle.target, cost, extra);
+                crate::edge::observe::throttle_changed(&self.span, before, throttle.target, cost, extra);
             }
             if throttle.target > before || throttle.target == 0 {
                 state.wake_waiters()
@@ -251,7 +252,7 @@ impl SessionShared {
             let mut state = lock(&self.state);
             state.in_flight = state.in_flight.saturating_sub(1);
             let due = pending_charge > 0.0 && state.meter.charge(pending_charge);
-            crate::observe::cost_charged(pending_charge);
+            crate::edge::observe::cost_charged(pending_charge);
             (state.wake_waiters(), due)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -262,7 +263,7 @@ impl SessionShared {
 
     /// Charges an error; `code` is its metric label.
     fn charge_error(&self, amount: f64, code: &'static str) {
-        crate::observe::request_error(code);
+        crate::edge::observe::request_error(code);
         lock(&self.state).counters.errors += 1;
         self.add_cost(amount);
     }
@@ -275,13 +276,13 @@ impl SessionShared {
         }
         let target = state.meter.throttle().target;
         if target == 0 {
-            crate::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
+            crate::edge::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
             return Some(Err(Error::ExcessiveCost));
         }
         if state.in_flight < target && state.sleep.is_zero() {
             state.in_flight += 1;
             state.counters.requests += 1;
-            crate::observe::request_admitted();
+            crate::edge::observe::request_admitted();
             return Some(Ok(()));
         }
         None
@@ -299,14 +300,14 @@ impl SessionShared {
             }
             let target = state.meter.throttle().target;
             if target == 0 {
-                crate::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
+                crate::edge::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
                 return Poll::Ready(Err(Error::ExcessiveCost));
             }
             if state.in_flight < target {
                 state.in_flight += 1;
                 state.counters.requests += 1;
-                crate::observe::request_admitted();
-                crate::observe::throttled_admission(state.sleep);
+                crate::edge::observe::request_admitted();
+                crate::edge::observe::throttled_admission(state.sleep);
                 return Poll::Ready(Ok(state.sleep));
             }
             if !state.waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -389,9 +390,9 @@ impl Permit {
             Some(deadline) => deadline.saturating_duration_since(timer.now()),
             None => limits.request_timeout,
         };
-        let stopwatch = crate::observe::Stopwatch::start(&*timer, false);
+        let stopwatch = crate::edge::observe::Stopwatch::start(&*timer, false);
         let result = within(&*timer, remaining, handler).await;
-        crate::observe::request_finished(stopwatch, &*timer);
+        crate::edge::observe::request_finished(stopwatch, &*timer);
         match result {
             Some(value) => Ok(value),
             None => {
@@ -413,7 +414,7 @@ impl Drop for Permit {
 /// cost). To use it from several tasks, put it in an `Arc`.
 pub struct SessionHandle {
     pub(crate) session: Arc<SessionShared>,
-    pub(crate) manager: crate::manager::SessionManager,
+    pub(crate) manager: crate::edge::manager::SessionManager,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -510,7 +511,7 @@ impl SessionHandle {
             state.counters.recv_count += 1;
             state.counters.recv_bytes += bytes as u64;
         }
-        crate::observe::bytes_received(bytes);
+        crate::edge::observe::bytes_received(bytes);
         self.session.add_cost(bytes as f64 / unit);
     }
 
@@ -522,7 +523,7 @@ impl SessionHandle {
             state.counters.send_count += 1;
             state.counters.send_bytes += bytes as u64;
         }
-        crate::observe::bytes_sent(bytes);
+        crate::edge::observe::bytes_sent(bytes);
         self.session.add_cost(bytes as f64 / unit);
     }
 
@@ -546,7 +547,7 @@ impl SessionHandle {
     }
 
     /// The current throttle (fraction and concurrency target).
-    pub fn throttle(&self) -> crate::meter::Throttle {
+    pub fn throttle(&self) -> crate::core::meter::Throttle {
         lock(&self.session.state).meter.throttle()
     }
 

@@ -1,12 +1,22 @@
 //! Transactions: `blockchain.transaction.broadcast` through the builder's
 //! [`crate::TxValidator`] and then the node, and `blockchain.transaction.get`.
 
-use crate::cost;
+use crate::core::cost;
+use crate::core::sync::lock;
+use crate::core::tx::StructuralValidator;
+use crate::edge::session::SessionHandle;
 use crate::error::{Error, Result};
 use crate::host::BroadcastFailure;
-use crate::session::SessionHandle;
-use crate::sync::lock;
+use crate::host::TxValidator;
 use crate::types::TxHash;
+use async_trait::async_trait;
+
+#[async_trait]
+impl TxValidator for StructuralValidator {
+    async fn validate(&self, raw: &[u8]) -> Result<(), String> {
+        self.check(raw)
+    }
+}
 
 impl SessionHandle {
     /// `blockchain.transaction.broadcast` of the raw transaction `raw` (the

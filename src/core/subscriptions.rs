@@ -18,9 +18,9 @@
 //! scripts whose status involved the mempool on a tip change;
 //! `remove_session` is O(scripts of that session).
 
+use crate::core::hashing::{HashMap, HashSet};
+use crate::core::outbox::StatusPrint;
 use crate::error::{Error, SubscriptionScope};
-use crate::hashing::{HashMap, HashSet};
-use crate::outbox::StatusPrint;
 use crate::types::{HASHX_LEN, HashX, SessionId, encode_hex};
 use ipnetwork::IpNetwork;
 

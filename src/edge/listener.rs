@@ -3,7 +3,7 @@
 //! again (it fell to 95 % of it). The host awaits these events; it never has
 //! to wait for existing connections to close.
 
-use crate::watch::Watcher;
+use crate::edge::watch::Watcher;
 
 /// What the host's listeners should do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -12,7 +12,7 @@
 //! - each admitted request sleeps `f × request_sleep`; a target of 0 makes
 //!   the next admission fail.
 //!
-//! `extra` is the rest of the session's group's cost (see [`crate::groups`]).
+//! `extra` is the rest of the session's group's cost (see [`crate::core::groups`]).
 
 use crate::config::Limits;
 use std::time::{Duration, Instant};
