@@ -11,7 +11,9 @@ mod common;
 use common::{Fixture, Target, Zst, report, set_peer};
 use criterion::black_box;
 use futures::FutureExt;
+use indexer_sessions::Cost;
 use indexer_sessions::testing::ManualTimer;
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::{SessionHandle, SessionId, Timer};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -161,7 +163,7 @@ fn main() {
     common::mark_start();
     let mut c = common::criterion();
     let fx = Fixture::new(common::config(1 << 20));
-    let _others: Vec<SessionHandle> = (0..OTHERS)
+    let _others: Vec<SessionHandle<MemoryHost>> = (0..OTHERS)
         .map(|n| {
             set_peer(common::public_addr(n + 1));
             fx.manager.add_session(Zst).unwrap()
@@ -182,7 +184,7 @@ fn main() {
                     .now_or_never()
                     .expect("unthrottled admission is immediate")
                     .expect("admitted");
-                permit.charge(black_box(COST)).unwrap();
+                permit.charge(Cost::new(black_box(COST)).unwrap());
                 drop(permit);
             })
         })
@@ -197,7 +199,11 @@ fn main() {
         })
     });
     group.bench_function("ours_session_charge", |b| {
-        b.iter_custom(|iters| timed(&fx.timer, iters, || session.charge(black_box(COST)).unwrap()))
+        b.iter_custom(|iters| {
+            timed(&fx.timer, iters, || {
+                session.charge(Cost::new(black_box(COST)).unwrap())
+            })
+        })
     });
     group.bench_function("baseline_session_charge", |b| {
         b.iter_custom(|iters| {

@@ -25,6 +25,7 @@ mod common;
 
 use common::{Fixture, Zst, set_peer};
 use futures::executor::block_on;
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::{Config, SessionHandle, encode_hex};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -169,7 +170,7 @@ fn config(sessions: usize, history_cache_bytes: u64) -> Config {
 
 /// Adds `n` sessions from `groups` /24 groups round robin; `None`: a group
 /// of its own for each session (in 11.0.0.0/8 … 26.0.0.0/8).
-fn add_sessions(fx: &Fixture, handles: &mut Vec<SessionHandle>, n: usize, groups: Option<u32>) {
+fn add_sessions(fx: &Fixture, handles: &mut Vec<SessionHandle<MemoryHost>>, n: usize, groups: Option<u32>) {
     for i in 0..n {
         let addr = match groups {
             Some(groups) => common::grouped_addr(i as u32, groups),
@@ -184,7 +185,7 @@ fn add_sessions(fx: &Fixture, handles: &mut Vec<SessionHandle>, n: usize, groups
     }
 }
 
-fn subscribe_all(fx: &Fixture, handles: &[SessionHandle], subs: u64, scripts: Scripts) {
+fn subscribe_all(fx: &Fixture, handles: &[SessionHandle<MemoryHost>], subs: u64, scripts: Scripts) {
     for (i, session) in handles.iter().enumerate() {
         for j in 0..subs {
             block_on(session.subscribe(&alias(scripts.id(i, j, handles.len())))).expect("subscribed");
@@ -245,7 +246,7 @@ fn total(n: usize, scripts: Scripts) -> (f64, f64) {
     let before = snapshot();
     let fx = Fixture::new(config(n, Config::default().history_cache_bytes));
     let mut handles = Vec::with_capacity(n);
-    let handles_bytes = (n * std::mem::size_of::<SessionHandle>()) as isize;
+    let handles_bytes = (n * std::mem::size_of::<SessionHandle<MemoryHost>>()) as isize;
     add_sessions(&fx, &mut handles, n, Some(4096));
     subscribe_all(&fx, &handles, 10, scripts);
     let used = snapshot().since(before);

@@ -29,6 +29,7 @@ use futures::FutureExt;
 use futures::executor::block_on;
 use hashbrown::{HashMap, HashSet};
 use indexer_sessions::status::{electrum_status, status_hex};
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{MemoryDb, MemoryMempool};
 use indexer_sessions::{
     Db, HashX, Height, HistoryEntry, Mempool, MempoolEntry, SessionHandle, Tip, TxHash, encode_hex,
@@ -141,7 +142,7 @@ type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Our side at one size: the manager, N sessions with 10 subscriptions each,
 /// and the delivery futures of the 500 sessions an event notifies.
 struct Ours {
-    sessions: Vec<SessionHandle>,
+    sessions: Vec<SessionHandle<MemoryHost>>,
     deliveries: Vec<Delivery>,
 }
 

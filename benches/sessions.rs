@@ -16,6 +16,7 @@ mod common;
 
 use common::{Fixture, Target, Zst, report, set_peer};
 use criterion::black_box;
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::{SessionHandle, Timer, Transport, default_exempt_networks};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -202,7 +203,7 @@ fn main() {
     let mut c = common::criterion();
     let fx = Fixture::new(common::config(1 << 22));
     let recalc_interval = fx.manager.config().recalc_interval;
-    let _others: Vec<SessionHandle> = (0..OTHERS)
+    let _others: Vec<SessionHandle<MemoryHost>> = (0..OTHERS)
         .map(|n| {
             set_peer(common::public_addr((200 << 16) | n));
             fx.manager.add_session(Zst).unwrap()

@@ -17,6 +17,7 @@ mod common;
 use common::{Fixture, Target, Zst, fmt_ns, median_ns, report, set_peer};
 use criterion::black_box;
 use futures::executor::block_on;
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::{HashX, SessionHandle, encode_hex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ fn hashx(id: u64) -> HashX {
 }
 
 /// A session holding `held` subscriptions (ids `0..held`).
-fn session_holding(fx: &Fixture, held: u64, peer: u32) -> SessionHandle {
+fn session_holding(fx: &Fixture, held: u64, peer: u32) -> SessionHandle<MemoryHost> {
     set_peer(common::public_addr(peer));
     let session = fx.manager.add_session(Zst).expect("admitted");
     for id in 0..held {
@@ -45,7 +46,7 @@ fn session_holding(fx: &Fixture, held: u64, peer: u32) -> SessionHandle {
 }
 
 /// Subscribe + unsubscribe of one script not held, `iters` times.
-fn ours(session: &SessionHandle, iters: u64, next: &mut u64) -> Duration {
+fn ours(session: &SessionHandle<MemoryHost>, iters: u64, next: &mut u64) -> Duration {
     let started = Instant::now();
     for _ in 0..iters {
         *next += 1;

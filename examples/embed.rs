@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("session {} subscribed, status {:?}", session.id(), status);
     }
     // A heavy client pays for its requests; its group neighbour feels it.
-    sessions[0].0.charge(3000.0 * cost::TRANSACTION_GET)?;
+    sessions[0].0.charge(cost::TRANSACTION_GET * 3000);
 
     // A block touches the subscribed script: every subscriber is told once.
     let hashx = HashX::from_scripthash_hex(scripthash).ok_or("bad scripthash")?;
@@ -88,7 +88,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.counters.requests,
             row.subs,
             row.peer,
-            row.group.unwrap_or_else(|| "(exempt)".into())
+            row.group
+                .map_or_else(|| "(exempt)".to_owned(), |group| group.to_string())
         );
     }
     println!(
@@ -98,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for group in manager.groups() {
         println!(
             "{:<18} {:>8} {:>10.2} {:>10.2}",
-            group.name, group.sessions, group.cost, group.retained_cost
+            group.network, group.sessions, group.cost, group.retained_cost
         );
     }
     let info = manager.info();

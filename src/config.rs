@@ -1,7 +1,7 @@
 //! Configuration. [`Config::default`] reproduces ElectrumX's numbers; the
 //! extra limits ElectrumX lacks (per-group sessions, subscriptions) are off.
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 use ipnetwork::IpNetwork;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ pub struct Limits {
     /// Cost (session + group) above which requests are throttled. Default 1000.
     pub cost_soft_limit: f64,
     /// Cost at which the session's concurrency target reaches 0 and its next
-    /// request fails with [`Error::ExcessiveCost`]. Default 10000.
+    /// request fails with [`crate::Error::ExcessiveCost`]. Default 10000.
     /// `soft = hard = 0` disables limiting.
     pub cost_hard_limit: f64,
     /// Concurrent requests per session when unthrottled. Default 10.
@@ -67,11 +67,11 @@ impl Default for Limits {
     }
 }
 
-fn finite_non_negative(field: &'static str, value: f64) -> Result<()> {
+fn finite_non_negative(field: &'static str, value: f64) -> Result<(), ConfigError> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(Error::config(
+        Err(ConfigError::new(
             field,
             format!("{value} is not a finite, non-negative number"),
         ))
@@ -81,11 +81,11 @@ fn finite_non_negative(field: &'static str, value: f64) -> Result<()> {
 /// Longest period accepted: deadlines are `now + period`, which must not overflow.
 const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-fn non_zero(field: &'static str, value: Duration) -> Result<()> {
+fn non_zero(field: &'static str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
-        Err(Error::config(field, "must be longer than zero"))
+        Err(ConfigError::new(field, "must be longer than zero"))
     } else if value > MAX_PERIOD {
-        Err(Error::config(field, "must be under ten years"))
+        Err(ConfigError::new(field, "must be under ten years"))
     } else {
         Ok(())
     }
@@ -93,11 +93,11 @@ fn non_zero(field: &'static str, value: Duration) -> Result<()> {
 
 impl Limits {
     /// Checks every value; the first problem found is returned.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         finite_non_negative("cost_soft_limit", self.cost_soft_limit)?;
         finite_non_negative("cost_hard_limit", self.cost_hard_limit)?;
         if self.cost_hard_limit < self.cost_soft_limit {
-            return Err(Error::config(
+            return Err(ConfigError::new(
                 "cost_hard_limit",
                 format!(
                     "hard limit {} is below the soft limit {}",
@@ -106,15 +106,15 @@ impl Limits {
             ));
         }
         if self.initial_concurrent == 0 {
-            return Err(Error::config("initial_concurrent", "must be at least 1"));
+            return Err(ConfigError::new("initial_concurrent", "must be at least 1"));
         }
         if self.request_sleep > MAX_PERIOD {
-            return Err(Error::config("request_sleep", "must be under ten years"));
+            return Err(ConfigError::new("request_sleep", "must be under ten years"));
         }
         finite_non_negative("error_cost", self.error_cost)?;
         finite_non_negative("parse_error_cost", self.parse_error_cost)?;
         if !(self.bandwidth_unit_cost.is_finite() && self.bandwidth_unit_cost > 0.0) {
-            return Err(Error::config(
+            return Err(ConfigError::new(
                 "bandwidth_unit_cost",
                 "must be a positive number of bytes",
             ));
@@ -123,7 +123,7 @@ impl Limits {
         non_zero("session_timeout", self.session_timeout)?;
         non_zero("max_send_delay", self.max_send_delay)?;
         if self.max_sessions == 0 {
-            return Err(Error::config("max_sessions", "must be at least 1"));
+            return Err(ConfigError::new("max_sessions", "must be at least 1"));
         }
         for (field, value) in [
             ("max_sessions_per_group", self.max_sessions_per_group),
@@ -132,7 +132,7 @@ impl Limits {
             ("max_subs", self.max_subs),
         ] {
             if value == Some(0) {
-                return Err(Error::config(
+                return Err(ConfigError::new(
                     field,
                     "0 would refuse everything; use None for no limit",
                 ));
@@ -173,7 +173,7 @@ pub struct Config {
     /// retargeted, and retained group cost refunded. Default 300 s.
     pub recalc_interval: Duration,
     /// Time allowed for one host call (database, daemon, mempool) before it
-    /// fails with [`Error::HostTimeout`]. Default 30 s.
+    /// fails with [`crate::Error::HostTimeout`]. Default 30 s.
     pub host_timeout: Duration,
     /// Time allowed for [`crate::Transport::close`]. Default 30 s.
     pub close_timeout: Duration,
@@ -243,16 +243,16 @@ impl Config {
     /// config.ipv4_group_prefix = 33;
     /// assert!(config.validate().is_err());
     /// ```
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         if self.ipv4_group_prefix > 32 {
-            return Err(Error::config(
+            return Err(ConfigError::new(
                 "ipv4_group_prefix",
                 format!("{} is over 32", self.ipv4_group_prefix),
             ));
         }
         if self.ipv6_group_prefix > 128 {
-            return Err(Error::config(
+            return Err(ConfigError::new(
                 "ipv6_group_prefix",
                 format!("{} is over 128", self.ipv6_group_prefix),
             ));
@@ -262,7 +262,7 @@ impl Config {
         non_zero("host_timeout", self.host_timeout)?;
         non_zero("close_timeout", self.close_timeout)?;
         if self.max_send < 1000 {
-            return Err(Error::config("max_send", "must be at least 1000 bytes"));
+            return Err(ConfigError::new("max_send", "must be at least 1000 bytes"));
         }
         Ok(())
     }

@@ -1,6 +1,11 @@
-//! The crate's one error type and the JSON-RPC codes it maps to.
+//! The errors, by what the caller must do: [`Refusal`] (close the
+//! connection), [`Error`] (answer the request with its JSON-RPC code),
+//! [`ConfigError`] (fix the configuration) and [`InvalidCost`].
 
-use crate::types::{Height, SessionId};
+use crate::types::{Ban, Height, SessionId};
+use ipnetwork::IpNetwork;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An error raised by a host implementation ([`crate::Db`], [`crate::Daemon`],
@@ -52,51 +57,95 @@ impl std::fmt::Display for SubscriptionScope {
     }
 }
 
-/// Everything that can go wrong, each with the JSON-RPC code a host should
-/// answer with ([`Error::rpc_code`]). A returned error never leaves the
-/// manager in a changed state unless its documentation says so.
-#[derive(Debug, thiserror::Error)]
+/// A configuration value out of range ([`crate::Config::validate`],
+/// [`crate::Limits::validate`], the builder, `set_limits`, `ban`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A cost that is not finite and non-negative ([`crate::Cost::new`]).
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[error("invalid cost {0}: costs must be finite and non-negative")]
+pub struct InvalidCost(pub f64);
+
+/// Why [`crate::SessionManager::add_session`] refused a connection. The
+/// host closes the connection (it may first tell the client why); the
+/// manager keeps no trace of it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
-    /// A configuration value is out of range.
-    #[error("invalid configuration: {field}: {reason}")]
-    InvalidConfig {
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A cost must be finite and non-negative.
-    #[error("invalid cost {0}: costs must be finite and non-negative")]
-    InvalidCost(f64),
-    /// No session has this id (it never existed or has ended).
-    #[error("unknown session {0}")]
-    UnknownSession(SessionId),
-    /// The session has been closed; nothing more is served for it.
-    #[error("session {0} is closed")]
-    SessionClosed(SessionId),
-    /// The server holds its maximum number of sessions.
+pub enum Refusal {
+    /// The server holds `max_sessions` sessions. The listener is paused
+    /// until it falls to 95 % ([`crate::SessionManager::listener_state`]).
     #[error("server at capacity ({max} sessions)")]
     AtCapacity {
         /// The configured maximum.
         max: usize,
     },
     /// The client's address lies in a banned network.
-    #[error("address {addr} is banned ({network})")]
+    #[error("address {addr} is banned ({})", ban.network)]
     Banned {
         /// The client's address.
-        addr: std::net::IpAddr,
-        /// The ban that matched.
-        network: ipnetwork::IpNetwork,
+        addr: IpAddr,
+        /// The ban that matched, with its expiry.
+        ban: Ban,
     },
-    /// The client's group already has its maximum number of sessions.
+    /// The client's group already has `max_sessions_per_group` sessions.
     #[error("too many sessions from {group} (limit {max})")]
-    GroupSessionLimit {
-        /// The group name (its subnet).
-        group: String,
+    GroupFull {
+        /// The group (its subnet).
+        group: IpNetwork,
         /// The configured maximum.
         max: usize,
     },
+    /// [`crate::SessionManager::shutdown`] was called.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// The JSON-RPC code a host can send before closing: −102 (server
+    /// busy) for capacity and shutdown, 1 (bad request) otherwise.
+    pub fn rpc_code(&self) -> i32 {
+        match self {
+            Refusal::AtCapacity { .. } | Refusal::ShuttingDown => codes::SERVER_BUSY,
+            Refusal::Banned { .. } | Refusal::GroupFull { .. } => codes::BAD_REQUEST,
+        }
+    }
+}
+
+/// A host error shared by everyone waiting on the call that failed (one
+/// cache load serves many requests): the host's error itself, not a copy
+/// of its text. [`Error::host_source`] reaches it for downcasting.
+pub type SharedHostError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong with one request, with the JSON-RPC code a host
+/// answers with ([`Error::rpc_code`]). A returned error never leaves the
+/// manager in a changed state unless its documentation says so.
+///
+/// It is `Clone`: a host error inside is shared, not turned into text.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No session has this id (it never existed or has ended).
+    #[error("unknown session {0}")]
+    UnknownSession(SessionId),
+    /// The session has been closed; nothing more is served for it.
+    #[error("session {0} is closed")]
+    SessionClosed(SessionId),
     /// The session, with its group, used more than the hard cost limit.
     #[error("excessive resource usage")]
     ExcessiveCost,
@@ -141,9 +190,9 @@ pub enum Error {
     Host {
         /// Which host operation.
         operation: &'static str,
-        /// The host's error.
+        /// The host's error (its `source()` chain is kept).
         #[source]
-        source: HostError,
+        source: SharedHostError,
     },
     /// A host call did not answer in time.
     #[error("{operation} did not answer within {after:?}")]
@@ -153,9 +202,6 @@ pub enum Error {
         /// The time allowed.
         after: Duration,
     },
-    /// The manager is shutting down.
-    #[error("server shutting down")]
-    ShuttingDown,
 }
 
 impl Error {
@@ -168,37 +214,40 @@ impl Error {
     pub fn rpc_code(&self) -> i32 {
         match self {
             Error::ExcessiveCost => codes::EXCESSIVE_RESOURCE_USAGE,
-            Error::ServerBusy(_) | Error::ShuttingDown | Error::AtCapacity { .. } => codes::SERVER_BUSY,
+            Error::ServerBusy(_) => codes::SERVER_BUSY,
             Error::HistoryTooLarge { .. } => codes::HISTORY_TOO_LARGE,
-            Error::InvalidCost(_) => codes::INVALID_PARAMS,
             Error::Host { .. } | Error::HostTimeout { .. } => codes::DAEMON_ERROR,
-            Error::InvalidConfig { .. } | Error::UnknownSession(_) => codes::INTERNAL_ERROR,
+            Error::UnknownSession(_) => codes::INTERNAL_ERROR,
             _ => codes::BAD_REQUEST,
         }
     }
 
     /// Whether the host should close the connection after answering.
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Error::ExcessiveCost
-                | Error::SessionClosed(_)
-                | Error::ShuttingDown
-                | Error::AtCapacity { .. }
-                | Error::Banned { .. }
-                | Error::GroupSessionLimit { .. }
-        )
+        matches!(self, Error::ExcessiveCost | Error::SessionClosed(_))
     }
 
-    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig {
-            field,
-            reason: reason.into(),
+    /// The host's own error inside [`Error::Host`], to downcast to the
+    /// host's error type.
+    ///
+    /// ```
+    /// # use indexer_sessions::Error;
+    /// fn is_io(error: &Error) -> bool {
+    ///     error.host_source().is_some_and(|e| e.downcast_ref::<std::io::Error>().is_some())
+    /// }
+    /// ```
+    pub fn host_source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Error::Host { source, .. } => Some(&**source),
+            _ => None,
         }
     }
 
     pub(crate) fn host(operation: &'static str, source: HostError) -> Self {
-        Error::Host { operation, source }
+        Error::Host {
+            operation,
+            source: Arc::from(source),
+        }
     }
 }
 

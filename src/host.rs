@@ -1,16 +1,22 @@
 //! The traits a host implements: one client connection ([`Transport`]), the
 //! node ([`Daemon`]), the index ([`Db`]) and the mempool ([`Mempool`]).
 //!
-//! All are `#[async_trait]`, `Send + Sync + 'static` and dyn-compatible: the
-//! manager holds them as `Arc<dyn Trait>`. A failing call returns a
+//! All are `#[async_trait]`, `Send + Sync + 'static` and dyn-compatible.
+//! The manager is generic over a [`Host`] that bundles the node, index,
+//! mempool, clock, validator and ledger (static dispatch); each trait is
+//! also implemented for `Arc<T>`, so `Arc<dyn Db>` and friends are valid
+//! parts. A failing call returns a
 //! [`HostError`]; the manager turns it into [`crate::Error::Host`] and never
 //! caches or records anything from a failed call.
 
 use crate::error::HostError;
+use crate::ledger::GroupLedger;
+use crate::timer::Timer;
 use crate::types::{
     DisconnectReason, HashX, Height, HistoryEntry, MempoolEntry, Notification, PeerInfo, Tip, TxHash,
 };
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// One client connection, owned by the host.
 ///
@@ -111,4 +117,137 @@ pub trait Mempool: Send + Sync + 'static {
 pub trait TxValidator: Send + Sync + 'static {
     /// `Ok` to broadcast; `Err(message)` to refuse with `message`.
     async fn validate(&self, raw: &[u8]) -> Result<(), String>;
+}
+
+/// Everything the manager calls besides the connections, as one type: the
+/// index, the node, the mempool, the clock, the transaction check and the
+/// group ledger. A [`crate::SessionManager`] is generic over it, so every
+/// call is statically dispatched and its handles carry one type parameter.
+///
+/// The builder assembles one ([`crate::HostParts`]) from the parts it is
+/// given; a host can also implement it on its own type and pass that to
+/// [`crate::SessionManager::new`]. Every part trait is implemented for
+/// `Arc<T>` (including `Arc<dyn Trait>`), so [`crate::DynHost`] holds them
+/// as trait objects for hosts that pick their parts at run time.
+///
+/// ```
+/// # #[cfg(feature = "test-util")] {
+/// use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool};
+/// use indexer_sessions::{Host, InProcessLedger, StructuralValidator};
+///
+/// /// One process's parts, named once.
+/// struct Regtest {
+///     db: MemoryDb,
+///     daemon: MemoryDaemon,
+///     mempool: MemoryMempool,
+///     timer: ManualTimer,
+///     ledger: InProcessLedger,
+/// }
+///
+/// impl Host for Regtest {
+///     type Db = MemoryDb;
+///     type Daemon = MemoryDaemon;
+///     type Mempool = MemoryMempool;
+///     type Timer = ManualTimer;
+///     type Validator = StructuralValidator;
+///     type Ledger = InProcessLedger;
+///     fn db(&self) -> &MemoryDb { &self.db }
+///     fn daemon(&self) -> &MemoryDaemon { &self.daemon }
+///     fn mempool(&self) -> &MemoryMempool { &self.mempool }
+///     fn timer(&self) -> &ManualTimer { &self.timer }
+///     fn validator(&self) -> &StructuralValidator { &StructuralValidator }
+///     fn ledger(&self) -> &InProcessLedger { &self.ledger }
+/// }
+/// # }
+/// ```
+pub trait Host: Send + Sync + 'static {
+    /// The index.
+    type Db: Db;
+    /// The node.
+    type Daemon: Daemon;
+    /// The mempool.
+    type Mempool: Mempool;
+    /// The clock and sleeps.
+    type Timer: Timer;
+    /// The check a transaction passes before the node sees it.
+    type Validator: TxValidator;
+    /// Where group costs and membership are kept.
+    type Ledger: GroupLedger;
+    /// The index.
+    fn db(&self) -> &Self::Db;
+    /// The node.
+    fn daemon(&self) -> &Self::Daemon;
+    /// The mempool.
+    fn mempool(&self) -> &Self::Mempool;
+    /// The clock and sleeps.
+    fn timer(&self) -> &Self::Timer;
+    /// The transaction check.
+    fn validator(&self) -> &Self::Validator;
+    /// The group ledger.
+    fn ledger(&self) -> &Self::Ledger;
+}
+
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn peer(&self) -> PeerInfo {
+        (**self).peer()
+    }
+    async fn send(&self, notification: Notification) -> Result<(), HostError> {
+        (**self).send(notification).await
+    }
+    async fn close(&self, reason: DisconnectReason) {
+        (**self).close(reason).await
+    }
+}
+
+#[async_trait]
+impl<T: Daemon + ?Sized> Daemon for Arc<T> {
+    async fn broadcast_transaction(&self, raw: &[u8]) -> Result<TxHash, BroadcastFailure> {
+        (**self).broadcast_transaction(raw).await
+    }
+    async fn estimate_fee(&self, blocks: u32, mode: Option<FeeMode>) -> Result<Option<f64>, HostError> {
+        (**self).estimate_fee(blocks, mode).await
+    }
+    async fn relay_fee(&self) -> Result<f64, HostError> {
+        (**self).relay_fee().await
+    }
+    async fn raw_transaction(&self, txid: TxHash) -> Result<Option<Vec<u8>>, HostError> {
+        (**self).raw_transaction(txid).await
+    }
+}
+
+#[async_trait]
+impl<T: Db + ?Sized> Db for Arc<T> {
+    async fn tip(&self) -> Result<Tip, HostError> {
+        (**self).tip().await
+    }
+    async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, HostError> {
+        (**self).header(height).await
+    }
+    async fn headers(&self, start: Height, count: u32) -> Result<Vec<Vec<u8>>, HostError> {
+        (**self).headers(start, count).await
+    }
+    async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError> {
+        (**self).history(hashx, limit).await
+    }
+    async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
+        (**self).block_txids(height).await
+    }
+}
+
+#[async_trait]
+impl<T: Mempool + ?Sized> Mempool for Arc<T> {
+    async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError> {
+        (**self).entries(hashx).await
+    }
+    async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
+        (**self).fee_histogram().await
+    }
+}
+
+#[async_trait]
+impl<T: TxValidator + ?Sized> TxValidator for Arc<T> {
+    async fn validate(&self, raw: &[u8]) -> Result<(), String> {
+        (**self).validate(raw).await
+    }
 }

@@ -9,22 +9,42 @@
 //! [`Transport`] (one connection), [`Daemon`] (the node), [`Db`] (the index)
 //! and [`Mempool`]. A [`SessionManager`] does the rest, on any async runtime.
 //!
+//! ## The host and the builder
+//!
+//! A [`SessionManager<H>`](SessionManager) is generic over one [`Host`]: the
+//! db, daemon and mempool, a [`Timer`] (the clock: [`TokioTimer`] with the
+//! `tokio` feature, `testing::ManualTimer` with `test-util`, or your own),
+//! a [`TxValidator`] (default [`StructuralValidator`]) and a
+//! [`GroupLedger`] (default [`InProcessLedger`]). Every host call is
+//! statically dispatched, and the handles carry that one parameter:
+//! [`SessionHandle<H>`](SessionHandle), [`Permit<H>`](Permit).
+//!
+//! [`SessionManager::builder`] collects the parts; its `build` exists only
+//! once it has a timer, db, daemon and mempool, so a missing one is a
+//! compile error. It returns a `SessionManager<HostParts<Db, Daemon,
+//! Mempool, Timer>>`; name that type once in your host. A host can instead
+//! implement [`Host`] on a type of its own and call
+//! [`SessionManager::new`], or call `build_dyn` for a
+//! [`DynSessionManager`] whose parts are `Arc<dyn …>` (each part trait is
+//! implemented for `Arc<T>`). [`Transport`] stays per connection:
+//! [`SessionManager::add_session`] takes any.
+//!
 //! ## The model
 //!
 //! - **Sessions and groups.** [`SessionManager::add_session`] admits a
-//!   connection or refuses it (at `max_sessions`, a banned network, a full
-//!   group). Sessions are grouped by subnet (IPv4 /24, IPv6 /48; loopback
-//!   and private networks are exempt by default) so one operator with many
-//!   connections shares one budget. Dropping the [`SessionHandle`] ends the
-//!   session; its cost stays with its group as *retained* cost, refunded over time.
-//! - **Cost.** Every request, byte and error has a cost ([`cost`] holds
-//!   ElectrumX's per-method numbers). A session's cost plus the rest of its
-//!   group's cost, above the soft limit (1000), throttles it: fewer
-//!   concurrent requests and a sleep before each, growing to the hard limit
-//!   (10000) where its next request fails with [`Error::ExcessiveCost`]
-//!   (JSON-RPC −101). Cost decays at `hard / (10000 + 5 × subscriptions)`
-//!   per second. The meter is pure ([`CostMeter`]): it takes `now` and never
-//!   reads a clock.
+//!   connection or refuses it with a [`Refusal`] (at `max_sessions`, a
+//!   banned network, a full group, shutting down). Sessions are grouped by
+//!   subnet (IPv4 /24, IPv6 /48; loopback and private networks are exempt by
+//!   default) so one operator with many connections shares one budget.
+//! - **Cost.** Every request, byte and error has a [`Cost`] ([`cost`] holds
+//!   ElectrumX's per-method numbers as constants; a `Cost` is finite and
+//!   non-negative by construction, so charging one cannot fail). A
+//!   session's cost plus the rest of its group's cost ([`SessionCost`]),
+//!   above the soft limit (1000), throttles it: fewer concurrent requests and
+//!   a sleep before each, growing to the hard limit (10000) where its next
+//!   request fails with [`Error::ExcessiveCost`] (JSON-RPC −101). Cost decays
+//!   at `hard / (10000 + 5 × subscriptions)` per second. The meter is pure
+//!   ([`CostMeter`]): it takes `now` and never reads a clock.
 //! - **Admission.** [`SessionHandle::admit`] returns a [`Permit`] once the
 //!   session may run one more request (after its throttle sleep); the
 //!   request timeout covers queueing, sleep and the handler ([`Permit::run`]).
@@ -44,8 +64,37 @@
 //!   future the host runs: stale sweeps and cost recalculation.
 //!   [`SessionManager::listener_state`] says when to pause and resume
 //!   accepting. Admin reports ([`SessionManager::info`],
-//!   [`SessionManager::sessions`], [`SessionManager::groups`]) and actions
+//!   [`SessionManager::sessions`], [`SessionManager::groups`]; networks and
+//!   groups as [`ipnetwork::IpNetwork`], re-exported) and actions
 //!   (disconnect, ban, limits at run time) are methods on the manager.
+//!
+//! ## A session's life
+//!
+//! A session lives from `add_session` until one of three things ends it:
+//!
+//! - the host calls [`SessionHandle::close`] with a [`DisconnectReason`]: the
+//!   session ends at once and [`Transport::close`] is called once (within
+//!   `close_timeout`);
+//! - the manager closes it (stale, excessive cost, a client that stopped
+//!   reading, an operator's disconnect or ban, shutdown): the same, with the
+//!   manager's reason;
+//! - the host drops the [`SessionHandle`] (its client went away): the
+//!   session ends at once and `Transport::close` is *not* called, since the
+//!   host already owns the closed connection.
+//!
+//! In each case the session's subscriptions and queued notifications go,
+//! and its cost stays with its group as *retained* cost, refunded over
+//! time. [`SessionHandle::closed`] completes when the session has ended,
+//! whichever way.
+//!
+//! ## Errors
+//!
+//! Each error type says what the caller must do: a [`Refusal`] closes the
+//! connection (with [`Refusal::rpc_code`] if the host answers first); an
+//! [`Error`] answers one request with [`Error::rpc_code`] and, when
+//! [`Error::is_fatal`], closes; a [`ConfigError`] is a setting to fix. A
+//! host's own error stays inside [`Error::Host`] as itself (shared, not
+//! turned into text): [`Error::host_source`] downcasts it.
 //!
 //! ## Dropping futures
 //!
@@ -60,15 +109,12 @@
 //! [`SessionHandle::broadcast_transaction`] leave no slot, cost,
 //! subscription or index entry behind.
 //!
-//! Time comes from a [`Timer`] the builder requires: [`TokioTimer`] with the
-//! `tokio` feature, `testing::ManualTimer` with `test-util`, or your own.
-//!
 //! ## Example
 //!
 //! ```
 //! # #[cfg(feature = "test-util")] {
 //! use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
-//! use indexer_sessions::{Config, Error, SessionManager, cost};
+//! use indexer_sessions::{Config, SessionManager, cost};
 //! use futures::executor::block_on;
 //!
 //! let manager = SessionManager::builder(Config::default())   // ElectrumX's numbers
@@ -87,15 +133,15 @@
 //!     session.record_received(64);
 //!     let mut permit = session.admit().await?;
 //!     let reply = permit.run(async { "pong" }).await?;
-//!     permit.charge(cost::PING)?;
+//!     permit.charge(cost::PING);
 //!     session.record_sent(reply.len());
-//!     Ok::<_, Error>(())
+//!     Ok::<_, indexer_sessions::Error>(())
 //! })?;
 //!
 //! assert_eq!(manager.sessions()[0].counters.requests, 1);
-//! assert_eq!(manager.groups()[0].name, "203.0.113.0/24");
+//! assert_eq!(manager.groups()[0].network.to_string(), "203.0.113.0/24");
 //! # }
-//! # Ok::<(), indexer_sessions::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Observability
@@ -226,6 +272,7 @@ pub mod core;
 pub mod edge;
 mod error;
 mod host;
+mod ledger;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod timer;
@@ -234,27 +281,35 @@ mod types;
 pub use crate::core::{cost, groups, merkle, status, tx};
 pub use edge::{admin, caches, fees};
 
-pub use crate::core::bans::Ban;
 pub use crate::core::meter::{CostMeter, Throttle};
 pub use admin::{BanRow, GroupRow, Info, Selector, SessionRow};
 pub use config::{Config, Limits, default_exempt_networks};
+pub use edge::builder::{
+    DynHost, DynSessionManager, HostParts, NoDaemon, NoDb, NoMempool, NoTimer, SessionManagerBuilder,
+};
 pub use edge::chain::{
     BlockHeader, HeaderChunk, HeaderProof, HistoryItem, MAX_HEADERS_PER_CALL, MerkleProof, TxAtPosition,
 };
 pub use edge::listener::{ListenerEvents, ListenerState};
-pub use edge::manager::{SessionManager, SessionManagerBuilder};
+pub use edge::manager::SessionManager;
 pub use edge::notify::NotifyReport;
 #[cfg(feature = "metrics")]
 pub use edge::observe::describe_metrics;
-pub use edge::session::{Counters, Permit, SessionHandle};
-pub use error::{Error, HostError, Result, SubscriptionScope, codes};
-pub use groups::{GroupLedger, InProcessLedger};
-pub use host::{BroadcastFailure, Daemon, Db, FeeMode, Mempool, Transport, TxValidator};
+pub use edge::session::{Counters, MAX_CLIENT_CHARS, Permit, SessionCost, SessionHandle};
+pub use error::{
+    ConfigError, Error, HostError, InvalidCost, Refusal, Result, SharedHostError, SubscriptionScope, codes,
+};
+pub use groups::InProcessLedger;
+pub use host::{BroadcastFailure, Daemon, Db, FeeMode, Host, Mempool, Transport, TxValidator};
+/// The `ipnetwork` crate this one uses in its API (groups, bans, exempt
+/// networks), so a host need not depend on the same version itself.
+pub use ipnetwork;
+pub use ledger::{GroupEntry, GroupFull, GroupLedger};
 pub use timer::Timer;
 #[cfg(feature = "tokio")]
 pub use timer::TokioTimer;
 pub use tx::StructuralValidator;
 pub use types::{
-    BlockHash, DisconnectReason, HASHX_LEN, HashX, Height, HistoryEntry, MempoolEntry, Notification,
-    PeerInfo, SessionId, Tip, TransportKind, TxHash, decode_hex, encode_hex,
+    Ban, BlockHash, Cost, DisconnectReason, HASHX_LEN, HashX, Height, HistoryEntry, MempoolEntry,
+    Notification, PeerInfo, SessionId, Tip, TransportKind, TxHash, decode_hex, encode_hex,
 };

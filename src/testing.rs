@@ -39,6 +39,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// The in-memory host: what `SessionManager::builder` makes of the
+/// in-memory parts with the default validator and ledger.
+pub type MemoryHost = crate::HostParts<MemoryDb, MemoryDaemon, MemoryMempool, ManualTimer>;
+
+/// A manager over [`MemoryHost`].
+pub type MemoryManager = crate::SessionManager<MemoryHost>;
+
 /// Makes the crate's hash maps created from now on, in this process, use a
 /// fixed seed instead of a random one, so a single-threaded simulation
 /// iterates them in the same order on every run and a seed replays

@@ -30,6 +30,15 @@ pub trait Timer: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
+impl<T: Timer + ?Sized> Timer for std::sync::Arc<T> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        (**self).sleep(duration)
+    }
+}
+
 #[cfg(feature = "tokio")]
 mod tokio_timer {
     use super::*;

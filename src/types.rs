@@ -1,7 +1,9 @@
 //! Small value types shared by the host traits and the manager.
 
+use ipnetwork::IpNetwork;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Writes `bytes` as lowercase hex, in the order given.
 pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: impl IntoIterator<Item = u8>) -> fmt::Result {
@@ -216,7 +218,11 @@ impl TransportKind {
 }
 
 /// Why the manager closed (or asked the host to close) a session.
-#[derive(Clone, PartialEq, Eq, Debug)]
+///
+/// Two reasons are equal when they are the same variant and, for
+/// [`DisconnectReason::TransportError`], the same error (not merely the
+/// same text).
+#[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum DisconnectReason {
@@ -232,8 +238,33 @@ pub enum DisconnectReason {
     Banned,
     /// The manager is shutting down.
     Shutdown,
-    /// The host's transport failed.
-    TransportError(String),
+    /// The host's transport failed; the error is the transport's own
+    /// (serialized as its text).
+    TransportError(
+        #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_display"))]
+        crate::error::SharedHostError,
+    ),
+}
+
+impl PartialEq for DisconnectReason {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (DisconnectReason::TransportError(a), DisconnectReason::TransportError(b)) => {
+                std::sync::Arc::ptr_eq(a, b)
+            }
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for DisconnectReason {}
+
+#[cfg(feature = "serde")]
+fn serialize_display<T: fmt::Display + ?Sized, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 impl fmt::Display for DisconnectReason {
@@ -297,6 +328,107 @@ pub struct MempoolEntry {
     /// Whether it spends outputs of other unconfirmed transactions
     /// (Electrum reports it at height −1 instead of 0).
     pub has_unconfirmed_inputs: bool,
+}
+
+/// One ban.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ban {
+    /// The banned network (a single address is a /32 or /128).
+    pub network: IpNetwork,
+    /// When it lapses; `None` for never.
+    pub until: Option<Instant>,
+}
+
+/// A cost in ElectrumX's units: finite and non-negative, checked where it
+/// is made, so charging one cannot fail. [`crate::cost`] holds ElectrumX's
+/// per-method costs as constants.
+///
+/// ```
+/// use indexer_sessions::{Cost, cost};
+/// const LOOKUP: Cost = Cost::constant(0.5); // checked at compile time
+/// assert_eq!((LOOKUP + cost::PING).get(), 0.6);
+/// assert_eq!((cost::PING * 3).get(), 0.1 * 3.0);
+/// assert!(Cost::new(f64::NAN).is_err());
+/// assert_eq!(Cost::saturating(-3.0), Cost::ZERO);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Cost(f64);
+
+impl Cost {
+    /// No cost.
+    pub const ZERO: Cost = Cost(0.0);
+
+    /// A cost known when the program is written. In a `const` an invalid
+    /// value fails to compile; elsewhere it panics, so use
+    /// [`Cost::new`] for values that come from outside.
+    pub const fn constant(value: f64) -> Cost {
+        assert!(
+            value.is_finite() && value >= 0.0,
+            "a cost is finite and non-negative"
+        );
+        Cost(value)
+    }
+
+    /// A checked cost.
+    ///
+    /// # Errors
+    /// [`crate::InvalidCost`] for a negative, NaN or infinite value.
+    pub fn new(value: f64) -> Result<Cost, crate::error::InvalidCost> {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Cost(value))
+        } else {
+            Err(crate::error::InvalidCost(value))
+        }
+    }
+
+    /// A cost computed from sizes and counts, clamped: negatives and NaN
+    /// become zero and anything above `f64::MAX` becomes `f64::MAX`.
+    pub fn saturating(value: f64) -> Cost {
+        if value.is_nan() || value <= 0.0 {
+            Cost::ZERO
+        } else {
+            Cost(value.min(f64::MAX))
+        }
+    }
+
+    /// The value.
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl std::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, other: Cost) -> Cost {
+        Cost::saturating(self.0 + other.0)
+    }
+}
+
+impl std::ops::AddAssign for Cost {
+    fn add_assign(&mut self, other: Cost) {
+        *self = *self + other;
+    }
+}
+
+/// `n` times a cost (`n` requests of one kind, `n` items of a lookup).
+impl std::ops::Mul<u32> for Cost {
+    type Output = Cost;
+    fn mul(self, n: u32) -> Cost {
+        Cost::saturating(self.0 * f64::from(n))
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
+        iter.fold(Cost::ZERO, |total, cost| total + cost)
+    }
+}
+
+impl fmt::Display for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
 }
 
 #[cfg(test)]

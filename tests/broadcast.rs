@@ -8,7 +8,9 @@ use futures::executor::block_on;
 use indexer_sessions::testing::{
     HostBehaviour, ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport,
 };
-use indexer_sessions::{Config, Error, SessionHandle, SessionManager, TxHash, TxValidator, decode_hex};
+use indexer_sessions::{
+    Config, DynHost, DynSessionManager, Error, SessionHandle, SessionManager, TxHash, TxValidator, decode_hex,
+};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -26,7 +28,8 @@ fn raw(hex: &str) -> Vec<u8> {
 struct Harness {
     timer: ManualTimer,
     daemon: MemoryDaemon,
-    manager: SessionManager,
+    /// The dynamic form: one type whichever validator the test picks.
+    manager: DynSessionManager,
 }
 
 fn harness(config: Config, validator: Option<BurnCheck>) -> Harness {
@@ -37,19 +40,19 @@ fn harness(config: Config, validator: Option<BurnCheck>) -> Harness {
         .db(MemoryDb::new())
         .daemon(daemon.clone())
         .mempool(MemoryMempool::new());
-    let builder = match validator {
-        Some(validator) => builder.validator(validator),
-        None => builder,
+    let manager = match validator {
+        Some(validator) => builder.validator(validator).build_dyn(),
+        None => builder.build_dyn(),
     };
     Harness {
         timer,
         daemon,
-        manager: builder.build().expect("valid configuration"),
+        manager: manager.expect("valid configuration"),
     }
 }
 
 impl Harness {
-    fn session(&self, addr: &str) -> SessionHandle {
+    fn session(&self, addr: &str) -> SessionHandle<DynHost> {
         let (transport, _log) = MemoryTransport::new(addr.parse().expect("socket address"));
         self.manager.add_session(transport).expect("admitted")
     }
@@ -86,11 +89,11 @@ fn rejected(result: Result<TxHash, Error>) -> String {
 fn valid_transactions_reach_the_daemon() {
     let h = harness(Config::default(), None);
     let session = h.session("203.0.113.7:50001");
-    let start = session.cost().0;
+    let start = session.cost().own;
     let txid = block_on(session.broadcast_transaction(&raw(LEGACY))).unwrap();
     assert_eq!(txid.to_hex(), LEGACY_TXID);
     let hex_len = LEGACY.len() as f64;
-    assert!((session.cost().0 - start - (0.25 + hex_len / 5000.0)).abs() < 1e-9);
+    assert!((session.cost().own - start - (0.25 + hex_len / 5000.0)).abs() < 1e-9);
     block_on(session.broadcast_transaction(&raw(SEGWIT))).unwrap();
     assert_eq!(h.daemon.broadcasts(), vec![raw(LEGACY), raw(SEGWIT)]);
     assert_eq!(h.manager.sessions()[0].counters.txs_sent, 2);
@@ -241,7 +244,7 @@ fn txs_sent_counters_add_up() {
     let a2 = h.session("203.0.113.8:50001");
     let b = h.session("198.51.100.1:50001");
     let local = h.session("127.0.0.1:50001");
-    let send = |session: &SessionHandle, times: usize| {
+    let send = |session: &SessionHandle<DynHost>, times: usize| {
         for _ in 0..times {
             block_on(session.broadcast_transaction(&raw(LEGACY))).unwrap();
         }
@@ -267,7 +270,7 @@ fn txs_sent_counters_add_up() {
     let group = |name: &str| {
         groups
             .iter()
-            .find(|g| g.name == name)
+            .find(|g| g.network.to_string() == name)
             .expect("group")
             .counters
             .txs_sent

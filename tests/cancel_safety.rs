@@ -11,6 +11,8 @@ mod common;
 
 use common::Fixture;
 use futures::executor::block_on;
+use indexer_sessions::Cost;
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{HostBehaviour, TransportLog};
 use indexer_sessions::{
     Config, HashX, Height, HistoryEntry, Limits, Notification, SessionHandle, Tip, TxHash,
@@ -90,7 +92,7 @@ fn yielding_fixture(config: Config) -> Fixture {
 
 /// Delivers everything queued for `session` (a fresh delivery future,
 /// polled until it waits for more).
-fn drain(session: &SessionHandle) {
+fn drain(session: &SessionHandle<MemoryHost>) {
     let deliver = session.deliver();
     let mut deliver = pin!(deliver);
     let waker = futures::task::noop_waker();
@@ -124,7 +126,7 @@ fn headers(log: &TransportLog) -> Vec<Height> {
         .collect()
 }
 
-fn subscribed_pair(fx: &Fixture) -> (SessionHandle, Arc<TransportLog>) {
+fn subscribed_pair(fx: &Fixture) -> (SessionHandle<MemoryHost>, Arc<TransportLog>) {
     let (session, log) = fx.connect("203.0.113.1:1");
     fx.db.set_behaviour(HostBehaviour::Normal);
     fx.mempool.set_behaviour(HostBehaviour::Normal);
@@ -165,6 +167,46 @@ fn notify_dropped_at_any_await_leaves_its_event_to_the_next_call() {
         !completed
     });
     assert!(drops >= 3, "the pass has await points ({drops}, last {points})");
+}
+
+#[test]
+fn a_merged_notify_completes_once_its_event_is_applied_and_takes_over_a_dropped_pass() {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for drop_the_running_call in [false, true] {
+        let fx = yielding_fixture(Config::default());
+        block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+        let (session, log) = subscribed_pair(&fx);
+        let tip = confirm_script_1(&fx, 1);
+        let mut running = Box::pin(fx.manager.notify(tip, &[hashx(1)]));
+        assert!(
+            running.as_mut().poll(&mut cx).is_pending(),
+            "mid-pass on a yielding host"
+        );
+        let mut merged = Box::pin(fx.manager.notify(tip, &[]));
+        for _ in 0..3 {
+            assert!(
+                merged.as_mut().poll(&mut cx).is_pending(),
+                "a merged call waits for the pass that applies its event"
+            );
+        }
+        if drop_the_running_call {
+            drop(running);
+            let report = block_on(merged);
+            assert!(!report.merged, "the waiting call ran the passes itself");
+        } else {
+            let report = block_on(running);
+            assert!(!report.merged);
+            assert_eq!(report.header_notifications, 1);
+            match merged.as_mut().poll(&mut cx) {
+                Poll::Ready(report) => assert!(report.merged, "{report:?}"),
+                Poll::Pending => panic!("the pass that applied the merged event has finished"),
+            }
+        }
+        drain(&session);
+        assert_eq!(headers(&log), vec![Height(1)], "dropped: {drop_the_running_call}");
+        assert_eq!(statuses(&log).len(), 1, "dropped: {drop_the_running_call}");
+    }
 }
 
 #[test]
@@ -321,7 +363,7 @@ fn admit_dropped_while_waiting_or_sleeping_leaves_no_slot() {
         ..Config::default()
     });
     let (session, _) = fx.connect("203.0.113.1:1");
-    session.charge(5495.0).unwrap(); // fraction 0.5: target 5, sleep 0.5 s
+    session.charge(Cost::constant(5495.0)); // fraction 0.5: target 5, sleep 0.5 s
     assert_eq!(session.throttle().target, 5);
     // Dropped while sleeping.
     for _ in 0..3 {
@@ -352,14 +394,14 @@ fn admit_dropped_while_waiting_or_sleeping_leaves_no_slot() {
 fn permit_run_dropped_mid_handler_releases_the_slot_and_charges_once() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1");
-    let before = session.cost().0;
+    let before = session.cost().own;
     let mut permit = block_on(session.admit()).unwrap();
-    permit.charge(7.0).unwrap();
+    permit.charge(Cost::constant(7.0));
     assert!(poll_until_pending(permit.run(futures::future::pending::<()>()), 1).is_none());
     assert_eq!(fx.manager.sessions()[0].in_flight, 1, "the permit still holds it");
     drop(permit);
     assert_eq!(fx.manager.sessions()[0].in_flight, 0);
-    assert_eq!(session.cost().0, before + 7.0);
+    assert_eq!(session.cost().own, before + 7.0);
     // The handler future was dropped; admission goes on.
     assert!(block_on(session.admit()).is_ok());
 }
@@ -404,7 +446,7 @@ fn a_status_that_cannot_be_computed_is_retried_by_the_next_notify() {
 /// no slot, and the same request then answers as if nothing happened.
 #[test]
 fn read_only_requests_dropped_at_any_await_change_nothing() {
-    type Request = fn(&SessionHandle) -> futures::future::BoxFuture<'_, String>;
+    type Request = fn(&SessionHandle<MemoryHost>) -> futures::future::BoxFuture<'_, String>;
     let requests: [(&str, Request); 10] = [
         ("history", |s| {
             Box::pin(async move { format!("{:?}", s.history(&alias(1)).await) })

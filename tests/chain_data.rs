@@ -10,6 +10,7 @@ use futures::executor::block_on;
 use futures::future::join_all;
 use hashbrown::HashSet;
 use indexer_sessions::merkle::{double_sha256, merkle_branch, merkle_root, root_from_branch};
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{HostBehaviour, MemoryTransport};
 use indexer_sessions::{
     Config, Error, HashX, Height, HistoryEntry, HistoryItem, MempoolEntry, SessionHandle, Tip, TxHash,
@@ -34,7 +35,7 @@ impl Harness {
         Harness(Fixture::new(config))
     }
 
-    fn session(&self, addr: &str) -> SessionHandle {
+    fn session(&self, addr: &str) -> SessionHandle<MemoryHost> {
         let (transport, _log) = MemoryTransport::new(addr.parse().expect("socket address"));
         self.manager.add_session(transport).expect("admitted")
     }
@@ -89,8 +90,8 @@ fn confirmed(txid: TxHash, height: u32) -> HistoryEntry {
     }
 }
 
-fn cost(session: &SessionHandle) -> f64 {
-    session.cost().0
+fn cost(session: &SessionHandle<MemoryHost>) -> f64 {
+    session.cost().own
 }
 
 fn assert_close(actual: f64, expected: f64) {
@@ -864,4 +865,102 @@ fn a_big_block_yields_while_its_merkle_levels_are_built() {
         panic!("a cached branch yields");
     };
     assert_eq!(Some(proof.unwrap().branch), merkle_branch(&txids, 5));
+}
+
+/// An index whose history lookups fail with an I/O error after yielding
+/// once (so concurrent requests share one failing load).
+struct BrokenIndex {
+    inner: indexer_sessions::testing::MemoryDb,
+    history_calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl indexer_sessions::Db for BrokenIndex {
+    async fn tip(&self) -> Result<indexer_sessions::Tip, indexer_sessions::HostError> {
+        self.inner.tip().await
+    }
+    async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, indexer_sessions::HostError> {
+        self.inner.header(height).await
+    }
+    async fn headers(&self, start: Height, count: u32) -> Result<Vec<Vec<u8>>, indexer_sessions::HostError> {
+        self.inner.headers(start, count).await
+    }
+    async fn history(
+        &self,
+        _hashx: HashX,
+        _limit: usize,
+    ) -> Result<Vec<indexer_sessions::HistoryEntry>, indexer_sessions::HostError> {
+        self.history_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await;
+        Err(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "index gone",
+        )))
+    }
+    async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, indexer_sessions::HostError> {
+        self.inner.block_txids(height).await
+    }
+}
+
+#[test]
+fn a_host_error_keeps_its_type_and_source_for_every_request_that_shared_it() {
+    use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool};
+    let db = MemoryDb::new();
+    db.push_block(vec![0; 80], vec![]);
+    let index = std::sync::Arc::new(BrokenIndex {
+        inner: db,
+        history_calls: Default::default(),
+    });
+    let manager = indexer_sessions::SessionManager::builder(Config::default())
+        .timer(ManualTimer::new())
+        .db(index.clone()) // an `Arc` of a `Db` is a `Db`
+        .daemon(MemoryDaemon::new())
+        .mempool(MemoryMempool::new())
+        .build()
+        .unwrap();
+    let connect = |addr: &str| {
+        manager
+            .add_session(MemoryTransport::new(addr.parse().unwrap()).0)
+            .unwrap()
+    };
+    let (a, b) = (connect("203.0.113.1:1"), connect("198.51.100.1:1"));
+    let alias = "11".repeat(32);
+    let (first, second) = block_on(futures::future::join(a.history(&alias), b.history(&alias)));
+    assert_eq!(
+        index.history_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one load, shared by both requests"
+    );
+    for result in [first, second] {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Host {
+                    operation: "history",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let io = error
+            .host_source()
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .expect("the host's own error, not its text");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(source.to_string(), "index gone");
+        assert_eq!(error.rpc_code(), indexer_sessions::codes::DAEMON_ERROR);
+    }
 }

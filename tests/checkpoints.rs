@@ -10,8 +10,8 @@ use futures::executor::block_on;
 use indexer_sessions::merkle::{double_sha256, merkle_branch, merkle_root, root_from_branch};
 use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryMempool, MemoryTransport};
 use indexer_sessions::{
-    BlockHash, Config, Db, Error, HashX, Height, HistoryEntry, HostError, SessionHandle, SessionManager, Tip,
-    TxHash,
+    BlockHash, Config, Db, Error, HashX, Height, HistoryEntry, HostError, HostParts, SessionHandle,
+    SessionManager, Tip, TxHash,
 };
 use proptest::prelude::*;
 use std::pin::pin;
@@ -133,8 +133,10 @@ impl Db for CountingDb {
     }
 }
 
+type CountingHost = HostParts<CountingDb, MemoryDaemon, MemoryMempool, ManualTimer>;
+
 struct Harness {
-    manager: SessionManager,
+    manager: SessionManager<CountingHost>,
     db: CountingDb,
 }
 
@@ -159,15 +161,15 @@ impl Harness {
         block_on(self.manager.notify(tip, &hashbrown::HashSet::new()));
     }
 
-    fn session(&self, n: u8) -> SessionHandle {
+    fn session(&self, n: u8) -> SessionHandle<CountingHost> {
         let addr = format!("203.0.{n}.7:50001").parse().expect("socket address");
         let (transport, _log) = MemoryTransport::new(addr);
         self.manager.add_session(transport).expect("admitted")
     }
 }
 
-fn cost(session: &SessionHandle) -> f64 {
-    session.cost().0
+fn cost(session: &SessionHandle<CountingHost>) -> f64 {
+    session.cost().own
 }
 
 fn assert_close(actual: f64, expected: f64) {
@@ -263,7 +265,7 @@ fn concurrent_sessions_share_one_build_and_only_the_builder_pays() {
     const BLOCKS: usize = 10_000;
     let h = Harness::new(BLOCKS);
     let hashes = h.db.hashes();
-    let sessions: Vec<SessionHandle> = (1..=5).map(|n| h.session(n)).collect();
+    let sessions: Vec<SessionHandle<CountingHost>> = (1..=5).map(|n| h.session(n)).collect();
     let cp = (BLOCKS - 1) as u32;
     let before = h.db.reads();
     let start: Vec<f64> = sessions.iter().map(cost).collect();

@@ -5,6 +5,7 @@ mod common;
 
 use common::Fixture;
 use futures::FutureExt;
+use indexer_sessions::Cost;
 use indexer_sessions::{Config, CostMeter, Error, Limits};
 use std::time::Duration;
 
@@ -12,7 +13,11 @@ use std::time::Duration;
 fn a_new_session_starts_at_five_and_is_admitted_at_once() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1000");
-    assert_eq!(session.cost(), (CostMeter::INITIAL_COST, 0.0));
+    let cost = session.cost();
+    assert_eq!(
+        (cost.own, cost.group_extra, cost.retained),
+        (CostMeter::INITIAL_COST, 0.0, 0.0)
+    );
     let permit = session.admit().now_or_never().expect("ready at once");
     assert!(permit.is_ok());
 }
@@ -21,7 +26,7 @@ fn a_new_session_starts_at_five_and_is_admitted_at_once() {
 fn at_5500_the_fraction_is_half_target_five_and_requests_sleep_1250_ms() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(5495.0).unwrap();
+    session.charge(Cost::constant(5495.0));
     let throttle = session.throttle();
     assert_eq!(throttle.fraction, 0.5);
     assert_eq!(throttle.target, 5);
@@ -44,7 +49,7 @@ fn at_5500_the_fraction_is_half_target_five_and_requests_sleep_1250_ms() {
 fn throttled_sessions_hold_at_most_target_requests() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(5495.0).unwrap(); // target 5, sleep 1.25 s
+    session.charge(Cost::constant(5495.0)); // target 5, sleep 1.25 s
     let mut admits: Vec<_> = (0..6).map(|_| Box::pin(session.admit())).collect();
     for admit in admits.iter_mut() {
         assert!(common::poll_once(admit).is_none());
@@ -71,24 +76,24 @@ fn throttled_sessions_hold_at_most_target_requests() {
 fn cost_decays_lazily_at_recalculation() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(95.0).unwrap(); // 100, no recalculation due
+    session.charge(Cost::constant(95.0)); // 100, no recalculation due
     fx.timer.advance(Duration::from_secs(50));
-    assert_eq!(session.cost().0, 100.0, "no decay until a recalculation");
+    assert_eq!(session.cost().own, 100.0, "no decay until a recalculation");
     fx.manager.recalculate();
     // Decay is hard / 10000 = 1 per second without subscriptions.
-    assert!((session.cost().0 - 50.0).abs() < 1e-9);
+    assert!((session.cost().own - 50.0).abs() < 1e-9);
 }
 
 #[test]
 fn a_recalculation_happens_when_cost_drifts_over_100() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(1000.0).unwrap(); // recalculated: 1005 → fraction 0.000555…
+    session.charge(Cost::constant(1000.0)); // recalculated: 1005 → fraction 0.000555…
     fx.timer.advance(Duration::from_secs(10));
-    session.charge(100.0).unwrap(); // drift exactly 100: not yet
-    assert_eq!(session.cost().0, 1105.0);
-    session.charge(0.5).unwrap(); // drift 100.5: decay 10 s then retarget
-    assert!((session.cost().0 - 1095.5).abs() < 1e-9);
+    session.charge(Cost::constant(100.0)); // drift exactly 100: not yet
+    assert_eq!(session.cost().own, 1105.0);
+    session.charge(Cost::constant(0.5)); // drift 100.5: decay 10 s then retarget
+    assert!((session.cost().own - 1095.5).abs() < 1e-9);
     assert!((session.throttle().fraction - 95.5 / 9000.0).abs() < 1e-12);
 }
 
@@ -97,7 +102,7 @@ fn the_hard_limit_fails_the_next_admission_not_the_current_request() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.1:1000");
     let mut permit = session.admit().now_or_never().unwrap().unwrap();
-    permit.charge(10_000.0).unwrap();
+    permit.charge(Cost::constant(10_000.0));
     // The request in progress keeps its slot and completes.
     drop(permit);
     assert_eq!(session.throttle().target, 0);
@@ -118,7 +123,7 @@ fn soft_and_hard_zero_disable_limiting() {
     };
     let fx = Fixture::new(config);
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(1e9).unwrap();
+    session.charge(Cost::new(1e9).unwrap());
     assert_eq!(session.throttle().fraction, 0.0);
     assert!(matches!(session.admit().now_or_never(), Some(Ok(_))));
 }
@@ -134,15 +139,15 @@ fn a_request_queued_and_slept_past_the_timeout_is_server_busy_and_charged() {
     };
     let fx = Fixture::new(config);
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(5495.0).unwrap(); // sleep 1.25 s > 1 s timeout
-    let before = session.cost().0;
+    session.charge(Cost::constant(5495.0)); // sleep 1.25 s > 1 s timeout
+    let before = session.cost().own;
     let mut admit = Box::pin(session.admit());
     assert!(common::poll_once(&mut admit).is_none());
     fx.timer.advance(Duration::from_secs(1));
     let result = common::poll_once(&mut admit).expect("timed out");
     assert!(matches!(result, Err(Error::ServerBusy(_))));
     assert_eq!(result.unwrap_err().rpc_code(), -102);
-    assert_eq!(session.cost().0, before + 100.0, "charged as an error");
+    assert_eq!(session.cost().own, before + 100.0, "charged as an error");
     assert_eq!(fx.manager.sessions()[0].counters.errors, 1);
 }
 
@@ -168,15 +173,36 @@ fn a_handler_past_the_timeout_is_server_busy() {
 }
 
 #[test]
-fn bad_costs_are_refused_and_change_nothing() {
-    let fx = Fixture::new(Config::default());
-    let (session, _) = fx.connect("203.0.113.1:1000");
+fn bad_costs_cannot_be_made_and_computed_ones_are_clamped() {
     for bad in [-1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        assert!(matches!(session.charge(bad), Err(Error::InvalidCost(_))));
-        let mut permit = session.admit().now_or_never().unwrap().unwrap();
-        assert!(matches!(permit.charge(bad), Err(Error::InvalidCost(_))));
+        let refused = Cost::new(bad).unwrap_err();
+        assert!(refused.0 == bad || bad.is_nan(), "{refused}");
     }
-    assert_eq!(session.cost().0, CostMeter::INITIAL_COST);
+    assert_eq!(Cost::saturating(f64::NAN), Cost::ZERO);
+    assert_eq!(Cost::saturating(-5.0), Cost::ZERO);
+    assert_eq!(Cost::saturating(f64::INFINITY).get(), f64::MAX);
+    assert_eq!(Cost::new(2.5).map(Cost::get), Ok(2.5));
+    // Sums saturate instead of reaching infinity.
+    assert_eq!(
+        (Cost::saturating(f64::MAX) + Cost::saturating(f64::MAX)).get(),
+        f64::MAX
+    );
+}
+
+#[test]
+fn a_group_member_sees_its_groups_cost_from_the_start() {
+    let fx = Fixture::new(Config::default());
+    let (first, _) = fx.connect("203.0.113.1:1000");
+    first.charge(Cost::constant(400.0));
+    drop(first); // 405 retained by 203.0.113.0/24
+    let (second, _) = fx.connect("203.0.113.2:1000");
+    let cost = second.cost();
+    assert_eq!(cost.own, CostMeter::INITIAL_COST);
+    assert_eq!(cost.retained, 400.0 + CostMeter::INITIAL_COST);
+    assert_eq!(cost.group_extra, cost.retained);
+    assert_eq!(cost.total(), cost.own + cost.group_extra);
+    let (exempt, _) = fx.connect("127.0.0.1:1000");
+    assert_eq!(exempt.cost().retained, 0.0);
 }
 
 #[test]
@@ -185,10 +211,10 @@ fn traffic_and_errors_cost_as_configured() {
     let (session, _) = fx.connect("203.0.113.1:1000");
     session.record_received(5000);
     session.record_sent(10_000);
-    assert_eq!(session.cost().0, 5.0 + 1.0 + 2.0);
+    assert_eq!(session.cost().own, 5.0 + 1.0 + 2.0);
     session.record_error();
     session.record_parse_error();
-    assert_eq!(session.cost().0, 8.0 + 100.0 + 1100.0);
+    assert_eq!(session.cost().own, 8.0 + 100.0 + 1100.0);
     let row = &fx.manager.sessions()[0];
     assert_eq!((row.counters.recv_count, row.counters.recv_bytes), (1, 5000));
     assert_eq!((row.counters.send_count, row.counters.send_bytes), (1, 10_000));

@@ -614,7 +614,7 @@ async fn flooding_client_is_throttled_then_refused_while_another_group_is_served
                 throttled_sleeps += started.elapsed();
             }
             targets.push(target);
-            assert_eq!(row.group.as_deref(), Some("127.0.1.0/24"));
+            assert_eq!(row.group, Some("127.0.1.0/24".parse().unwrap()));
         }
         panic!("the flooder was never disconnected");
     });
@@ -646,7 +646,7 @@ async fn flooding_client_is_throttled_then_refused_while_another_group_is_served
     );
     let rows = server.manager().sessions();
     assert_eq!(rows.len(), 1, "only the steady client is left: {rows:?}");
-    assert_eq!(rows[0].group.as_deref(), Some("127.0.0.0/24"));
+    assert_eq!(rows[0].group, Some("127.0.0.0/24".parse().unwrap()));
     assert!(
         rows[0].flags.ends_with("10"),
         "the other group is not throttled: {}",

@@ -861,9 +861,9 @@ fn estimate_fee_accepts_the_two_modes_and_charges_nothing_for_others() {
             let valid = mode
                 .as_deref()
                 .is_none_or(|m| indexer_sessions::FeeMode::parse(m).is_some());
-            let before = session.cost().0;
+            let before = session.cost().own;
             let result = block_on(session.estimate_fee(blocks, mode.as_deref()));
-            let after = session.cost().0;
+            let after = session.cost().own;
             if valid {
                 prop_assert_eq!(
                     result.expect("estimate"),

@@ -4,7 +4,8 @@
 mod common;
 
 use common::Fixture;
-use indexer_sessions::{Config, Error, Limits};
+use indexer_sessions::Cost;
+use indexer_sessions::{Config, Limits, Refusal};
 use std::time::Duration;
 
 #[test]
@@ -18,7 +19,7 @@ fn sessions_group_by_24_and_48_and_mapped_ipv6_joins_its_ipv4_group() {
         .manager
         .groups()
         .into_iter()
-        .map(|g| (g.name, g.sessions))
+        .map(|g| (g.network.to_string(), g.sessions))
         .collect();
     groups.sort();
     assert_eq!(
@@ -53,12 +54,11 @@ fn two_sessions_of_one_24_throttle_each_other() {
     let (heavy, _) = fx.connect("203.0.113.5:1");
     let (light, _) = fx.connect("203.0.113.6:1");
     let (elsewhere, _) = fx.connect("198.51.100.6:1");
-    heavy.charge(5490.0).unwrap(); // heavy: 5495
+    heavy.charge(Cost::constant(5490.0)); // heavy: 5495
     // The light session's next recalculation sees the group's other cost.
     fx.manager.recalculate();
-    let (own, extra) = light.cost();
-    assert_eq!(own, 5.0);
-    assert_eq!(extra, 5495.0);
+    let cost = light.cost();
+    assert_eq!((cost.own, cost.group_extra, cost.retained), (5.0, 5495.0, 0.0));
     assert_eq!(light.throttle().fraction, 0.5);
     assert_eq!(light.throttle().target, 5);
     assert_eq!(elsewhere.throttle().fraction, 0.0);
@@ -68,10 +68,11 @@ fn two_sessions_of_one_24_throttle_each_other() {
 fn a_new_member_sees_its_groups_cost_at_once_even_below_the_soft_limit() {
     let fx = Fixture::new(Config::default());
     let (first, _) = fx.connect("203.0.113.5:1");
-    first.charge(295.0).unwrap(); // 300
+    first.charge(Cost::constant(295.0)); // 300
     fx.manager.recalculate(); // reported to the group
     let (second, _) = fx.connect("203.0.113.6:1");
-    assert_eq!(second.cost(), (5.0, 300.0));
+    let cost = second.cost();
+    assert_eq!((cost.own, cost.group_extra, cost.retained), (5.0, 300.0, 0.0));
     let row = fx
         .manager
         .sessions()
@@ -85,14 +86,18 @@ fn a_new_member_sees_its_groups_cost_at_once_even_below_the_soft_limit() {
 fn a_client_reconnecting_from_the_same_24_inherits_the_retained_cost() {
     let fx = Fixture::new(Config::default());
     let (first, _) = fx.connect("203.0.113.5:1");
-    first.charge(9995.0).unwrap();
+    first.charge(Cost::constant(9995.0));
     assert_eq!(first.throttle().target, 0);
     drop(first);
     let group = &fx.manager.groups()[0];
     assert_eq!((group.sessions, group.retained_cost), (0, 10_000.0));
 
     let (again, _) = fx.connect("203.0.113.99:7");
-    assert_eq!(again.cost(), (5.0, 10_000.0));
+    let cost = again.cost();
+    assert_eq!(
+        (cost.own, cost.group_extra, cost.retained),
+        (5.0, 10_000.0, 10_000.0)
+    );
     assert_eq!(again.throttle().target, 0, "still over the hard limit");
     let (fresh, _) = fx.connect("198.51.100.1:7");
     assert_eq!(fresh.throttle().target, 10);
@@ -102,7 +107,7 @@ fn a_client_reconnecting_from_the_same_24_inherits_the_retained_cost() {
 fn retained_cost_is_refunded_and_empty_groups_deleted() {
     let fx = Fixture::new(Config::default());
     let (session, _) = fx.connect("203.0.113.5:1");
-    session.charge(995.0).unwrap(); // 1000
+    session.charge(Cost::constant(995.0)); // 1000
     drop(session);
     assert_eq!(fx.manager.groups()[0].retained_cost, 1000.0);
     // Refunds follow time: 10000 / 5000 = 2 per second, 600 per 300 s.
@@ -144,7 +149,9 @@ fn the_per_group_session_limit_refuses_with_a_clear_error() {
     let _a = fx.connect("203.0.113.5:1");
     let _b = fx.connect("203.0.113.6:1");
     let refused = fx.try_connect("203.0.113.7:1").err().expect("third is refused");
-    assert!(matches!(&refused, Error::GroupSessionLimit { group, max: 2 } if group == "203.0.113.0/24"));
+    assert!(
+        matches!(&refused, Refusal::GroupFull { group, max: 2 } if group.to_string() == "203.0.113.0/24")
+    );
     assert!(refused.to_string().contains("203.0.113.0/24"));
     assert_eq!(fx.manager.session_count(), 2);
     // Other groups and exempt addresses are unaffected.
@@ -161,13 +168,13 @@ fn after_a_recalculation_every_member_sees_the_rest_of_its_group_exactly() {
         .map(|i| fx.connect(&format!("203.0.113.{i}:1")).0)
         .collect();
     for (i, member) in members.iter().enumerate() {
-        member.charge(100.0 * (i as f64 + 1.0)).unwrap();
+        member.charge(Cost::new(100.0 * (i as f64 + 1.0)).unwrap());
     }
     fx.timer.advance(Duration::from_secs(7)); // some decay
     fx.manager.recalculate();
     let group = fx.manager.groups()[0].cost;
     for member in &members {
-        let (own, extra) = member.cost();
-        assert!((own + extra - group).abs() < 1e-9, "{own} + {extra} ≠ {group}");
+        let cost = member.cost();
+        assert!((cost.total() - group).abs() < 1e-9, "{cost:?} ≠ {group}");
     }
 }

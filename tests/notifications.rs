@@ -5,6 +5,7 @@ mod common;
 use common::Fixture;
 use futures::FutureExt;
 use futures::executor::block_on;
+use indexer_sessions::Cost;
 use indexer_sessions::status::{electrum_status, status_hex};
 use indexer_sessions::testing::TransportLog;
 use indexer_sessions::{
@@ -357,13 +358,13 @@ fn subscriptions_slow_the_cost_decay_and_end_with_the_session() {
     for n in 0..200 {
         block_on(a.subscribe(&alias(n))).unwrap();
     }
-    a.charge(1000.0).unwrap();
-    b.charge(a.cost().0 - b.cost().0).unwrap(); // equal costs
-    let (a_before, b_before) = (a.cost().0, b.cost().0);
+    a.charge(Cost::constant(1000.0));
+    b.charge(Cost::new(a.cost().own - b.cost().own).unwrap()); // equal costs
+    let (a_before, b_before) = (a.cost().own, b.cost().own);
     fx.timer.advance(Duration::from_secs(100));
     fx.manager.recalculate();
-    let a_decay = a_before - a.cost().0;
-    let b_decay = b_before - b.cost().0;
+    let a_decay = a_before - a.cost().own;
+    let b_decay = b_before - b.cost().own;
     // 10000 / (10000 + 5 × 200) per second against 1 per second.
     assert!((a_decay - 100.0 * 10000.0 / 11000.0).abs() < 1e-6, "{a_decay}");
     assert!((b_decay - 100.0).abs() < 1e-6, "{b_decay}");

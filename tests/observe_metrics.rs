@@ -8,8 +8,11 @@ mod common;
 use common::Fixture;
 use futures::FutureExt;
 use futures::executor::block_on;
+use indexer_sessions::Cost;
 use indexer_sessions::testing::HostBehaviour;
-use indexer_sessions::{Config, DisconnectReason, Error, HashX, Height, HistoryEntry, Limits, TxHash, cost};
+use indexer_sessions::{
+    Config, DisconnectReason, Error, HashX, Height, HistoryEntry, Limits, Refusal, TxHash, cost,
+};
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use std::collections::BTreeMap;
@@ -128,7 +131,7 @@ fn metrics_move_as_a_scripted_client_is_served_throttled_kicked_and_notified() {
     block_on(async {
         let mut permit = client.admit().await.unwrap();
         permit.run(async {}).await.unwrap();
-        permit.charge(cost::PING).unwrap();
+        permit.charge(cost::PING);
     });
     client.record_sent(50);
     m.scrape();
@@ -138,12 +141,12 @@ fn metrics_move_as_a_scripted_client_is_served_throttled_kicked_and_notified() {
     assert_eq!(m.histogram("indexer_sessions_request_seconds"), [0.0]);
     assert_eq!(
         m.counter("indexer_sessions_cost_charged_milli_total"),
-        milli(100.0 / unit) + milli(cost::PING) + milli(50.0 / unit)
+        milli(100.0 / unit) + milli(cost::PING.get()) + milli(50.0 / unit)
     );
     assert_eq!(m.counter("indexer_sessions_throttled_admissions_total"), 0);
 
     // Throttled past 5500: the next admission sleeps about 1.25 s.
-    client.charge(5495.0).unwrap();
+    client.charge(Cost::constant(5495.0));
     let mut admit = Box::pin(client.admit());
     let mut slept = Duration::ZERO;
     let permit = loop {
@@ -166,7 +169,7 @@ fn metrics_move_as_a_scripted_client_is_served_throttled_kicked_and_notified() {
     assert!(slept >= Duration::from_millis(1250), "{slept:?}");
 
     // At the hard limit: −101, and the host closes the session.
-    client.charge(5000.0).unwrap();
+    client.charge(Cost::constant(5000.0));
     assert!(matches!(block_on(client.admit()), Err(Error::ExcessiveCost)));
     block_on(client.close(DisconnectReason::ExcessiveCost));
     m.scrape();
@@ -188,7 +191,7 @@ fn metrics_move_as_a_scripted_client_is_served_throttled_kicked_and_notified() {
     block_on(fx.manager.ban("198.51.100.0/24".parse().unwrap(), None)).unwrap();
     assert!(matches!(
         fx.try_connect("198.51.100.2:1"),
-        Err(Error::Banned { .. })
+        Err(Refusal::Banned { .. })
     ));
     m.scrape();
     assert_eq!(m.counter("indexer_sessions_errors_total{code=\"-32700\"}"), 1);

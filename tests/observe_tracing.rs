@@ -6,8 +6,11 @@ mod common;
 
 use common::Fixture;
 use futures::executor::block_on;
+use indexer_sessions::Cost;
 use indexer_sessions::testing::HostBehaviour;
-use indexer_sessions::{Config, DisconnectReason, Error, HashX, Height, HistoryEntry, Limits, TxHash};
+use indexer_sessions::{
+    Config, DisconnectReason, Error, HashX, Height, HistoryEntry, Limits, Refusal, TxHash,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,18 +129,21 @@ fn sessions_cost_admin_and_listener_events_carry_their_fields() {
         // Refused at capacity: why, and who.
         assert!(matches!(
             fx.try_connect("192.0.2.5:3000"),
-            Err(Error::AtCapacity { .. })
+            Err(Refusal::AtCapacity { .. })
         ));
         let records = recorder.take();
         let refused = one(&records, "session refused");
         assert_eq!(refused.level, Level::INFO);
         assert_eq!(refused.fields["peer"], "192.0.2.5:3000");
         assert!(refused.fields["reason"].contains("2"), "{refused:?}");
-        assert_eq!(refused.fields["reason"], Error::AtCapacity { max: 2 }.to_string());
+        assert_eq!(
+            refused.fields["reason"],
+            Refusal::AtCapacity { max: 2 }.to_string()
+        );
 
         // Throttled: the target moves, with the cost that moved it.
         let before = a.throttle().target;
-        a.charge(5495.0).unwrap();
+        a.charge(Cost::constant(5495.0));
         let records = recorder.take();
         let throttled = one(&records, "throttle changed");
         assert_eq!(throttled.level, Level::INFO);
@@ -147,7 +153,7 @@ fn sessions_cost_admin_and_listener_events_carry_their_fields() {
         assert_eq!(throttled.span["id"], a.id().to_string());
 
         // −101 at the hard limit, then the host closes the session.
-        a.charge(5000.0).unwrap();
+        a.charge(Cost::constant(5000.0));
         recorder.take();
         assert!(matches!(block_on(a.admit()), Err(Error::ExcessiveCost)));
         let records = recorder.take();
@@ -180,7 +186,7 @@ fn sessions_cost_admin_and_listener_events_carry_their_fields() {
         assert_eq!(one(&records, "session closed").span["peer"], "198.51.100.9:2000");
         assert!(matches!(
             fx.try_connect("198.51.100.10:1"),
-            Err(Error::Banned { .. })
+            Err(Refusal::Banned { .. })
         ));
         assert!(one(&recorder.take(), "session refused").fields["reason"].contains("banned"));
         assert!(fx.manager.unban(network));
@@ -301,7 +307,7 @@ fn a_disabled_level_records_nothing() {
     tracing::subscriber::with_default(subscriber, || {
         let fx = Fixture::new(Config::default());
         let (session, _) = fx.connect("203.0.113.1:1000");
-        session.charge(5495.0).unwrap();
+        session.charge(Cost::constant(5495.0));
         let tip = fx.db.push_block(header(1), vec![]);
         block_on(fx.manager.notify(tip, [].iter()));
         drop(session);

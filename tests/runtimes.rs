@@ -2,8 +2,9 @@
 //! `futures::executor` (`ManualTimer`): the crate needs no particular runtime.
 
 use futures::future::BoxFuture;
+use indexer_sessions::Cost;
 use indexer_sessions::testing::{MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
-use indexer_sessions::{Config, DisconnectReason, Limits, SessionManager, Timer};
+use indexer_sessions::{Config, DisconnectReason, Host, HostParts, Limits, SessionManager, Timer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +16,7 @@ trait Runtime {
     fn advance(&self, by: Duration) -> BoxFuture<'static, ()>;
 }
 
-fn manager(timer: impl Timer) -> SessionManager {
+fn manager<T: Timer>(timer: T) -> SessionManager<HostParts<MemoryDb, MemoryDaemon, MemoryMempool, T>> {
     let config = Config {
         limits: Limits {
             session_timeout: Duration::from_secs(10),
@@ -33,7 +34,7 @@ fn manager(timer: impl Timer) -> SessionManager {
         .unwrap()
 }
 
-async fn scenario(manager: SessionManager, runtime: impl Runtime) {
+async fn scenario<H: Host>(manager: SessionManager<H>, runtime: impl Runtime) {
     let housekeeping_done = Arc::new(AtomicBool::new(false));
     let done = housekeeping_done.clone();
     let keeper = manager.clone();
@@ -48,7 +49,7 @@ async fn scenario(manager: SessionManager, runtime: impl Runtime) {
     let busy = Arc::new(manager.add_session(busy_transport).unwrap());
 
     // A throttled admission sleeps 1.25 s on the runtime's clock.
-    busy.charge(5495.0).unwrap();
+    busy.charge(Cost::constant(5495.0));
     let admitted = Arc::new(AtomicBool::new(false));
     let (flag, session) = (admitted.clone(), busy.clone());
     runtime.spawn(Box::pin(async move {

@@ -19,12 +19,13 @@
 //! faults are drawn from a hash of (seed, step, call, key) rather than one
 //! shared stream, so they do not depend on the order of calls either.
 
+use indexer_sessions::Cost;
 use indexer_sessions::status::{electrum_status, sort_mempool, status_hex};
 use indexer_sessions::testing::ManualTimer;
 use indexer_sessions::{
     BlockHash, BroadcastFailure, Config, Daemon, Db, DisconnectReason, Error, FeeMode, HashX, Height,
-    HistoryEntry, HostError, Limits, ListenerState, Mempool, MempoolEntry, Notification, PeerInfo,
-    SessionHandle, SessionManager, Tip, Transport, TransportKind, TxHash,
+    HistoryEntry, HostError, HostParts, Limits, ListenerState, Mempool, MempoolEntry, Notification, PeerInfo,
+    Refusal, SessionHandle, SessionManager, Tip, Transport, TransportKind, TxHash,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -274,6 +275,9 @@ fn key_of(hashx: &HashX) -> u64 {
     u64::from_le_bytes(hashx.0[..8].try_into().unwrap())
 }
 
+/// The simulation's host: the world behind the index, mempool and node.
+type SimHost = HostParts<SimDb, SimDaemon, SimMempool, ManualTimer>;
+
 #[derive(Clone)]
 struct SimDb(Arc<World>);
 
@@ -451,7 +455,7 @@ enum Outcome {
 type Task<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 struct Client {
-    handle: Arc<SessionHandle>,
+    handle: Arc<SessionHandle<SimHost>>,
     wire: Arc<Wire>,
     kind: Kind,
     deliver: Option<Task<()>>,
@@ -482,7 +486,7 @@ struct Sim {
     rng: Rng,
     world: Arc<World>,
     timer: ManualTimer,
-    manager: SessionManager,
+    manager: SessionManager<SimHost>,
     clients: Vec<Client>,
     notifies: Vec<Task<()>>,
     housekeeping: Option<Task<()>>,
@@ -630,11 +634,11 @@ impl Sim {
                     last_header: None,
                 });
             }
-            Err(Error::AtCapacity { max }) => {
+            Err(Refusal::AtCapacity { max }) => {
                 assert!(count >= max, "refused at capacity with {count} of {max}");
                 self.stats.refused += 1;
             }
-            Err(Error::Banned { .. } | Error::GroupSessionLimit { .. }) => self.stats.refused += 1,
+            Err(Refusal::Banned { .. } | Refusal::GroupFull { .. }) => self.stats.refused += 1,
             Err(other) => panic!("unexpected refusal: {other}"),
         }
     }
@@ -707,7 +711,7 @@ impl Sim {
                 let result = async {
                     let mut permit = handle.admit().await?;
                     permit.run(yield_times(2)).await?;
-                    permit.charge(cost)?;
+                    permit.charge(Cost::new(cost).unwrap());
                     Ok::<_, Error>(())
                 }
                 .await;
@@ -1070,16 +1074,16 @@ impl Sim {
         for group in &groups {
             let members: Vec<_> = sessions
                 .iter()
-                .filter(|row| row.group.as_deref() == Some(group.name.as_str()))
+                .filter(|row| row.group == Some(group.network))
                 .collect();
-            assert_eq!(group.sessions, members.len(), "members of {}", group.name);
+            assert_eq!(group.sessions, members.len(), "members of {}", group.network);
             let sum: f64 = members.iter().map(|row| row.cost).sum();
             assert!(group.retained_cost >= 0.0 && group.cost >= 0.0);
             let expected = group.retained_cost + sum;
             assert!(
                 (group.cost - expected).abs() <= 1e-6 * expected.max(1.0),
                 "group {} cost {} ≠ retained {} + members {}",
-                group.name,
+                group.network,
                 group.cost,
                 group.retained_cost,
                 sum
@@ -1087,13 +1091,13 @@ impl Sim {
             assert!(
                 group.sessions > 0 || group.retained_cost > 0.0,
                 "empty group {}",
-                group.name
+                group.network
             );
         }
         for row in &sessions {
             if let Some(name) = &row.group {
                 assert!(
-                    groups.iter().any(|g| &g.name == name),
+                    groups.iter().any(|g| &g.network == name),
                     "session {} without its group",
                     row.id
                 );

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use criterion::Criterion;
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool};
 use indexer_sessions::{
     Config, DisconnectReason, HostError, Notification, PeerInfo, SessionManager, Transport, TransportKind,
@@ -72,7 +73,7 @@ pub fn config(max_sessions: usize) -> Config {
 
 /// A manager on a manual clock with in-memory hosts.
 pub struct Fixture {
-    pub manager: SessionManager,
+    pub manager: SessionManager<MemoryHost>,
     pub timer: ManualTimer,
     pub db: MemoryDb,
     pub mempool: MemoryMempool,

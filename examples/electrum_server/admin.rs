@@ -195,7 +195,7 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
                         "counters": counters(&row.counters),
                         "age_secs": row.age.as_secs_f64(),
                         "peer": row.peer.to_string(),
-                        "group": row.group,
+                        "group": row.group.map(|group| group.to_string()),
                         "log": row.log,
                     })
                 })
@@ -207,7 +207,7 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
                 .iter()
                 .map(|row| {
                     json!({
-                        "name": row.name,
+                        "name": row.network.to_string(),
                         "sessions": row.sessions,
                         "cost": row.cost,
                         "retained_cost": row.retained_cost,

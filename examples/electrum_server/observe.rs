@@ -284,7 +284,7 @@ fn session_json(row: &SessionRow, initial: u32) -> Value {
     json!({
         "id": row.id.0,
         "peer": row.peer.to_string(),
-        "group": row.group,
+        "group": row.group.map(|group| group.to_string()),
         "client": row.client,
         "cost": row.cost,
         "extra_cost": row.extra_cost,
@@ -310,7 +310,7 @@ pub fn status(shared: &Shared) -> Value {
         if session_json(row, initial)["throttled"] == json!(true) {
             throttled_sessions += 1;
             if let Some(group) = &row.group {
-                throttled_groups.insert(group.clone());
+                throttled_groups.insert(*group);
             }
         }
     }
@@ -347,12 +347,12 @@ pub fn status(shared: &Shared) -> Value {
         },
         "sessions": sessions.iter().take(MAX_ROWS).map(|r| session_json(r, initial)).collect::<Vec<_>>(),
         "groups": groups.iter().take(MAX_ROWS).map(|g| json!({
-            "name": g.name,
+            "name": g.network.to_string(),
             "sessions": g.sessions,
             "cost": g.cost,
             "retained_cost": g.retained_cost,
             "subs": g.subs,
-            "throttled": throttled_groups.contains(&g.name),
+            "throttled": throttled_groups.contains(&g.network),
         })).collect::<Vec<_>>(),
         "events": shared.observer.events_json(),
         "notify": shared.observer.notify_json(),

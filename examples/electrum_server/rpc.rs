@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use indexer_sessions::{
-    DisconnectReason, Error, HeaderProof, Height, HistoryItem, HostError, Notification, PeerInfo, Permit,
-    SessionHandle, Transport, TransportKind, TxHash, cost, decode_hex, encode_hex,
+    Cost, DisconnectReason, Error, HeaderProof, Height, HistoryItem, HostError, Notification, PeerInfo,
+    Permit, SessionHandle, Transport, TransportKind, TxHash, cost, decode_hex, encode_hex,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -46,7 +46,7 @@ use crate::jsonrpc::{
     quote, quote_json,
 };
 use crate::observe;
-use crate::server::Shared;
+use crate::server::{ServerHost, Shared};
 
 /// The only protocol version served.
 pub const PROTOCOL_VERSION: &str = "1.4";
@@ -85,7 +85,7 @@ pub struct Writer {
     /// Deadline of each write, and of waiting for room in the queue.
     send_delay: Duration,
     /// Traffic is recorded on the session (weak: the session owns the transport that owns this).
-    session: OnceLock<Weak<SessionHandle>>,
+    session: OnceLock<Weak<SessionHandle<ServerHost>>>,
 }
 
 impl Writer {
@@ -102,7 +102,7 @@ impl Writer {
         (writer, receiver)
     }
 
-    fn session(&self) -> Option<Arc<SessionHandle>> {
+    fn session(&self) -> Option<Arc<SessionHandle<ServerHost>>> {
         self.session.get().and_then(Weak::upgrade)
     }
 
@@ -175,7 +175,7 @@ impl Writer {
                     *self.queued.lock().unwrap_or_else(|p| p.into_inner()) -= bytes.len();
                     self.drained.notify_waiters();
                 }
-                Ok(Err(error)) => break DisconnectReason::TransportError(error.to_string()),
+                Ok(Err(error)) => break DisconnectReason::TransportError(Arc::new(error)),
                 Err(_) => break DisconnectReason::SendTimeout,
             }
         };
@@ -429,7 +429,7 @@ struct Executed {
 /// One client connection.
 pub struct Connection {
     shared: Arc<Shared>,
-    session: Arc<SessionHandle>,
+    session: Arc<SessionHandle<ServerHost>>,
     writer: Arc<Writer>,
     peer: SocketAddr,
     /// The negotiated protocol, once `server.version` succeeded.
@@ -529,14 +529,14 @@ impl Connection {
         let target = self.session.throttle().target;
         let throttled = target < self.shared.manager.limits().initial_concurrent;
         if throttled && !self.throttled.swap(true, Ordering::Relaxed) {
-            let (cost, extra) = self.session.cost();
+            let cost = self.session.cost();
             if self.shared.options.log {
                 let (peer, session) = (self.peer, self.session.id().0);
-                tracing::info!(%peer, session, target, cost, extra_cost = extra, "throttled");
+                tracing::info!(%peer, session, target, cost = cost.own, extra_cost = cost.group_extra, "throttled");
             }
             self.shared
                 .observer
-                .throttled(self.peer, self.session.id().0, target, cost + extra);
+                .throttled(self.peer, self.session.id().0, target, cost.total());
         } else if !throttled {
             self.throttled.store(false, Ordering::Relaxed);
         }
@@ -742,7 +742,7 @@ impl Connection {
 
     /// Runs the request within the request timeout; the reply (none for a
     /// notification), built within `max` bytes (an error reply otherwise).
-    async fn execute(&self, request: &Request<'_>, mut permit: Permit, max: usize) -> Executed {
+    async fn execute(&self, request: &Request<'_>, mut permit: Permit<ServerHost>, max: usize) -> Executed {
         let id = request.id;
         let outcome = permit.run(self.dispatch(&request.method, &request.params)).await;
         let mut too_large = false;
@@ -801,9 +801,7 @@ impl Connection {
     /// Every Electrum method answered with a JSON value.
     async fn dispatch_value(&self, method: &str, params: &Params) -> Result<Value, RpcError> {
         let session = &self.session;
-        let charge = |amount: f64| {
-            let _ = session.charge(amount);
-        };
+        let charge = |amount: Cost| session.charge(amount);
         if method == "server.version" {
             return self.server_version(params);
         }
@@ -1030,7 +1028,7 @@ impl Connection {
     /// `server.version(client_name, protocol_version)`: negotiates 1.4.
     fn server_version(&self, params: &Params) -> Result<Value, RpcError> {
         let p = params.take(&["client_name", "protocol_version"], 0)?;
-        let _ = self.session.charge(cost::SERVER_VERSION);
+        self.session.charge(cost::SERVER_VERSION);
         if self.negotiated() {
             return Err(RpcError::bad_request("server.version already sent"));
         }

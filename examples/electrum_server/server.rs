@@ -6,13 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indexer_sessions::{Config, ListenerState, SessionManager, Tip, TokioTimer};
+use indexer_sessions::{Config, HostParts, ListenerState, SessionManager, Tip, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::chain::{Chain, ChainError};
 use crate::hosts::{Hosts, Node};
 use crate::observe::{Observer, Site, serve_http};
+
+/// The server's host: one in-process node serves as index, node and
+/// mempool; the clock is tokio's; validator and ledger are the defaults.
+pub type ServerHost = HostParts<Hosts, Hosts, Hosts, TokioTimer>;
+
+/// The server's manager, statically dispatched over [`ServerHost`].
+pub type Manager = SessionManager<ServerHost>;
 
 /// Everything the server is started with (see `crate::cli` for the flags).
 #[derive(Clone, Debug)]
@@ -80,8 +87,8 @@ pub enum StartError {
     #[error("cannot build the chain: {0}")]
     Chain(#[from] ChainError),
     /// The configuration was refused by the session manager.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] indexer_sessions::Error),
+    #[error(transparent)]
+    Config(#[from] indexer_sessions::ConfigError),
     /// The Prometheus recorder could not be installed.
     #[error("{0}")]
     Metrics(String),
@@ -98,7 +105,7 @@ pub enum StartError {
 /// What every connection and task shares.
 pub struct Shared {
     /// The session manager every request goes through.
-    pub manager: SessionManager,
+    pub manager: Manager,
     /// The chain.
     pub node: Arc<Node>,
     /// The options the server was started with.
@@ -181,7 +188,7 @@ impl ServerHandle {
 
     /// The session manager.
     #[allow(dead_code)] // for tests
-    pub fn manager(&self) -> &SessionManager {
+    pub fn manager(&self) -> &Manager {
         &self.shared.manager
     }
 

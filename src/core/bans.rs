@@ -1,18 +1,10 @@
 //! Banned networks, each with an optional expiry.
 
 use crate::core::groups::canonical_ip;
+use crate::types::Ban;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::time::Instant;
-
-/// One ban.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Ban {
-    /// The banned network (a single address is a /32 or /128).
-    pub network: IpNetwork,
-    /// When it lapses; `None` for never.
-    pub until: Option<Instant>,
-}
 
 /// The ban list: a few CIDR entries checked on every new session.
 #[derive(Clone, Debug, Default)]
@@ -36,12 +28,12 @@ impl BanList {
 
     /// The ban covering `addr` at `now`, if any (IPv4-mapped addresses
     /// match IPv4 bans).
-    pub fn matching(&self, addr: IpAddr, now: Instant) -> Option<IpNetwork> {
+    pub fn matching(&self, addr: IpAddr, now: Instant) -> Option<Ban> {
         let addr = canonical_ip(addr);
         self.bans
             .iter()
             .find(|ban| ban.until.is_none_or(|until| now < until) && ban.network.contains(addr))
-            .map(|ban| ban.network)
+            .copied()
     }
 
     /// Drops expired bans.

@@ -2,11 +2,15 @@
 //! disconnect by selector, bans, per-session logging.
 
 use crate::core::groups::canonical_ip;
+use crate::core::hashing::HashMap;
 use crate::core::sync::lock;
 use crate::edge::listener::ListenerState;
 use crate::edge::manager::SessionManager;
 use crate::edge::session::{Counters, SessionShared};
+use crate::error::ConfigError;
 use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::ledger::GroupLedger;
 use crate::types::{DisconnectReason, SessionId, TransportKind};
 use ipnetwork::IpNetwork;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +32,7 @@ pub enum Selector {
 }
 
 impl Selector {
-    fn matches(&self, session: &SessionShared) -> bool {
+    fn matches<H: Host>(&self, session: &SessionShared<H>) -> bool {
         match self {
             Selector::Session(id) => session.id == *id,
             Selector::Group(group) => session.group == Some(*group),
@@ -99,8 +103,8 @@ pub struct SessionRow {
     pub peer: SocketAddr,
     /// Transport kind.
     pub kind: TransportKind,
-    /// Group (subnet) name, `None` when exempt.
-    pub group: Option<String>,
+    /// Group (subnet), `None` when exempt.
+    pub group: Option<IpNetwork>,
     /// Whether requests are logged.
     pub log: bool,
 }
@@ -109,8 +113,8 @@ pub struct SessionRow {
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct GroupRow {
-    /// The subnet.
-    pub name: String,
+    /// The group's subnet.
+    pub network: IpNetwork,
     /// Live sessions.
     pub sessions: usize,
     /// Retained plus live cost, as held by the ledger.
@@ -128,7 +132,7 @@ pub struct GroupRow {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BanRow {
     /// The banned network.
-    pub network: String,
+    pub network: IpNetwork,
     /// Time left, `None` for permanent.
     pub remaining: Option<Duration>,
 }
@@ -167,8 +171,8 @@ pub struct Info {
     pub caches: crate::edge::caches::CacheReport,
 }
 
-impl SessionManager {
-    fn row(&self, session: &SessionShared) -> SessionRow {
+impl<H: Host> SessionManager<H> {
+    fn row(&self, session: &SessionShared<H>) -> SessionRow {
         let now = self.now();
         let pending = session.outbox.len();
         let state = lock(&session.state);
@@ -192,7 +196,7 @@ impl SessionManager {
             age: now.saturating_duration_since(session.started),
             peer: session.peer.addr,
             kind: session.peer.kind,
-            group: session.group.map(|g| g.to_string()),
+            group: session.group,
             log: state.log,
         }
     }
@@ -219,11 +223,11 @@ impl SessionManager {
         let mut rows: Vec<GroupRow> = self
             .inner
             .ctx
-            .ledger
+            .ledger()
             .entries()
             .into_iter()
             .map(|entry| GroupRow {
-                name: entry.network.to_string(),
+                network: entry.network,
                 sessions: entry.sessions,
                 cost: entry.cost(),
                 retained_cost: entry.retained_cost,
@@ -231,16 +235,17 @@ impl SessionManager {
                 counters: Counters::default(),
             })
             .collect();
+        let position: HashMap<IpNetwork, usize> =
+            rows.iter().enumerate().map(|(i, row)| (row.network, i)).collect();
         for session in self.live_sessions() {
-            let Some(group) = session.group else { continue };
-            let name = group.to_string();
-            if let Some(row) = rows.iter_mut().find(|row| row.name == name) {
-                let state = lock(&session.state);
-                row.subs += state.subscriptions;
-                row.counters += state.counters;
-            }
+            let Some(&i) = session.group.as_ref().and_then(|group| position.get(group)) else {
+                continue;
+            };
+            let state = lock(&session.state);
+            rows[i].subs += state.subscriptions;
+            rows[i].counters += state.counters;
         }
-        rows.sort_by(|a, b| b.cost.total_cmp(&a.cost).then_with(|| a.name.cmp(&b.name)));
+        rows.sort_by(|a, b| b.cost.total_cmp(&a.cost).then_with(|| a.network.cmp(&b.network)));
         rows
     }
 
@@ -265,7 +270,7 @@ impl SessionManager {
                 .inner
                 .sessions_ended
                 .load(std::sync::atomic::Ordering::Relaxed),
-            groups: self.inner.ctx.ledger.entries().len(),
+            groups: self.inner.ctx.ledger().entries().len(),
             subs,
             distinct_subs,
             header_subs,
@@ -284,7 +289,7 @@ impl SessionManager {
         info
     }
 
-    fn select(&self, selector: Selector) -> Result<Vec<Arc<SessionShared>>> {
+    fn select(&self, selector: Selector) -> Result<Vec<Arc<SessionShared<H>>>> {
         if let Selector::Session(id) = selector {
             return Ok(vec![self.session(id)?]);
         }
@@ -325,18 +330,18 @@ impl SessionManager {
 
     /// Bans `network` (for `duration`, or until unbanned when `None`) and
     /// closes its live sessions ([`DisconnectReason::Banned`]); returns how
-    /// many were closed. New sessions from it are refused with [`Error::Banned`].
+    /// many were closed. New sessions from it are refused with [`crate::Refusal::Banned`].
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero duration.
+    /// [`ConfigError`] for a zero duration.
     ///
     /// # Cancel safety
     /// Cancel-safe: the ban is recorded and the matching sessions end at the
     /// first poll; a future dropped after that may leave some
     /// `Transport::close` calls unfinished.
-    pub async fn ban(&self, network: IpNetwork, duration: Option<Duration>) -> Result<usize> {
+    pub async fn ban(&self, network: IpNetwork, duration: Option<Duration>) -> Result<usize, ConfigError> {
         if duration.is_some_and(|d| d.is_zero()) {
-            return Err(Error::config("ban duration", "must be longer than zero"));
+            return Err(ConfigError::new("ban duration", "must be longer than zero"));
         }
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
         let now = self.now();
@@ -367,7 +372,7 @@ impl SessionManager {
             .active(now)
             .into_iter()
             .map(|ban| BanRow {
-                network: ban.network.to_string(),
+                network: ban.network,
                 remaining: ban.until.map(|until| until.saturating_duration_since(now)),
             })
             .collect()

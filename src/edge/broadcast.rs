@@ -7,7 +7,7 @@ use crate::core::tx::StructuralValidator;
 use crate::edge::session::SessionHandle;
 use crate::error::{Error, Result};
 use crate::host::BroadcastFailure;
-use crate::host::TxValidator;
+use crate::host::{Daemon, Host, TxValidator};
 use crate::types::TxHash;
 use async_trait::async_trait;
 
@@ -18,7 +18,7 @@ impl TxValidator for StructuralValidator {
     }
 }
 
-impl SessionHandle {
+impl<H: Host> SessionHandle<H> {
     /// `blockchain.transaction.broadcast` of the raw transaction `raw` (the
     /// host decodes the client's hex; malformed hex is its error to give).
     ///
@@ -48,14 +48,14 @@ impl SessionHandle {
         self.session
             .add_cost(cost::broadcast(raw.len().saturating_mul(2)));
         let manager = &self.manager;
-        let validator = manager.inner.validator.clone();
+        let validator = manager.inner.validator();
         let verdict = manager
             .host_call("validate transaction", async {
                 Ok(validator.validate(raw).await)
             })
             .await?;
         verdict.map_err(Error::TxRejected)?;
-        let daemon = manager.inner.daemon.clone();
+        let daemon = manager.inner.daemon();
         let sent = manager
             .host_call("broadcast", async { Ok(daemon.broadcast_transaction(raw).await) })
             .await?;
@@ -81,7 +81,7 @@ impl SessionHandle {
     /// Cancel-safe: only the cost, charged at the first poll, stays.
     pub async fn transaction_get(&self, txid: TxHash) -> Result<Vec<u8>> {
         self.session.add_cost(cost::TRANSACTION_GET);
-        let daemon = self.manager.inner.daemon.clone();
+        let daemon = self.manager.inner.daemon();
         self.manager
             .host_call("getrawtransaction", daemon.raw_transaction(txid))
             .await?

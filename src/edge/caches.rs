@@ -31,6 +31,7 @@
 use crate::config::Config;
 use crate::core::merkle::MerkleLevels;
 use crate::host::FeeMode;
+use crate::host::Host;
 use crate::types::HistoryEntry;
 use crate::types::{HashX, TxHash};
 use moka::future::Cache;
@@ -349,7 +350,7 @@ impl Caches {
     }
 }
 
-impl crate::edge::manager::SessionManager {
+impl<H: Host> crate::edge::manager::SessionManager<H> {
     /// Statistics of every cache.
     pub(crate) fn cache_report(&self) -> CacheReport {
         self.inner.caches.report()

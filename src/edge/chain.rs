@@ -15,7 +15,8 @@ use crate::edge::caches::{BlockKey, CachedHistory, HistorySlot};
 use crate::edge::manager::SessionManager;
 use crate::edge::session::SessionHandle;
 use crate::error::{Error, HostError, Result};
-use crate::types::{HashX, Height, Tip, TxHash};
+use crate::host::{Db, Host, Mempool};
+use crate::types::{Cost, HashX, Height, Tip, TxHash};
 use crate::types::{HistoryEntry, MempoolEntry};
 use std::sync::Arc;
 
@@ -148,7 +149,7 @@ pub(crate) struct ScriptStatus {
     /// Whether the status includes mempool transactions.
     pub(crate) mempool: bool,
     /// What computing it cost (history lookup plus status hashing).
-    pub(crate) cost: f64,
+    pub(crate) cost: Cost,
 }
 
 impl ScriptStatus {
@@ -173,35 +174,9 @@ pub(crate) fn status_print(status: &Option<[u8; 32]>) -> crate::core::outbox::St
     }
 }
 
-/// Rebuilds an error shared by concurrent waiters of one cache load.
-pub(crate) fn clone_error(error: &Error) -> Error {
-    match error {
-        Error::Host { operation, source } => Error::Host {
-            operation,
-            source: source.to_string().into(),
-        },
-        Error::HostTimeout { operation, after } => Error::HostTimeout {
-            operation,
-            after: *after,
-        },
-        Error::HistoryTooLarge { len, limit } => Error::HistoryTooLarge {
-            len: *len,
-            limit: *limit,
-        },
-        Error::HeightOutOfRange { height, tip } => Error::HeightOutOfRange {
-            height: *height,
-            tip: *tip,
-        },
-        Error::DaemonRejected(message) => Error::DaemonRejected(message.clone()),
-        Error::TxRejected(message) => Error::TxRejected(message.clone()),
-        Error::BadRequest(message) => Error::BadRequest(message.clone()),
-        other => Error::BadRequest(other.to_string()),
-    }
-}
-
 /// The error of a cache load, taken back from the `Arc` moka shares it in.
 pub(crate) fn unshare(shared: Arc<Error>) -> Error {
-    Arc::try_unwrap(shared).unwrap_or_else(|e| clone_error(&e))
+    Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone())
 }
 
 /// Refuses a height above the tip.
@@ -222,16 +197,16 @@ fn parse_alias(alias: &str) -> Result<HashX> {
         .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))
 }
 
-impl SessionManager {
+impl<H: Host> SessionManager<H> {
     /// Runs one host call within `host_timeout`, mapping its failure.
     pub(crate) async fn host_call<T>(
         &self,
         operation: &'static str,
         call: impl std::future::Future<Output = Result<T, HostError>>,
     ) -> Result<T> {
-        let timer = self.inner.ctx.timer.clone();
+        let timer = self.inner.ctx.timer();
         let limit = self.inner.config.host_timeout;
-        let error = match crate::edge::deadline::within(&*timer, limit, call).await {
+        let error = match crate::edge::deadline::within(timer, limit, call).await {
             Some(Ok(value)) => return Ok(value),
             Some(Err(source)) => Error::host(operation, source),
             None => Error::HostTimeout {
@@ -247,7 +222,7 @@ impl SessionManager {
     /// lookup cost — charged by ElectrumX even when the history is too large.
     /// A history at or over the limit is cached as too large; a failed
     /// lookup is not cached.
-    async fn history_lookup(&self, hashx: HashX) -> (Result<Arc<[HistoryEntry]>>, f64) {
+    async fn history_lookup(&self, hashx: HashX) -> (Result<Arc<[HistoryEntry]>>, Cost) {
         let caches = &self.inner.caches;
         let limit = self.inner.config.max_history_len();
         let mut loaded = false;
@@ -263,7 +238,7 @@ impl SessionManager {
                 .try_get_with(hashx, async {
                     loaded = true;
                     let generation = caches.history_generation();
-                    let db = self.inner.db.clone();
+                    let db = self.inner.db();
                     let entries = self.host_call("history", db.history(hashx, limit)).await?;
                     let history = if entries.len() >= limit {
                         CachedHistory::TooLarge { len: entries.len() }
@@ -281,7 +256,7 @@ impl SessionManager {
                     break slot.history;
                 }
                 Ok(_) => caches.history.invalidate(&hashx).await,
-                Err(shared) => return (Err(unshare(shared)), 0.0),
+                Err(shared) => return (Err(unshare(shared)), Cost::ZERO),
             }
         };
         caches.history_counter.record(!loaded);
@@ -300,14 +275,14 @@ impl SessionManager {
     /// Confirmed history of `hashx` through the history cache, and its cost.
     /// A history at or over the limit is cached as too large; a failed
     /// lookup is not cached.
-    pub(crate) async fn confirmed_history(&self, hashx: HashX) -> Result<(Arc<[HistoryEntry]>, f64)> {
+    pub(crate) async fn confirmed_history(&self, hashx: HashX) -> Result<(Arc<[HistoryEntry]>, Cost)> {
         let (history, cost) = self.history_lookup(hashx).await;
         Ok((history?, cost))
     }
 
     /// Unconfirmed entries of `hashx`.
     pub(crate) async fn mempool_entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>> {
-        let mempool = self.inner.mempool.clone();
+        let mempool = self.inner.mempool();
         self.host_call("mempool entries", mempool.entries(hashx)).await
     }
 
@@ -337,7 +312,7 @@ impl SessionManager {
     /// next client lookup reloads it into the cache (and pays for the miss).
     pub(crate) async fn fresh_script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
         let limit = self.inner.config.max_history_len();
-        let db = self.inner.db.clone();
+        let db = self.inner.db();
         let entries = self.host_call("history", db.history(hashx, limit)).await?;
         if entries.len() >= limit {
             return Err(Error::HistoryTooLarge {
@@ -345,14 +320,14 @@ impl SessionManager {
                 limit,
             });
         }
-        self.status_from(hashx, entries.into(), 0.0).await
+        self.status_from(hashx, entries.into(), Cost::ZERO).await
     }
 
     async fn status_from(
         &self,
         hashx: HashX,
         history: Arc<[HistoryEntry]>,
-        mut cost: f64,
+        mut cost: Cost,
     ) -> Result<ScriptStatus> {
         let mempool = self.unconfirmed(hashx, &history).await?;
         let preimage_len = (history.len() + mempool.len()) * 68;
@@ -371,7 +346,7 @@ impl SessionManager {
         match known {
             Some(tip) => Ok(tip),
             None => {
-                let db = self.inner.db.clone();
+                let db = self.inner.db();
                 self.host_call("tip", db.tip()).await
             }
         }
@@ -384,7 +359,7 @@ impl SessionManager {
         height: Height,
         tip: Tip,
         epoch: u64,
-    ) -> Result<(Arc<[TxHash]>, bool, f64)> {
+    ) -> Result<(Arc<[TxHash]>, bool, Cost)> {
         check_height(height, tip)?;
         let caches = &self.inner.caches;
         let key = BlockKey {
@@ -393,7 +368,7 @@ impl SessionManager {
         };
         let (txids, hit) =
             crate::edge::caches::block_cached(caches, &caches.txids, &caches.txids_counter, key, async {
-                let db = self.inner.db.clone();
+                let db = self.inner.db();
                 match self.host_call("block txids", db.block_txids(height)).await? {
                     Some(txids) => Ok(Arc::<[TxHash]>::from(txids)),
                     None => Err(Error::HeightOutOfRange {
@@ -416,7 +391,7 @@ impl SessionManager {
         pos: usize,
         height: Height,
         epoch: u64,
-    ) -> (Vec<TxHash>, f64) {
+    ) -> (Vec<TxHash>, Cost) {
         let n = txids.len();
         if n < MIN_TXS_FOR_LEVELS {
             let branch = merkle_branch(txids, pos).unwrap_or_default();
@@ -492,7 +467,7 @@ impl SessionManager {
         if tip.height <= previous.height {
             return false;
         }
-        let db = self.inner.db.clone();
+        let db = self.inner.db();
         match self.host_call("header", db.header(previous.height)).await {
             Ok(Some(header)) => crate::core::merkle::double_sha256(&header) == previous.hash.0,
             _ => false,
@@ -509,14 +484,14 @@ impl SessionManager {
         let mut tip = match known.tip {
             Some(tip) => tip,
             None => {
-                let db = self.inner.db.clone();
+                let db = self.inner.db();
                 self.host_call("tip", db.tip()).await?
             }
         };
         let mut attempts = 0;
         let header = loop {
             attempts += 1;
-            let db = self.inner.db.clone();
+            let db = self.inner.db();
             let header =
                 self.host_call("header", db.header(tip.height))
                     .await?
@@ -537,7 +512,7 @@ impl SessionManager {
                     "the Db's tip kept changing while its header was read".into(),
                 ));
             }
-            let db = self.inner.db.clone();
+            let db = self.inner.db();
             tip = self.host_call("tip", db.tip()).await?;
         };
         let result = crate::core::tip::TipHeader {
@@ -561,7 +536,7 @@ impl SessionManager {
     /// The raw header at `height` (checked against `tip`).
     async fn header_at(&self, height: Height, tip: Tip) -> Result<Vec<u8>> {
         check_height(height, tip)?;
-        let db = self.inner.db.clone();
+        let db = self.inner.db();
         self.host_call("header", db.header(height))
             .await?
             .ok_or(Error::HeightOutOfRange {
@@ -579,7 +554,7 @@ impl SessionManager {
         cp_height: u32,
         tip: Tip,
         cp_header: Option<Vec<u8>>,
-        session: &crate::edge::session::SessionShared,
+        session: &crate::edge::session::SessionShared<H>,
     ) -> Result<HeaderProof> {
         if cp_height < height.0 {
             return Err(Error::BadRequest(format!(
@@ -592,7 +567,7 @@ impl SessionManager {
     }
 }
 
-impl SessionHandle {
+impl<H: Host> SessionHandle<H> {
     /// `blockchain.scripthash.get_history`: the confirmed history of the
     /// script with scripthash `alias`, in block order, then its mempool
     /// transactions (height −1 with unconfirmed inputs, else 0, with their
@@ -714,7 +689,7 @@ impl SessionHandle {
         };
         let mut raw = Vec::new();
         if available > 0 {
-            let db = manager.inner.db.clone();
+            let db = manager.inner.db();
             raw = manager.host_call("headers", db.headers(start, available)).await?;
             raw.truncate(available as usize);
         }
@@ -811,7 +786,7 @@ impl SessionHandle {
             let (branch, cost) = manager.branch_at(&txids, pos, height, epoch).await;
             (Some(branch), cost)
         } else {
-            (None, 0.0)
+            (None, Cost::ZERO)
         };
         self.session.add_cost(txids_cost + merkle_cost);
         Ok(TxAtPosition { txid, branch })

@@ -51,6 +51,7 @@ use crate::edge::chain::HeaderProof;
 use crate::edge::manager::SessionManager;
 use crate::edge::session::SessionShared;
 use crate::error::{Error, Result};
+use crate::host::{Db, Host};
 use crate::types::{Height, TxHash};
 
 /// Most headers read and hashed into the levels per `Db::headers` call;
@@ -224,7 +225,7 @@ fn height_of(index: usize) -> Height {
     Height(u32::try_from(index).unwrap_or(u32::MAX))
 }
 
-impl SessionManager {
+impl<H: Host> SessionManager<H> {
     /// Grows the header merkle levels behind checkpoint proofs to the tip
     /// last given to [`SessionManager::notify`] (the `Db`'s tip before the
     /// first), repairing them first after a reorg. Returns the headers read.
@@ -260,7 +261,7 @@ impl SessionManager {
         height: Height,
         cp_height: Height,
         cp_header: Option<Vec<u8>>,
-        session: &SessionShared,
+        session: &SessionShared<H>,
     ) -> Result<HeaderProof> {
         let (proof, read) = self
             .levels_proof(height, cp_height, cp_header, Some(session))
@@ -276,7 +277,7 @@ impl SessionManager {
         height: Height,
         cp_height: Height,
         mut cp_header: Option<Vec<u8>>,
-        session: Option<&SessionShared>,
+        session: Option<&SessionShared<H>>,
     ) -> Result<(HeaderProof, usize)> {
         let caches = &self.inner.caches;
         let (index, cp) = (height.0 as usize, cp_height.0 as usize);
@@ -327,7 +328,7 @@ impl SessionManager {
     /// The raw header at `index`, an error when the index has none.
     async fn db_header(&self, index: usize) -> Result<Vec<u8>> {
         let height = height_of(index);
-        let db = self.inner.db.clone();
+        let db = self.inner.db();
         self.host_call("header", db.header(height)).await?.ok_or_else(|| {
             Error::host(
                 "header",
@@ -339,7 +340,7 @@ impl SessionManager {
     /// Whether the stored leaf at `index` is the hash of the `Db`'s header
     /// there (false when the `Db` has none).
     async fn leaf_matches(&self, index: usize) -> Result<bool> {
-        let db = self.inner.db.clone();
+        let db = self.inner.db();
         let header = self.host_call("header", db.header(height_of(index))).await?;
         let stored = lock(&self.inner.caches.header_levels).leaf(index);
         Ok(header.is_some_and(|header| Some(header_hash(&header)) == stored))
@@ -349,7 +350,7 @@ impl SessionManager {
     /// `Db`, `top` being known to differ: going down in doubling steps to a
     /// match, then halving. Must run under `header_builder`. Charges
     /// `session` for the headers read and returns how many.
-    async fn cut_back_to_fork(&self, top: usize, session: Option<&SessionShared>) -> Result<usize> {
+    async fn cut_back_to_fork(&self, top: usize, session: Option<&SessionShared<H>>) -> Result<usize> {
         let (mut bad, mut step, mut read) = (top, 1usize, 0);
         let found = loop {
             if bad == 0 {
@@ -386,7 +387,7 @@ impl SessionManager {
     /// last stored header; when that one changed, the levels are first cut
     /// back to the fork. Must run under `header_builder`. Charges `session`
     /// for the headers read and returns how many.
-    async fn grow_header_levels(&self, cp: usize, session: Option<&SessionShared>) -> Result<usize> {
+    async fn grow_header_levels(&self, cp: usize, session: Option<&SessionShared<H>>) -> Result<usize> {
         let caches = &self.inner.caches;
         let mut read = 0;
         let mut repairs = 0;
@@ -402,7 +403,7 @@ impl SessionManager {
             let skip = usize::from(len > 0);
             let from = len - skip;
             let want = (cp + 1 - from).min(LEVELS_CHUNK as usize + skip);
-            let db = self.inner.db.clone();
+            let db = self.inner.db();
             let headers = self
                 .host_call("headers", db.headers(height_of(from), want as u32))
                 .await?;

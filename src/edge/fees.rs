@@ -25,6 +25,7 @@ use crate::edge::chain::unshare;
 use crate::edge::session::SessionHandle;
 use crate::error::{Error, Result};
 use crate::host::FeeMode;
+use crate::host::{Daemon, Host, Mempool};
 
 /// The longest confirmation target a node estimates (Bitcoin Core's
 /// `MAX_BLOCK_CONFIRMS`, 1008 blocks); longer targets ask for this one.
@@ -65,7 +66,7 @@ pub fn parse_fee_mode(mode: Option<&str>) -> Result<Option<FeeMode>> {
     }
 }
 
-impl SessionHandle {
+impl<H: Host> SessionHandle<H> {
     /// `blockchain.estimatefee`: the node's fee-rate estimate (coin units
     /// per kilobyte) for confirmation within `blocks`, asked for the
     /// bucketed target [`bucket_fee_target`]`(blocks)`. `mode` is `None`,
@@ -101,7 +102,7 @@ impl SessionHandle {
             .fees
             .try_get_with(key, async {
                 loaded = true;
-                let daemon = manager.inner.daemon.clone();
+                let daemon = manager.inner.daemon();
                 manager
                     .host_call("estimatefee", daemon.estimate_fee(blocks, mode))
                     .await
@@ -131,7 +132,7 @@ impl SessionHandle {
     /// Cancel-safe: only the cost, charged at the first poll, stays.
     pub async fn relay_fee(&self) -> Result<f64> {
         self.session.add_cost(cost::RELAY_FEE);
-        let daemon = self.manager.inner.daemon.clone();
+        let daemon = self.manager.inner.daemon();
         self.manager.host_call("relayfee", daemon.relay_fee()).await
     }
 
@@ -148,7 +149,7 @@ impl SessionHandle {
     /// Cancel-safe: only the cost, charged at the first poll, stays.
     pub async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>> {
         self.session.add_cost(cost::FEE_HISTOGRAM);
-        let mempool = self.manager.inner.mempool.clone();
+        let mempool = self.manager.inner.mempool();
         self.manager
             .host_call("fee histogram", mempool.fee_histogram())
             .await

@@ -3,17 +3,17 @@
 
 use crate::config::{Config, Limits};
 use crate::core::bans::BanList;
-use crate::core::groups::{GroupLedger, InProcessLedger, group_of};
+use crate::core::groups::group_of;
 use crate::core::hashing::HashMap;
 use crate::core::sync::{lock, write};
-use crate::core::tx::StructuralValidator;
+use crate::edge::builder::SessionManagerBuilder;
 use crate::edge::deadline::within;
 use crate::edge::listener::{ListenerEvents, ListenerState};
 use crate::edge::session::{Context, Counters, SessionHandle, SessionShared};
 use crate::edge::watch::WatchCell;
-use crate::error::{Error, Result};
-use crate::host::TxValidator;
-use crate::host::{Daemon, Db, Mempool, Transport};
+use crate::error::{ConfigError, Error, Refusal, Result};
+use crate::host::{Host, Transport};
+use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{DisconnectReason, SessionId};
 use futures::future::{Either, join_all, select};
@@ -21,14 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-pub(crate) struct Inner {
+pub(crate) struct Inner<H: Host> {
     pub(crate) config: Config,
-    pub(crate) ctx: Arc<Context>,
-    pub(crate) daemon: Arc<dyn Daemon>,
-    pub(crate) db: Arc<dyn Db>,
-    pub(crate) mempool: Arc<dyn Mempool>,
-    pub(crate) validator: Arc<dyn TxValidator>,
-    pub(crate) sessions: Mutex<HashMap<SessionId, Arc<SessionShared>>>,
+    pub(crate) ctx: Arc<Context<H>>,
+    pub(crate) sessions: Mutex<HashMap<SessionId, Arc<SessionShared<H>>>>,
     pub(crate) bans: Mutex<BanList>,
     pub(crate) listener: WatchCell<ListenerState>,
     pub(crate) shutdown: WatchCell<bool>,
@@ -38,7 +34,7 @@ pub(crate) struct Inner {
     pub(crate) ended_counters: Mutex<Counters>,
     pub(crate) sessions_ended: AtomicU64,
     pub(crate) caches: crate::edge::caches::Caches,
-    pub(crate) index: Mutex<crate::edge::notify::Index>,
+    pub(crate) index: Mutex<crate::edge::notify::Index<H>>,
     pub(crate) pending_events: Mutex<crate::edge::notify::PendingEvents>,
     pub(crate) last_tip: Mutex<crate::core::tip::RecordedTip>,
     /// The shared header-subscription result.
@@ -47,15 +43,54 @@ pub(crate) struct Inner {
     last_refund: Mutex<Instant>,
 }
 
-/// The session manager: a cheap-to-clone handle on shared state.
-///
-/// See the [crate documentation](crate) for the model and an example.
-#[derive(Clone)]
-pub struct SessionManager {
-    pub(crate) inner: Arc<Inner>,
+impl<H: Host> Inner<H> {
+    pub(crate) fn db(&self) -> &H::Db {
+        self.ctx.host.db()
+    }
+    pub(crate) fn daemon(&self) -> &H::Daemon {
+        self.ctx.host.daemon()
+    }
+    pub(crate) fn mempool(&self) -> &H::Mempool {
+        self.ctx.host.mempool()
+    }
+    pub(crate) fn validator(&self) -> &H::Validator {
+        self.ctx.host.validator()
+    }
 }
 
-impl std::fmt::Debug for SessionManager {
+/// The session manager: a cheap-to-clone handle on shared state.
+///
+/// Generic over its [`Host`] (the index, node, mempool, clock, validator
+/// and ledger), so every host call is statically dispatched; build it with
+/// [`SessionManager::builder`], or [`SessionManager::new`] from a host
+/// type of your own. [`crate::DynSessionManager`] is the form with every
+/// part behind an `Arc<dyn …>`.
+///
+/// See the [crate documentation](crate) for the model and an example.
+pub struct SessionManager<H: Host> {
+    pub(crate) inner: Arc<Inner<H>>,
+}
+
+impl<H: Host> Clone for SessionManager<H> {
+    fn clone(&self) -> Self {
+        SessionManager {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl SessionManager<crate::edge::builder::DynHost> {
+    /// Starts building a manager with `config` ([`Config::default`] gives
+    /// ElectrumX's numbers). Whatever parts it is given, the builder's
+    /// `build` returns a manager generic over them (this function is only
+    /// listed under the dynamic form, as `HashMap::new` is under its
+    /// default hasher).
+    pub fn builder(config: Config) -> SessionManagerBuilder {
+        SessionManagerBuilder::new(config)
+    }
+}
+
+impl<H: Host> std::fmt::Debug for SessionManager<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionManager")
             .field("sessions", &self.session_count())
@@ -63,84 +98,22 @@ impl std::fmt::Debug for SessionManager {
     }
 }
 
-/// Builds a [`SessionManager`]; see [`SessionManager::builder`].
-#[must_use]
-pub struct SessionManagerBuilder {
-    config: Config,
-    timer: Option<Arc<dyn Timer>>,
-    daemon: Option<Arc<dyn Daemon>>,
-    db: Option<Arc<dyn Db>>,
-    mempool: Option<Arc<dyn Mempool>>,
-    ledger: Option<Arc<dyn GroupLedger>>,
-    validator: Option<Arc<dyn TxValidator>>,
-}
-
-impl SessionManagerBuilder {
-    /// The clock and sleeps to use (required): `TokioTimer` with the `tokio`
-    /// feature, `testing::ManualTimer` with `test-util`, or your own [`Timer`].
-    pub fn timer(mut self, timer: impl Timer) -> Self {
-        self.timer = Some(Arc::new(timer));
-        self
-    }
-
-    /// The node (required).
-    pub fn daemon(mut self, daemon: impl Daemon) -> Self {
-        self.daemon = Some(Arc::new(daemon));
-        self
-    }
-
-    /// The index (required).
-    pub fn db(mut self, db: impl Db) -> Self {
-        self.db = Some(Arc::new(db));
-        self
-    }
-
-    /// The mempool (required).
-    pub fn mempool(mut self, mempool: impl Mempool) -> Self {
-        self.mempool = Some(Arc::new(mempool));
-        self
-    }
-
-    /// The group ledger; default [`InProcessLedger`].
-    pub fn ledger(mut self, ledger: impl GroupLedger) -> Self {
-        self.ledger = Some(Arc::new(ledger));
-        self
-    }
-
-    /// The check a transaction passes before it reaches the daemon; default
-    /// [`StructuralValidator`].
-    pub fn validator(mut self, validator: impl TxValidator) -> Self {
-        self.validator = Some(Arc::new(validator));
-        self
-    }
-
-    /// Builds the manager.
+impl<H: Host> SessionManager<H> {
+    /// A manager over `host` (see [`Host`]); [`SessionManager::builder`]
+    /// assembles one from its parts instead.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an out-of-range setting or a missing
-    /// timer, daemon, db or mempool.
-    pub fn build(self) -> Result<SessionManager> {
-        self.config.validate()?;
-        let missing = |field: &'static str| Error::config(field, "required: the builder was not given one");
-        let timer = self.timer.ok_or_else(|| missing("timer"))?;
-        let daemon = self.daemon.ok_or_else(|| missing("daemon"))?;
-        let db = self.db.ok_or_else(|| missing("db"))?;
-        let mempool = self.mempool.ok_or_else(|| missing("mempool"))?;
-        let ledger = self.ledger.unwrap_or_else(|| Arc::new(InProcessLedger::new()));
-        let validator = self.validator.unwrap_or_else(|| Arc::new(StructuralValidator));
-        let started = timer.now();
+    /// [`ConfigError`] for an out-of-range setting.
+    pub fn new(config: Config, host: H) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let started = host.timer().now();
         let ctx = Arc::new(Context {
-            timer,
-            ledger,
-            limits: RwLock::new(Arc::new(self.config.limits.clone())),
+            host,
+            limits: RwLock::new(Arc::new(config.limits.clone())),
         });
         Ok(SessionManager {
             inner: Arc::new(Inner {
                 ctx,
-                daemon,
-                db,
-                mempool,
-                validator,
                 sessions: Mutex::new(HashMap::default()),
                 bans: Mutex::new(BanList::default()),
                 listener: WatchCell::new(ListenerState::Accepting),
@@ -149,31 +122,15 @@ impl SessionManagerBuilder {
                 started,
                 ended_counters: Mutex::new(Counters::default()),
                 sessions_ended: AtomicU64::new(0),
-                caches: crate::edge::caches::Caches::new(&self.config),
+                caches: crate::edge::caches::Caches::new(&config),
                 index: Mutex::new(crate::edge::notify::Index::default()),
                 pending_events: Mutex::new(crate::edge::notify::PendingEvents::default()),
                 last_tip: Mutex::new(crate::core::tip::RecordedTip::default()),
                 tip_header: Mutex::new(None),
                 last_refund: Mutex::new(started),
-                config: self.config,
+                config,
             }),
         })
-    }
-}
-
-impl SessionManager {
-    /// Starts building a manager with `config` ([`Config::default`] gives
-    /// ElectrumX's numbers).
-    pub fn builder(config: Config) -> SessionManagerBuilder {
-        SessionManagerBuilder {
-            config,
-            timer: None,
-            daemon: None,
-            db: None,
-            mempool: None,
-            ledger: None,
-            validator: None,
-        }
     }
 
     /// The configuration the manager was built with (limits as they are now).
@@ -189,15 +146,15 @@ impl SessionManager {
     }
 
     pub(crate) fn now(&self) -> Instant {
-        self.inner.ctx.timer.now()
+        self.inner.ctx.timer().now()
     }
 
     /// Replaces the limits at run time. Every session is recalculated at
     /// once, and the listener state follows a changed `max_sessions`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`]; the old limits stay in force.
-    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+    /// [`ConfigError`]; the old limits stay in force.
+    pub fn set_limits(&self, limits: Limits) -> Result<(), ConfigError> {
         limits.validate()?;
         crate::edge::observe::limits_changed(&limits);
         *write(&self.inner.ctx.limits) = Arc::new(limits);
@@ -219,25 +176,22 @@ impl SessionManager {
         lock(&self.inner.sessions).len()
     }
 
-    /// Adds a session for a newly accepted connection.
+    /// Adds a session for a newly accepted connection. The manager keeps
+    /// the transport (any [`Transport`], including an `Arc` of one) until
+    /// the session ends.
     ///
     /// # Errors
-    /// - [`Error::Banned`] if the peer's address is in a banned network;
-    /// - [`Error::AtCapacity`] at `max_sessions`;
-    /// - [`Error::GroupSessionLimit`] at `max_sessions_per_group`;
-    /// - [`Error::ShuttingDown`] after [`SessionManager::shutdown`].
-    ///
-    /// A refused connection leaves no trace; the host closes it.
-    pub fn add_session(&self, transport: impl Transport) -> Result<SessionHandle> {
-        self.add_shared_transport(Arc::new(transport))
-    }
-
-    /// [`SessionManager::add_session`] for a transport already in an `Arc`.
-    pub fn add_shared_transport(&self, transport: Arc<dyn Transport>) -> Result<SessionHandle> {
+    /// A [`Refusal`], after which the manager keeps no trace of the
+    /// connection and the host closes it:
+    /// - [`Refusal::ShuttingDown`] after [`SessionManager::shutdown`];
+    /// - [`Refusal::Banned`] if the peer's address is in a banned network;
+    /// - [`Refusal::AtCapacity`] at `max_sessions`;
+    /// - [`Refusal::GroupFull`] at `max_sessions_per_group`.
+    pub fn add_session(&self, transport: impl Transport) -> Result<SessionHandle<H>, Refusal> {
         let peer = transport.peer();
-        let added = self.admit_transport(transport, peer);
-        if let Err(error) = &added {
-            crate::edge::observe::session_refused(peer, error);
+        let added = self.admit_transport(Arc::new(transport), peer);
+        if let Err(refusal) = &added {
+            crate::edge::observe::session_refused(peer, refusal);
         }
         added
     }
@@ -246,16 +200,16 @@ impl SessionManager {
         &self,
         transport: Arc<dyn Transport>,
         peer: crate::types::PeerInfo,
-    ) -> Result<SessionHandle> {
+    ) -> Result<SessionHandle<H>, Refusal> {
         if self.inner.shutdown.get() {
-            return Err(Error::ShuttingDown);
+            return Err(Refusal::ShuttingDown);
         }
         let inner = &self.inner;
         let now = self.now();
-        if let Some(network) = lock(&inner.bans).matching(peer.addr.ip(), now) {
-            return Err(Error::Banned {
+        if let Some(ban) = lock(&inner.bans).matching(peer.addr.ip(), now) {
+            return Err(Refusal::Banned {
                 addr: peer.addr.ip(),
-                network,
+                ban,
             });
         }
         let limits = self.limits();
@@ -267,23 +221,20 @@ impl SessionManager {
         );
         let mut sessions = lock(&inner.sessions);
         if sessions.len() >= limits.max_sessions {
-            return Err(Error::AtCapacity {
+            return Err(Refusal::AtCapacity {
                 max: limits.max_sessions,
             });
         }
         let group_cost = match group {
             Some(group) => inner
                 .ctx
-                .ledger
+                .ledger()
                 .join(
                     group,
                     crate::core::meter::CostMeter::INITIAL_COST,
                     limits.max_sessions_per_group,
                 )
-                .map_err(|full| Error::GroupSessionLimit {
-                    group: group.to_string(),
-                    max: full.max,
-                })?,
+                .map_err(|full| Refusal::GroupFull { group, max: full.max })?,
             None => 0.0,
         };
         let id = SessionId(inner.next_id.fetch_add(1, Ordering::Relaxed));
@@ -336,13 +287,17 @@ impl SessionManager {
 
     /// Removes a session from the manager and settles its cost. Returns
     /// false if it had already ended.
-    pub(crate) fn end_session(&self, session: &Arc<SessionShared>) -> bool {
+    pub(crate) fn end_session(&self, session: &Arc<SessionShared<H>>) -> bool {
         self.end_session_because(session, None)
     }
 
     /// [`SessionManager::end_session`]; `reason` is `None` when the host
     /// dropped the session's handle.
-    fn end_session_because(&self, session: &Arc<SessionShared>, reason: Option<&DisconnectReason>) -> bool {
+    fn end_session_because(
+        &self,
+        session: &Arc<SessionShared<H>>,
+        reason: Option<&DisconnectReason>,
+    ) -> bool {
         let now = self.now();
         if !session.end(now) {
             return false;
@@ -370,13 +325,17 @@ impl SessionManager {
     }
 
     /// Ends a session and closes its transport (within `close_timeout`).
-    pub(crate) async fn close_session(&self, session: &Arc<SessionShared>, reason: DisconnectReason) -> bool {
+    pub(crate) async fn close_session(
+        &self,
+        session: &Arc<SessionShared<H>>,
+        reason: DisconnectReason,
+    ) -> bool {
         if !self.end_session_because(session, Some(&reason)) {
             return false;
         }
-        let timer = self.inner.ctx.timer.clone();
+        let timer = self.inner.ctx.timer();
         within(
-            &*timer,
+            timer,
             self.inner.config.close_timeout,
             session.transport.close(reason),
         )
@@ -386,7 +345,7 @@ impl SessionManager {
 
     pub(crate) async fn close_all(
         &self,
-        sessions: Vec<Arc<SessionShared>>,
+        sessions: Vec<Arc<SessionShared<H>>>,
         reason: DisconnectReason,
     ) -> usize {
         let closes = sessions.iter().map(|s| self.close_session(s, reason.clone()));
@@ -397,11 +356,11 @@ impl SessionManager {
             .count()
     }
 
-    pub(crate) fn live_sessions(&self) -> Vec<Arc<SessionShared>> {
+    pub(crate) fn live_sessions(&self) -> Vec<Arc<SessionShared<H>>> {
         lock(&self.inner.sessions).values().cloned().collect()
     }
 
-    pub(crate) fn session(&self, id: SessionId) -> Result<Arc<SessionShared>> {
+    pub(crate) fn session(&self, id: SessionId) -> Result<Arc<SessionShared<H>>> {
         lock(&self.inner.sessions)
             .get(&id)
             .cloned()
@@ -459,7 +418,7 @@ impl SessionManager {
             elapsed
         };
         let refund = elapsed.as_secs_f64() * limits.cost_hard_limit / 5000.0;
-        self.inner.ctx.ledger.refund(refund);
+        self.inner.ctx.ledger().refund(refund);
         self.recalculate_all();
     }
 
@@ -476,7 +435,7 @@ impl SessionManager {
         for session in &sessions {
             let group_cost = session
                 .group
-                .map_or(0.0, |group| self.inner.ctx.ledger.cost(group));
+                .map_or(0.0, |group| self.inner.ctx.ledger().cost(group));
             session.retarget(group_cost);
         }
     }
@@ -491,7 +450,7 @@ impl SessionManager {
     /// under way ends as [`SessionManager::sweep`] says); running it again
     /// resumes with a full interval.
     pub async fn run_housekeeping(&self) {
-        let timer = self.inner.ctx.timer.clone();
+        let timer = self.inner.ctx.timer();
         let sweep_every = self.inner.config.sweep_interval;
         let recalc_every = self.inner.config.recalc_interval;
         let start = timer.now();
@@ -558,6 +517,7 @@ impl SessionManager {
 #[cfg(all(test, feature = "test-util"))]
 mod tests {
     use super::*;
+    use crate::Cost;
     use crate::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
     use proptest::prelude::*;
     use std::time::Duration;
@@ -591,9 +551,9 @@ mod tests {
         .unwrap()
     }
 
-    fn check_ledger(manager: &SessionManager) -> std::result::Result<(), TestCaseError> {
+    fn check_ledger(manager: &crate::testing::MemoryManager) -> std::result::Result<(), TestCaseError> {
         let sessions = manager.live_sessions();
-        for entry in manager.inner.ctx.ledger.entries() {
+        for entry in manager.inner.ctx.ledger().entries() {
             let members: Vec<_> = sessions
                 .iter()
                 .filter(|s| s.group == Some(entry.network))
@@ -608,7 +568,7 @@ mod tests {
         }
         for session in &sessions {
             if let Some(group) = session.group {
-                prop_assert!(manager.inner.ctx.ledger.entry(group).is_some());
+                prop_assert!(manager.inner.ctx.ledger().entry(group).is_some());
             }
         }
         Ok(())
@@ -634,7 +594,7 @@ mod tests {
                     Op::Add(n) => handles.push(manager.add_session(MemoryTransport::new(address(n)).0).unwrap()),
                     Op::Charge(i, cost) => {
                         if let Some(handle) = handles.get(i % handles.len().max(1)) {
-                            handle.charge(cost).unwrap();
+                            handle.charge(Cost::new(cost).unwrap());
                         }
                     }
                     Op::Remove(i) => {
@@ -664,11 +624,11 @@ mod tests {
             for _ in 0..500 {
                 timer.advance(Duration::from_secs(300));
                 manager.recalculate();
-                if manager.inner.ctx.ledger.entries().is_empty() {
+                if manager.inner.ctx.ledger().entries().is_empty() {
                     break;
                 }
             }
-            prop_assert!(manager.inner.ctx.ledger.entries().is_empty());
+            prop_assert!(manager.inner.ctx.ledger().entries().is_empty());
             prop_assert_eq!(lock(&manager.inner.index).total(), 0);
         }
     }

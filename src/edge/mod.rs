@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub(crate) mod broadcast;
+pub(crate) mod builder;
 pub mod caches;
 pub(crate) mod chain;
 pub(crate) mod checkpoint;

@@ -14,17 +14,20 @@ use crate::edge::deadline::within;
 use crate::edge::manager::SessionManager;
 use crate::edge::session::{SessionHandle, SessionShared};
 use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::timer::Timer;
 use crate::types::{DisconnectReason, HashX, Height, SessionId, Tip};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
-impl Subscriber for Arc<SessionShared> {
+impl<H: Host> Subscriber for Arc<SessionShared<H>> {
     fn id(&self) -> SessionId {
         self.id
     }
 }
 
-pub(crate) type Index = SubscriptionIndex<Arc<SessionShared>>;
+pub(crate) type Index<H> = SubscriptionIndex<Arc<SessionShared<H>>>;
 
 /// Events waiting for a notification pass, and what an interrupted pass
 /// left to redo.
@@ -39,11 +42,19 @@ pub(crate) struct PendingEvents {
     redo_tip_change: bool,
     /// The tip before a tip change whose block caches were not settled.
     redo_settle: Option<Option<Tip>>,
+    /// Events recorded by `notify` calls so far.
+    recorded: u64,
+    /// Events a finished pass has applied (every event up to this one).
+    applied: u64,
+    /// `notify` calls merged into a running pass, waiting for it.
+    waiters: Vec<Waker>,
 }
 
 /// The event one pass is working on. If the pass is dropped, what it has
 /// not finished goes back to [`PendingEvents`].
 struct Pass {
+    /// The last event this pass applies.
+    event: u64,
     tip: Tip,
     touched: HashSet<HashX>,
     tip_changed: bool,
@@ -59,11 +70,19 @@ impl PendingEvents {
             return None;
         };
         Some(Pass {
+            event: self.recorded,
             tip,
             touched: std::mem::take(&mut self.touched),
             tip_changed: std::mem::take(&mut self.redo_tip_change),
             settle: self.redo_settle.take(),
         })
+    }
+
+    /// Records that a pass applied every event up to `event`; returns the
+    /// merged calls to wake.
+    fn applied(&mut self, event: u64) -> Vec<Waker> {
+        self.applied = self.applied.max(event);
+        std::mem::take(&mut self.waiters)
     }
 
     /// Puts back what an unfinished pass had taken: its scripts are
@@ -93,15 +112,16 @@ pub struct NotifyReport {
     /// Scripts whose status could not be computed (host error); they keep
     /// their old status and are retried on the next event that touches them.
     pub failures: usize,
-    /// Whether the event was merged into a pass already running (its work is
-    /// done by that pass, and this report is empty).
+    /// Whether the event was merged into a pass already running: that pass
+    /// applied it before this call completed, and reports the work (this
+    /// report is otherwise empty).
     pub merged: bool,
 }
 
 /// How many statuses are computed concurrently in one pass.
 const STATUS_CONCURRENCY: usize = 32;
 
-impl SessionManager {
+impl<H: Host> SessionManager<H> {
     fn sub_limits(&self) -> SubLimits {
         let limits = self.limits();
         SubLimits {
@@ -111,7 +131,7 @@ impl SessionManager {
         }
     }
 
-    pub(crate) fn forget_subscriptions(&self, session: &SessionShared) {
+    pub(crate) fn forget_subscriptions(&self, session: &SessionShared<H>) {
         lock(&self.inner.index).remove_session(session.id);
     }
 
@@ -123,7 +143,7 @@ impl SessionManager {
 
     fn queue(
         &self,
-        deliveries: Vec<Delivery<Arc<SessionShared>>>,
+        deliveries: Vec<Delivery<Arc<SessionShared<H>>>>,
         status: &crate::edge::chain::ScriptStatus,
     ) -> usize {
         let now = self.now();
@@ -152,11 +172,19 @@ impl SessionManager {
     /// was last sent, and a mempool entry already confirmed is left out of
     /// the status, so a confirming transaction is announced once.
     ///
-    /// The event is recorded when `notify` is called, before the returned
-    /// future is first polled; the future does the work and completes once
-    /// every affected session's outbox is filled (it never waits for a
-    /// client). A call made while another pass is running is merged into
-    /// that pass's next round and completes at once with `merged` set.
+    /// **The event is recorded when `notify` is called**, before the
+    /// returned future is first polled: a caller that drops the future
+    /// unpolled has still told the manager, and the next `notify` (or a
+    /// merged call's wait, below) applies it. The future does the work and
+    /// completes once every affected session's outbox is filled (it never
+    /// waits for a client).
+    ///
+    /// Calls are merged: one made while another call's pass is running
+    /// waits for that pass to apply its event, then completes with an
+    /// empty report and `merged` set (the running call reports the work).
+    /// If the running call's future is dropped first, a waiting call takes
+    /// over and runs the passes itself. So when any `notify` future
+    /// completes, its event has been applied.
     ///
     /// A status that cannot be computed (a host error) is retried by the
     /// next `notify`, whatever that one touches; so is the header of a tip
@@ -173,13 +201,30 @@ impl SessionManager {
         tip: Tip,
         touched: impl IntoIterator<Item = &'a HashX>,
     ) -> impl std::future::Future<Output = NotifyReport> + Send + '_ {
-        {
+        let event = {
             let mut pending = lock(&self.inner.pending_events);
             pending.tip = Some(tip);
             pending.touched.extend(touched.into_iter().copied());
-        }
+            pending.recorded += 1;
+            pending.recorded
+        };
         async move {
-            if !std::mem::replace(&mut lock(&self.inner.pending_events).running, true) {
+            let run = std::future::poll_fn(|cx| {
+                let mut pending = lock(&self.inner.pending_events);
+                if pending.applied >= event {
+                    return Poll::Ready(false);
+                }
+                if !pending.running {
+                    pending.running = true;
+                    return Poll::Ready(true);
+                }
+                if !pending.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    pending.waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            })
+            .await;
+            if run {
                 self.run_passes().await
             } else {
                 NotifyReport {
@@ -194,17 +239,22 @@ impl SessionManager {
     /// future mid-pass, the guard puts the unfinished pass back and lets the
     /// next `notify` take over.
     async fn run_passes(&self) -> NotifyReport {
-        struct Running<'m> {
-            manager: &'m SessionManager,
+        struct Running<'m, H: Host> {
+            manager: &'m SessionManager<H>,
             pass: Option<Pass>,
         }
-        impl Drop for Running<'_> {
+        impl<H: Host> Drop for Running<'_, H> {
             fn drop(&mut self) {
-                let mut pending = lock(&self.manager.inner.pending_events);
-                if let Some(pass) = self.pass.take() {
-                    pending.restore(pass);
-                }
-                pending.running = false;
+                let waiters = {
+                    let mut pending = lock(&self.manager.inner.pending_events);
+                    if let Some(pass) = self.pass.take() {
+                        pending.restore(pass);
+                    }
+                    pending.running = false;
+                    // A merged call left waiting takes the passes over.
+                    std::mem::take(&mut pending.waiters)
+                };
+                waiters.into_iter().for_each(Waker::wake);
             }
         }
         let mut running = Running {
@@ -217,17 +267,21 @@ impl SessionManager {
             let Some(pass) = running.pass.as_mut() else {
                 break;
             };
-            let stopwatch = crate::edge::observe::Stopwatch::start(&*self.inner.ctx.timer, true);
+            let stopwatch = crate::edge::observe::Stopwatch::start(self.inner.ctx.timer(), true);
             let (done, failed) = self.notify_pass(pass).await;
-            crate::edge::observe::notify_pass(&done, stopwatch, &*self.inner.ctx.timer);
-            let finished = running.pass.take();
-            if !failed.is_empty() || finished.as_ref().is_some_and(|p| p.tip_changed) {
+            crate::edge::observe::notify_pass(&done, stopwatch, self.inner.ctx.timer());
+            let Some(finished) = running.pass.take() else {
+                break;
+            };
+            let waiters = {
+                let mut pending = lock(&self.inner.pending_events);
                 // Left for the next `notify`: not retried now, so a failing
                 // host does not spin this loop.
-                let mut pending = lock(&self.inner.pending_events);
                 pending.touched.extend(failed);
-                pending.redo_tip_change |= finished.is_some_and(|p| p.tip_changed);
-            }
+                pending.redo_tip_change |= finished.tip_changed;
+                pending.applied(finished.event)
+            };
+            waiters.into_iter().for_each(Waker::wake);
             report.statuses_computed += done.statuses_computed;
             report.statuses_changed += done.statuses_changed;
             report.status_notifications += done.status_notifications;
@@ -320,7 +374,7 @@ impl SessionManager {
     }
 }
 
-impl SessionHandle {
+impl<H: Host> SessionHandle<H> {
     /// `blockchain.scripthash.subscribe`: subscribes to the script with the
     /// scripthash string `alias` (64 hex digits, as the client sent it) and
     /// returns its current status (lowercase hex; `None` for no history).
@@ -432,11 +486,11 @@ impl SessionHandle {
     /// Cancel-safe: a future dropped before it completes leaves the session
     /// subscribed only if it already was. The cost is charged at the first poll.
     pub async fn subscribe_headers(&self) -> Result<(Height, Vec<u8>)> {
-        struct Undo<'h> {
-            handle: &'h SessionHandle,
+        struct Undo<'h, H: Host> {
+            handle: &'h SessionHandle<H>,
             armed: bool,
         }
-        impl Drop for Undo<'_> {
+        impl<H: Host> Drop for Undo<'_, H> {
             fn drop(&mut self) {
                 if self.armed {
                     lock(&self.handle.manager.inner.index).unsubscribe_headers(self.handle.session.id);
@@ -507,17 +561,17 @@ impl SessionHandle {
         let session = self.session.clone();
         let manager = self.manager.clone();
         async move {
-            let timer = session.ctx.timer.clone();
+            let timer = session.ctx.timer();
             while let Some((taken, notification)) = session.outbox.peek().await {
                 let limit = session.ctx.limits().max_send_delay;
                 let header = matches!(notification, crate::types::Notification::Header { .. });
-                let reason = match within(&*timer, limit, session.transport.send(notification)).await {
+                let reason = match within(timer, limit, session.transport.send(notification)).await {
                     Some(Ok(())) => {
                         session.outbox.acknowledge(taken, timer.now());
                         crate::edge::observe::notification_sent(header);
                         continue;
                     }
-                    Some(Err(error)) => DisconnectReason::TransportError(error.to_string()),
+                    Some(Err(error)) => DisconnectReason::TransportError(Arc::from(error)),
                     None => DisconnectReason::SendTimeout,
                 };
                 if reason == DisconnectReason::SendTimeout {

@@ -16,7 +16,7 @@
 )]
 
 use crate::edge::session::Counters;
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::timer::Timer;
 use crate::types::{DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
@@ -330,13 +330,12 @@ fn debug_enabled() -> bool {
 
 /// The `reason` label of a refusal.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-fn refusal_reason(error: &Error) -> &'static str {
-    match error {
-        Error::Banned { .. } => "banned",
-        Error::AtCapacity { .. } => "at_capacity",
-        Error::GroupSessionLimit { .. } => "group_full",
-        Error::ShuttingDown => "shutting_down",
-        _ => "other",
+fn refusal_reason(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Banned { .. } => "banned",
+        Refusal::AtCapacity { .. } => "at_capacity",
+        Refusal::GroupFull { .. } => "group_full",
+        Refusal::ShuttingDown => "shutting_down",
     }
 }
 
@@ -369,13 +368,13 @@ pub(crate) fn session_opened(span: &SessionSpan, sessions: usize) {
     }
 }
 
-/// `add_session` refused `peer` with `error`.
+/// `add_session` refused `peer`.
 #[inline]
-pub(crate) fn session_refused(peer: PeerInfo, error: &Error) {
+pub(crate) fn session_refused(peer: PeerInfo, refusal: &Refusal) {
     #[cfg(feature = "tracing")]
-    tracing::info!(peer = %peer.addr, kind = ?peer.kind, reason = %error, "session refused");
+    tracing::info!(peer = %peer.addr, kind = ?peer.kind, reason = %refusal, "session refused");
     #[cfg(feature = "metrics")]
-    counter!(REFUSALS, "reason" => refusal_reason(error)).increment(1);
+    counter!(REFUSALS, "reason" => refusal_reason(refusal)).increment(1);
 }
 
 /// A session ended (`None`: its handle was dropped); `sessions` are live now.
@@ -406,7 +405,7 @@ pub(crate) fn session_closed(
 
 /// A session stopped taking its notifications and is being cut off.
 #[inline]
-pub(crate) fn slow_consumer(session: &crate::edge::session::SessionShared) {
+pub(crate) fn slow_consumer<H: crate::host::Host>(session: &crate::edge::session::SessionShared<H>) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         parent: &session.span.span,

@@ -3,30 +3,63 @@
 //! holds for the connection's lifetime.
 
 use crate::config::Limits;
-use crate::core::groups::GroupLedger;
 use crate::core::meter::CostMeter;
 use crate::core::sync::{lock, read};
 use crate::edge::deadline::within;
 use crate::error::{Error, Result};
-use crate::host::Transport;
+use crate::host::{Host, Transport};
+use crate::ledger::GroupLedger;
 use crate::timer::Timer;
-use crate::types::{DisconnectReason, PeerInfo, SessionId};
+use crate::types::{Cost, DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// What every session shares with the manager: clock, ledger, limits.
-pub(crate) struct Context {
-    pub(crate) timer: Arc<dyn Timer>,
-    pub(crate) ledger: Arc<dyn GroupLedger>,
+/// What every session shares with the manager: the host (for its clock
+/// and ledger) and the limits.
+pub(crate) struct Context<H: Host> {
+    pub(crate) host: H,
     pub(crate) limits: RwLock<Arc<Limits>>,
 }
 
-impl Context {
+impl<H: Host> Context<H> {
     pub(crate) fn limits(&self) -> Arc<Limits> {
         read(&self.limits).clone()
+    }
+
+    pub(crate) fn timer(&self) -> &H::Timer {
+        self.host.timer()
+    }
+
+    pub(crate) fn ledger(&self) -> &H::Ledger {
+        self.host.ledger()
+    }
+}
+
+/// How many characters of a client's name and protocol
+/// ([`SessionHandle::set_client`]) are kept.
+pub const MAX_CLIENT_CHARS: usize = 64;
+
+/// A session's cost, as [`SessionHandle::cost`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SessionCost {
+    /// The session's own cost (decayed to the last charge or recalculation).
+    pub own: f64,
+    /// The rest of its group's cost (the other members' and the retained
+    /// cost), which counts toward its throttle; 0 for an exempt session.
+    pub group_extra: f64,
+    /// The part of the group's cost left behind by ended sessions,
+    /// refunded over time; included in `group_extra`.
+    pub retained: f64,
+}
+
+impl SessionCost {
+    /// What the throttle compares with the soft and hard limits.
+    pub fn total(&self) -> f64 {
+        self.own + self.group_extra
     }
 }
 
@@ -89,13 +122,13 @@ impl SessionState {
 }
 
 /// The manager's record of a session.
-pub(crate) struct SessionShared {
+pub(crate) struct SessionShared<H: Host> {
     pub(crate) id: SessionId,
     pub(crate) peer: PeerInfo,
     pub(crate) group: Option<IpNetwork>,
     pub(crate) started: Instant,
     pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) ctx: Arc<Context>,
+    pub(crate) ctx: Arc<Context<H>>,
     pub(crate) state: Mutex<SessionState>,
     /// Set once the session has ended; checked without the lock.
     pub(crate) ended: AtomicBool,
@@ -103,21 +136,13 @@ pub(crate) struct SessionShared {
     pub(crate) span: crate::edge::observe::SessionSpan,
 }
 
-fn validate_cost(amount: f64) -> Result<()> {
-    if amount.is_finite() && amount >= 0.0 {
-        Ok(())
-    } else {
-        Err(Error::InvalidCost(amount))
-    }
-}
-
-impl SessionShared {
+impl<H: Host> SessionShared<H> {
     pub(crate) fn new(
         id: SessionId,
         peer: PeerInfo,
         group: Option<IpNetwork>,
         transport: Arc<dyn Transport>,
-        ctx: Arc<Context>,
+        ctx: Arc<Context<H>>,
         now: Instant,
         limits: &Limits,
     ) -> Self {
@@ -155,11 +180,12 @@ impl SessionShared {
     }
 
     /// Adds `amount` to the cost, recalculating when it drifted past 100.
-    pub(crate) fn add_cost(&self, amount: f64) {
+    pub(crate) fn add_cost(&self, amount: Cost) {
+        let amount = amount.get();
         crate::edge::observe::cost_charged(amount);
         let due = lock(&self.state).meter.charge(amount);
         if due {
-            self.recalculate(self.ctx.timer.now());
+            self.recalculate(self.ctx.timer().now());
         }
     }
 
@@ -187,7 +213,7 @@ impl SessionShared {
             Some(group) => {
                 let delta = cost - state.reported_cost;
                 state.reported_cost = cost;
-                self.ctx.ledger.report(group, delta)
+                self.ctx.ledger().report(group, delta)
             }
             None => 0.0,
         })
@@ -237,7 +263,7 @@ impl SessionShared {
             state.meter.decay(now, subscriptions, &limits);
             if let Some(group) = self.group {
                 let cost = state.meter.cost();
-                self.ctx.ledger.leave(group, state.reported_cost, cost);
+                self.ctx.ledger().leave(group, state.reported_cost, cost);
                 state.reported_cost = cost;
             }
             state.wake_waiters()
@@ -257,7 +283,7 @@ impl SessionShared {
         };
         wakers.into_iter().for_each(Waker::wake);
         if due {
-            self.recalculate(self.ctx.timer.now());
+            self.recalculate(self.ctx.timer().now());
         }
     }
 
@@ -265,7 +291,7 @@ impl SessionShared {
     fn charge_error(&self, amount: f64, code: &'static str) {
         crate::edge::observe::request_error(code);
         lock(&self.state).counters.errors += 1;
-        self.add_cost(amount);
+        self.add_cost(Cost::saturating(amount));
     }
 
     /// Fast path of admission: a free slot and no throttle sleep.
@@ -288,9 +314,9 @@ impl SessionShared {
         None
     }
 
-    async fn admit_slow(self: Arc<Self>) -> Result<Permit> {
+    async fn admit_slow(self: Arc<Self>) -> Result<Permit<H>> {
         let limits = self.ctx.limits();
-        let timer = self.ctx.timer.clone();
+        let timer = self.ctx.timer();
         let started = timer.now();
         let deadline = started + limits.request_timeout;
         let acquire = std::future::poll_fn(|cx| {
@@ -315,7 +341,7 @@ impl SessionShared {
             }
             Poll::Pending
         });
-        let sleep = match within(&*timer, limits.request_timeout, acquire).await {
+        let sleep = match within(timer, limits.request_timeout, acquire).await {
             Some(result) => result?,
             None => {
                 self.charge_error(limits.error_cost, "-102");
@@ -347,31 +373,26 @@ impl SessionShared {
 /// [`Permit::charge`]. [`Permit::run`] applies the rest of the request
 /// timeout to the handler.
 #[must_use = "the request slot is released when the permit is dropped"]
-pub struct Permit {
-    session: Arc<SessionShared>,
+pub struct Permit<H: Host> {
+    session: Arc<SessionShared<H>>,
     /// Set when admission waited or slept: the request's deadline.
     deadline: Option<Instant>,
     charge: f64,
 }
 
-impl std::fmt::Debug for Permit {
+impl<H: Host> std::fmt::Debug for Permit<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit")
+        f.debug_struct("Permit<H>")
             .field("session", &self.session.id)
             .field("charge", &self.charge)
             .finish()
     }
 }
 
-impl Permit {
+impl<H: Host> Permit<H> {
     /// Adds `amount` to the session's cost when the permit is dropped.
-    ///
-    /// # Errors
-    /// [`Error::InvalidCost`] for a negative, NaN or infinite amount (nothing is charged).
-    pub fn charge(&mut self, amount: f64) -> Result<()> {
-        validate_cost(amount)?;
-        self.charge += amount;
-        Ok(())
+    pub fn charge(&mut self, amount: Cost) {
+        self.charge += amount.get();
     }
 
     /// Runs the request handler within what is left of the request timeout.
@@ -384,15 +405,15 @@ impl Permit {
     /// Dropping the returned future drops the handler; the permit keeps its
     /// slot and what was charged until the permit itself is dropped.
     pub async fn run<T>(&mut self, handler: impl std::future::Future<Output = T>) -> Result<T> {
-        let timer = self.session.ctx.timer.clone();
+        let timer = self.session.ctx.timer();
         let limits = self.session.ctx.limits();
         let remaining = match self.deadline {
             Some(deadline) => deadline.saturating_duration_since(timer.now()),
             None => limits.request_timeout,
         };
-        let stopwatch = crate::edge::observe::Stopwatch::start(&*timer, false);
-        let result = within(&*timer, remaining, handler).await;
-        crate::edge::observe::request_finished(stopwatch, &*timer);
+        let stopwatch = crate::edge::observe::Stopwatch::start(timer, false);
+        let result = within(timer, remaining, handler).await;
+        crate::edge::observe::request_finished(stopwatch, timer);
         match result {
             Some(value) => Ok(value),
             None => {
@@ -403,7 +424,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl<H: Host> Drop for Permit<H> {
     fn drop(&mut self) {
         self.session.release(self.charge);
     }
@@ -412,12 +433,12 @@ impl Drop for Permit {
 /// The host's handle on one session, held for the connection's lifetime.
 /// Dropping it ends the session (its cost moves to its group's retained
 /// cost). To use it from several tasks, put it in an `Arc`.
-pub struct SessionHandle {
-    pub(crate) session: Arc<SessionShared>,
-    pub(crate) manager: crate::edge::manager::SessionManager,
+pub struct SessionHandle<H: Host> {
+    pub(crate) session: Arc<SessionShared<H>>,
+    pub(crate) manager: crate::edge::manager::SessionManager<H>,
 }
 
-impl std::fmt::Debug for SessionHandle {
+impl<H: Host> std::fmt::Debug for SessionHandle<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionHandle")
             .field("id", &self.session.id)
@@ -426,7 +447,7 @@ impl std::fmt::Debug for SessionHandle {
     }
 }
 
-impl SessionHandle {
+impl<H: Host> SessionHandle<H> {
     /// The session's id.
     pub fn id(&self) -> SessionId {
         self.session.id
@@ -474,7 +495,7 @@ impl SessionHandle {
     /// Cancel-safe: a future dropped while it waits for a slot or sleeps holds
     /// no slot and has charged nothing (the request is counted in the
     /// session's `requests` once it took a slot).
-    pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit>> + Send + 'static {
+    pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit<H>>> + Send + 'static {
         let session = self.session.clone();
         async move {
             match session.try_admit_now() {
@@ -491,19 +512,14 @@ impl SessionHandle {
     }
 
     /// Charges `amount` to the session now.
-    ///
-    /// # Errors
-    /// [`Error::InvalidCost`] for a negative, NaN or infinite amount (nothing is charged).
-    pub fn charge(&self, amount: f64) -> Result<()> {
-        validate_cost(amount)?;
+    pub fn charge(&self, amount: Cost) {
         self.session.add_cost(amount);
-        Ok(())
     }
 
     /// Records one complete message of `bytes` received: charges the
     /// bandwidth cost and resets the idle timer.
     pub fn record_received(&self, bytes: usize) {
-        let now = self.session.ctx.timer.now();
+        let now = self.session.ctx.timer().now();
         let unit = read(&self.session.ctx.limits).bandwidth_unit_cost;
         {
             let mut state = lock(&self.session.state);
@@ -512,7 +528,7 @@ impl SessionHandle {
             state.counters.recv_bytes += bytes as u64;
         }
         crate::edge::observe::bytes_received(bytes);
-        self.session.add_cost(bytes as f64 / unit);
+        self.session.add_cost(Cost::saturating(bytes as f64 / unit));
     }
 
     /// Records one message of `bytes` sent: charges the bandwidth cost.
@@ -524,7 +540,7 @@ impl SessionHandle {
             state.counters.send_bytes += bytes as u64;
         }
         crate::edge::observe::bytes_sent(bytes);
-        self.session.add_cost(bytes as f64 / unit);
+        self.session.add_cost(Cost::saturating(bytes as f64 / unit));
     }
 
     /// Records a request that ended in an error: charges `error_cost` (100).
@@ -539,11 +555,25 @@ impl SessionHandle {
         self.session.charge_error(cost, "-32700");
     }
 
-    /// The session's own cost and the extra cost of its group, as of the
-    /// last recalculation.
-    pub fn cost(&self) -> (f64, f64) {
-        let state = lock(&self.session.state);
-        (state.meter.cost(), state.extra_cost)
+    /// The session's cost as its throttle sees it: its own cost now, and
+    /// its group's extra and retained cost as of the last recalculation
+    /// (exact from the moment [`crate::SessionManager::add_session`]
+    /// returns).
+    pub fn cost(&self) -> SessionCost {
+        let (own, group_extra) = {
+            let state = lock(&self.session.state);
+            (state.meter.cost(), state.extra_cost)
+        };
+        let retained = self
+            .session
+            .group
+            .and_then(|group| self.session.ctx.ledger().entry(group))
+            .map_or(0.0, |entry| entry.retained_cost);
+        SessionCost {
+            own,
+            group_extra,
+            retained,
+        }
     }
 
     /// The current throttle (fraction and concurrency target).
@@ -553,18 +583,15 @@ impl SessionHandle {
 
     /// Records the client's name and negotiated protocol (shown in
     /// `sessions()`). Both come from the client: each is kept to its first
-    /// [`SessionHandle::MAX_CLIENT_CHARS`] characters (and "…" when cut), so
+    /// [`MAX_CLIENT_CHARS`] characters (and "…" when cut), so
     /// a session holds and reports a bounded amount whatever it sent.
     pub fn set_client(&self, client: impl AsRef<str>, protocol: impl AsRef<str>) {
-        let client = truncated(client.as_ref(), Self::MAX_CLIENT_CHARS);
-        let protocol = truncated(protocol.as_ref(), Self::MAX_CLIENT_CHARS);
+        let client = truncated(client.as_ref(), MAX_CLIENT_CHARS);
+        let protocol = truncated(protocol.as_ref(), MAX_CLIENT_CHARS);
         let mut state = lock(&self.session.state);
         state.client = Some(client);
         state.protocol = Some(protocol);
     }
-
-    /// How many characters of a client's name and protocol are kept.
-    pub const MAX_CLIENT_CHARS: usize = 64;
 
     /// Whether the operator asked to log this session's requests.
     pub fn log_enabled(&self) -> bool {
@@ -599,7 +626,7 @@ fn truncated(text: &str, max: usize) -> String {
     }
 }
 
-impl Drop for SessionHandle {
+impl<H: Host> Drop for SessionHandle<H> {
     fn drop(&mut self) {
         self.manager.end_session(&self.session);
     }

@@ -1,15 +1,16 @@
 //! Shared test fixtures: a manager on a manual clock with in-memory hosts.
 #![allow(dead_code)]
 
+use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{
     ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport, TransportLog,
 };
-use indexer_sessions::{Config, SessionHandle, SessionManager};
+use indexer_sessions::{Config, Refusal, SessionHandle, SessionManager};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub struct Fixture {
-    pub manager: SessionManager,
+    pub manager: SessionManager<MemoryHost>,
     pub timer: ManualTimer,
     pub db: MemoryDb,
     pub daemon: MemoryDaemon,
@@ -38,11 +39,11 @@ impl Fixture {
         }
     }
 
-    pub fn connect(&self, addr: &str) -> (SessionHandle, Arc<TransportLog>) {
+    pub fn connect(&self, addr: &str) -> (SessionHandle<MemoryHost>, Arc<TransportLog>) {
         self.try_connect(addr).expect("session admitted")
     }
 
-    pub fn try_connect(&self, addr: &str) -> indexer_sessions::Result<(SessionHandle, Arc<TransportLog>)> {
+    pub fn try_connect(&self, addr: &str) -> Result<(SessionHandle<MemoryHost>, Arc<TransportLog>), Refusal> {
         let addr: SocketAddr = addr.parse().expect("socket address");
         let (transport, log) = MemoryTransport::new(addr);
         Ok((self.manager.add_session(transport)?, log))
