@@ -4,14 +4,29 @@
 //! Run: `cargo run --example embed --features tokio,test-util`
 
 use indexer_sessions::testing::{MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
-use indexer_sessions::{Config, HashX, Height, HistoryEntry, SessionManager, TokioTimer, TxHash, cost};
+use indexer_sessions::{
+    Config, DisconnectReason, HashX, Height, HistoryEntry, HostParts, Limits, Refusal, SessionManager,
+    TokioTimer, TxHash, cost,
+};
+
+/// The manager's type, named once: generic over its parts, so every call to
+/// the index, node and mempool is statically dispatched.
+type Manager = SessionManager<HostParts<MemoryDb, MemoryDaemon, MemoryMempool, TokioTimer>>;
 
 // One thread and tokio's paused clock: the output is the same on every run.
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = MemoryDb::new();
     let tip = db.push_block(vec![0u8; 80], vec![]);
-    let manager = SessionManager::builder(Config::default())
+    // At most two sessions per /24: a third is refused.
+    let config = Config {
+        limits: Limits {
+            max_sessions_per_group: Some(2),
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let manager: Manager = SessionManager::builder(config)
         .timer(TokioTimer)
         .db(db.clone())
         .daemon(MemoryDaemon::new())
@@ -30,6 +45,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let session = manager.add_session(transport)?;
         tokio::spawn(session.deliver());
         sessions.push((session, log));
+    }
+
+    match manager.add_session(MemoryTransport::new("203.0.113.12:50001".parse()?).0) {
+        Err(Refusal::GroupFull { group, max }) => println!("refused: {group} already has {max} sessions"),
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
     }
 
     let scripthash = "5b3a0c7f06e3c8a2dfa0d12d1e9f8c5ab4e0cfd2f1b8a1c7d3e9f00112233445";
@@ -102,6 +122,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             group.network, group.sessions, group.cost, group.retained_cost
         );
     }
+    // The host ends one session itself: `Transport::close` is called once.
+    let (session, log) = sessions.pop().ok_or("three sessions")?;
+    session.close(DisconnectReason::Admin).await;
+    println!("\nclosed session {}: {:?}", session.id(), log.closed());
+
     let info = manager.info();
     println!(
         "\ninfo: {} sessions, {} groups, {} subscriptions, {} requests, uptime {:?}",

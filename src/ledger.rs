@@ -6,7 +6,18 @@
 //! manager do not change.
 
 use ipnetwork::IpNetwork;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// A ban a ledger shares between nodes ([`GroupLedger::shared_ban`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedBan {
+    /// The banned network.
+    pub network: IpNetwork,
+    /// Time left, `None` for permanent.
+    pub remaining: Option<Duration>,
+}
 
 /// One group as the ledger sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +72,29 @@ pub trait GroupLedger: Send + Sync + 'static {
     fn entries(&self) -> Vec<GroupEntry>;
     /// One group.
     fn entry(&self, group: IpNetwork) -> Option<GroupEntry>;
+
+    /// Shares a ban made on this node with every other node (the manager
+    /// calls it from [`crate::SessionManager::ban`]). The default, for a
+    /// ledger of one process, does nothing.
+    fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
+        let _ = (network, duration);
+    }
+    /// Shares the lifting of a ban ([`crate::SessionManager::unban`]).
+    fn share_unban(&self, network: IpNetwork) {
+        let _ = network;
+    }
+    /// A ban made on any node that covers `addr` (already canonical). The
+    /// manager refuses such a connection and closes such sessions at its
+    /// sweeps. Called on every new connection: it must not wait on I/O.
+    /// The default has none.
+    fn shared_ban(&self, addr: IpAddr) -> Option<SharedBan> {
+        let _ = addr;
+        None
+    }
+    /// Every ban shared by other nodes, for reports. The default has none.
+    fn shared_bans(&self) -> Vec<SharedBan> {
+        Vec::new()
+    }
 }
 
 impl<T: GroupLedger + ?Sized> GroupLedger for Arc<T> {
@@ -89,5 +123,17 @@ impl<T: GroupLedger + ?Sized> GroupLedger for Arc<T> {
     }
     fn entry(&self, group: IpNetwork) -> Option<GroupEntry> {
         (**self).entry(group)
+    }
+    fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
+        (**self).share_ban(network, duration)
+    }
+    fn share_unban(&self, network: IpNetwork) {
+        (**self).share_unban(network)
+    }
+    fn shared_ban(&self, addr: IpAddr) -> Option<SharedBan> {
+        (**self).shared_ban(addr)
+    }
+    fn shared_bans(&self) -> Vec<SharedBan> {
+        (**self).shared_bans()
     }
 }

@@ -173,6 +173,8 @@
 //! | `listener state changed` | info | `state`, `sessions`, `max_sessions` |
 //! | `limits changed` | info | `limits` |
 //! | `notify pass` | debug | `statuses_computed`, `statuses_changed`, `status_notifications`, `header_notifications`, `failures`, `duration` |
+//! | `ledger unreachable, serving on the local view` | warn (later failures: debug) | `node`, `reason` |
+//! | `ledger reconnected` | info | `node` |
 //! | `cache cleared` | debug | `cache`, `cause` (`tip`, `first_tip`, `reorg`) |
 //! | `host call failed` | warn | `operation`, `error` |
 //! | `slow consumer cut off` | warn | `reason` (`send_timeout`), `detail`, `pending` |
@@ -231,6 +233,8 @@
 //! | `indexer_sessions_cache_clears_total` | counter | count | `cache` | whole-cache clears on a tip change, the first tip or a reorg |
 //! | `indexer_sessions_cache_bytes` | gauge | bytes | `cache` | bytes held (sampled) |
 //! | `indexer_sessions_cache_entries` | gauge | count | `cache` | entries held (sampled) |
+//! | `indexer_sessions_ledger_connected` | gauge | count | | 1 while a shared ledger's last sync succeeded (`redis` feature), 0 while it serves on its local view |
+//! | `indexer_sessions_ledger_sync_failures_total` | counter | count | | failed syncs of a shared ledger, each retried with backoff |
 //!
 //! *Sampled* gauges are set from [`SessionManager::info`]: by every call to
 //! it, and by [`SessionManager::run_housekeeping`] once per `sweep_interval`
@@ -255,6 +259,9 @@
 //! - `serde`: admin reports implement `Serialize`.
 //! - `tracing`: a span per session and events (see [Observability](#observability)).
 //! - `metrics`: counters, gauges and histograms (see [Observability](#observability)).
+//! - `redis`: [`redis_ledger::RedisLedger`], one budget per IP group (and
+//!   shared bans) across many servers; implies `tokio`. Its module
+//!   documentation gives the consistency model.
 
 // The layers, each importing only from those below it:
 //
@@ -295,6 +302,8 @@ pub use edge::manager::SessionManager;
 pub use edge::notify::NotifyReport;
 #[cfg(feature = "metrics")]
 pub use edge::observe::describe_metrics;
+#[cfg(feature = "redis")]
+pub use edge::redis_ledger;
 pub use edge::session::{Counters, MAX_CLIENT_CHARS, Permit, SessionCost, SessionHandle};
 pub use error::{
     ConfigError, Error, HostError, InvalidCost, Refusal, Result, SharedHostError, SubscriptionScope, codes,
@@ -304,7 +313,7 @@ pub use host::{BroadcastFailure, Daemon, Db, FeeMode, Host, Mempool, Transport, 
 /// The `ipnetwork` crate this one uses in its API (groups, bans, exempt
 /// networks), so a host need not depend on the same version itself.
 pub use ipnetwork;
-pub use ledger::{GroupEntry, GroupFull, GroupLedger};
+pub use ledger::{GroupEntry, GroupFull, GroupLedger, SharedBan};
 pub use timer::Timer;
 #[cfg(feature = "tokio")]
 pub use timer::TokioTimer;

@@ -401,3 +401,29 @@ fn a_client_name_is_kept_to_a_bounded_length() {
     session.set_client("Electrum 4.5.8", "1.4");
     assert_eq!(fx.manager.sessions()[0].client.as_deref(), Some("Electrum 4.5.8"));
 }
+
+/// Reports carry typed networks (`IpNetwork`), and serialize them as the
+/// text an operator reads.
+#[cfg(feature = "serde")]
+#[test]
+fn reports_carry_typed_networks_and_serialize_them_as_text() {
+    use indexer_sessions::ipnetwork::IpNetwork;
+    let fx = Fixture::new(Config::default());
+    let (_session, _) = fx.connect("203.0.113.7:1");
+    let network: IpNetwork = "198.51.100.0/24".parse().unwrap();
+    block_on(fx.manager.ban(network, None)).unwrap();
+    let group: IpNetwork = "203.0.113.0/24".parse().unwrap();
+
+    let row = &fx.manager.sessions()[0];
+    assert_eq!(row.group, Some(group));
+    assert_eq!(fx.manager.groups()[0].network, group);
+    assert_eq!(fx.manager.bans()[0].network, network);
+
+    let session = serde_json::to_value(row).unwrap();
+    assert_eq!(session["group"], "203.0.113.0/24");
+    assert_eq!(session["peer"], "203.0.113.7:1");
+    let groups = serde_json::to_value(fx.manager.groups()).unwrap();
+    assert_eq!(groups[0]["network"], "203.0.113.0/24");
+    let bans = serde_json::to_value(fx.manager.bans()).unwrap();
+    assert_eq!(bans[0]["network"], "198.51.100.0/24");
+}

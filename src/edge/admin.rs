@@ -347,6 +347,7 @@ impl<H: Host> SessionManager<H> {
         let now = self.now();
         // A duration too long to add to the clock is a permanent ban.
         lock(&self.inner.bans).ban(network, duration.and_then(|d| now.checked_add(d)));
+        self.inner.ctx.ledger().share_ban(network, duration);
         let banned: Vec<_> = self
             .live_sessions()
             .into_iter()
@@ -361,20 +362,31 @@ impl<H: Host> SessionManager<H> {
     pub fn unban(&self, network: IpNetwork) -> bool {
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
         let existed = lock(&self.inner.bans).unban(network);
+        self.inner.ctx.ledger().share_unban(network);
         crate::edge::observe::unbanned(network, existed);
         existed
     }
 
-    /// The bans in force.
+    /// The bans in force: this node's, then those other nodes shared
+    /// through the ledger.
     pub fn bans(&self) -> Vec<BanRow> {
         let now = self.now();
-        lock(&self.inner.bans)
+        let mut rows: Vec<BanRow> = lock(&self.inner.bans)
             .active(now)
             .into_iter()
             .map(|ban| BanRow {
                 network: ban.network,
                 remaining: ban.until.map(|until| until.saturating_duration_since(now)),
             })
-            .collect()
+            .collect();
+        for shared in self.inner.ctx.ledger().shared_bans() {
+            if !rows.iter().any(|row| row.network == shared.network) {
+                rows.push(BanRow {
+                    network: shared.network,
+                    remaining: shared.remaining,
+                });
+            }
+        }
+        rows
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::{Config, Limits};
 use crate::core::bans::BanList;
-use crate::core::groups::group_of;
+use crate::core::groups::{canonical_ip, group_of};
 use crate::core::hashing::HashMap;
 use crate::core::sync::{lock, write};
 use crate::edge::builder::SessionManagerBuilder;
@@ -206,7 +206,7 @@ impl<H: Host> SessionManager<H> {
         }
         let inner = &self.inner;
         let now = self.now();
-        if let Some(ban) = lock(&inner.bans).matching(peer.addr.ip(), now) {
+        if let Some(ban) = self.ban_covering(peer.addr.ip(), now) {
             return Err(Refusal::Banned {
                 addr: peer.addr.ip(),
                 ban,
@@ -268,6 +268,19 @@ impl<H: Host> SessionManager<H> {
         Ok(SessionHandle {
             session,
             manager: self.clone(),
+        })
+    }
+
+    /// The ban covering `addr`: this node's, or one shared by another node
+    /// through the ledger.
+    fn ban_covering(&self, addr: std::net::IpAddr, now: Instant) -> Option<crate::types::Ban> {
+        if let Some(ban) = lock(&self.inner.bans).matching(addr, now) {
+            return Some(ban);
+        }
+        let shared = self.inner.ctx.ledger().shared_ban(canonical_ip(addr))?;
+        Some(crate::types::Ban {
+            network: shared.network,
+            until: shared.remaining.and_then(|remaining| now.checked_add(remaining)),
         })
     }
 
@@ -370,7 +383,8 @@ impl<H: Host> SessionManager<H> {
     /// Closes every session idle for more than `session_timeout` (reason
     /// [`DisconnectReason::Stale`]) and every session whose notifications
     /// have waited past `max_send_delay` ([`DisconnectReason::SendTimeout`]),
-    /// and drops expired bans. Housekeeping calls this every
+    /// every session in a network another node banned through the ledger
+    /// ([`DisconnectReason::Banned`]), and drops expired bans. Housekeeping calls this every
     /// `sweep_interval`; returns how many sessions were closed.
     ///
     /// # Cancel safety
@@ -383,7 +397,18 @@ impl<H: Host> SessionManager<H> {
         lock(&self.inner.bans).prune(now);
         let mut stale = Vec::new();
         let mut stuck = Vec::new();
+        let mut banned = Vec::new();
         for session in self.live_sessions() {
+            if self
+                .inner
+                .ctx
+                .ledger()
+                .shared_ban(canonical_ip(session.peer.addr.ip()))
+                .is_some()
+            {
+                banned.push(session);
+                continue;
+            }
             let last_recv = lock(&session.state).last_recv;
             if now.saturating_duration_since(last_recv) > limits.session_timeout {
                 stale.push(session);
@@ -396,11 +421,12 @@ impl<H: Host> SessionManager<H> {
                 stuck.push(session);
             }
         }
-        let (stale, stuck) = futures::join!(
+        let (stale, stuck, banned) = futures::join!(
             self.close_all(stale, DisconnectReason::Stale),
-            self.close_all(stuck, DisconnectReason::SendTimeout)
+            self.close_all(stuck, DisconnectReason::SendTimeout),
+            self.close_all(banned, DisconnectReason::Banned)
         );
-        stale + stuck
+        stale + stuck + banned
     }
 
     /// Decays every session's cost, refunds retained group cost for the time

@@ -19,5 +19,7 @@ pub(crate) mod mailbox;
 pub(crate) mod manager;
 pub(crate) mod notify;
 pub(crate) mod observe;
+#[cfg(feature = "redis")]
+pub mod redis_ledger;
 pub(crate) mod session;
 pub(crate) mod watch;

@@ -199,6 +199,20 @@ pub(crate) const METRICS: &[(&str, Kind, metrics::Unit, &str, &str)] = {
             "cache",
             "Entries held by a cache.",
         ),
+        (
+            LEDGER_CONNECTED,
+            Kind::Gauge,
+            Count,
+            "",
+            "1 while a shared ledger's last sync succeeded, 0 while it serves on its local view.",
+        ),
+        (
+            LEDGER_SYNC_FAILURES,
+            Kind::Counter,
+            Count,
+            "",
+            "Failed syncs of a shared ledger (each retried with backoff).",
+        ),
     ]
 };
 
@@ -248,6 +262,8 @@ names! {
     CACHE_CLEARS = "cache_clears_total";
     CACHE_BYTES = "cache_bytes";
     CACHE_ENTRIES = "cache_entries";
+    LEDGER_CONNECTED = "ledger_connected";
+    LEDGER_SYNC_FAILURES = "ledger_sync_failures_total";
 }
 
 /// Registers the unit and description of every metric with the installed
@@ -534,6 +550,38 @@ pub(crate) fn banned(network: IpNetwork, duration: Option<Duration>, closed: usi
 pub(crate) fn unbanned(network: IpNetwork, existed: bool) {
     #[cfg(feature = "tracing")]
     tracing::info!(%network, existed, "network unbanned");
+}
+
+/// A shared ledger's sync failed (`was_connected`: the first failure
+/// after a success, logged as a warning; later ones at debug).
+#[inline]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn ledger_unreachable(node: &str, reason: &str, was_connected: bool) {
+    #[cfg(feature = "tracing")]
+    if was_connected {
+        tracing::warn!(node, reason, "ledger unreachable, serving on the local view");
+    } else {
+        tracing::debug!(node, reason, "ledger still unreachable");
+    }
+    #[cfg(feature = "metrics")]
+    {
+        gauge!(LEDGER_CONNECTED).set(0.0);
+        counter!(LEDGER_SYNC_FAILURES).increment(1);
+    }
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = (node, reason, was_connected);
+}
+
+/// A shared ledger synced again after failures.
+#[inline]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn ledger_reconnected(node: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(node, "ledger reconnected");
+    #[cfg(feature = "metrics")]
+    gauge!(LEDGER_CONNECTED).set(1.0);
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = node;
 }
 
 /// `disconnect` closed the sessions of `selector`.
