@@ -143,20 +143,8 @@ mod baseline {
 /// charges. Cost decays 1 unit per second (hard limit 10000, no
 /// subscriptions), so both sides stay unthrottled while their recalculation
 /// still runs every 100 cost units, as in service.
-fn timed(timer: &ManualTimer, iters: u64, mut request: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        timer.advance(Duration::from_secs_f64(n as f64 * COST * 2.0));
-        let start = Instant::now();
-        for _ in 0..n {
-            request();
-        }
-        total += start.elapsed();
-        left -= n;
-    }
-    total
+fn timed(timer: &ManualTimer, iters: u64, request: impl FnMut()) -> Duration {
+    common::timed_chunks(timer, iters, CHUNK, Duration::from_secs_f64(COST * 2.0), request)
 }
 
 fn main() {

@@ -8,6 +8,8 @@
 //! `cargo bench --features redis,test-util --bench redis_ledger`
 
 mod common;
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
 
 use common::{Target, Zst, report, set_peer};
 use criterion::black_box;
@@ -17,7 +19,6 @@ use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempo
 use indexer_sessions::{
     Cost, GroupLedger, Host, HostParts, SessionHandle, SessionManager, StructuralValidator,
 };
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cost charged per request.
@@ -26,43 +27,6 @@ const COST: Cost = Cost::constant(1.0);
 const OTHERS: u32 = 1000;
 /// Requests per timed chunk (the clock moves between chunks).
 const CHUNK: u64 = 512;
-
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> (RedisServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (Debian: apt install redis-server)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (RedisServer(child), format!("redis://127.0.0.1:{port}/"))
-}
 
 fn manager<L: GroupLedger>(
     timer: &ManualTimer,
@@ -95,13 +59,12 @@ fn sessions<H: Host>(manager: &SessionManager<H>) -> (Vec<SessionHandle<H>>, Ses
 /// unthrottled while recalculating every 100 cost units (which reports to
 /// the ledger), as in service.
 fn timed<H: Host>(timer: &ManualTimer, session: &SessionHandle<H>, iters: u64) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        timer.advance(Duration::from_secs_f64(n as f64 * COST.get() * 2.0));
-        let start = Instant::now();
-        for _ in 0..n {
+    common::timed_chunks(
+        timer,
+        iters,
+        CHUNK,
+        Duration::from_secs_f64(COST.get() * 2.0),
+        || {
             let mut permit = session
                 .admit()
                 .now_or_never()
@@ -109,17 +72,15 @@ fn timed<H: Host>(timer: &ManualTimer, session: &SessionHandle<H>, iters: u64) -
                 .expect("admitted");
             permit.charge(black_box(COST));
             drop(permit);
-        }
-        total += start.elapsed();
-        left -= n;
-    }
-    total
+        },
+    )
 }
 
 fn main() {
     common::mark_start();
     let mut c = common::criterion();
-    let (_redis, url) = start_redis();
+    let redis = redis_server::RedisServer::start_anywhere();
+    let url = redis.url();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

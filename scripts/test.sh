@@ -40,8 +40,17 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 /usr/bin/redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
     --dir "$redis_dir" --daemonize yes --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log"
 cleanup() {
-    [ -f "$redis_dir/redis.pid" ] && kill "$(cat "$redis_dir/redis.pid")" 2>/dev/null || true
-    rm -rf "$redis_dir"
+    if [ -f "$redis_dir/redis.pid" ]; then
+        pid=$(cat "$redis_dir/redis.pid")
+        kill "$pid" 2>/dev/null || true
+        # Wait for it to exit before removing its directory.
+        n=0
+        while kill -0 "$pid" 2>/dev/null && [ "$n" -lt 100 ]; do
+            n=$((n + 1))
+            sleep 0.05
+        done
+    fi
+    rm -rf "$redis_dir" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 i=0
@@ -55,4 +64,8 @@ until /usr/bin/redis-cli -p "$port" ping >/dev/null 2>&1; do
     sleep 0.1
 done
 export INDEXER_SESSIONS_REDIS_URL="redis://127.0.0.1:$port/"
-cargo test --all-features "$@"
+status=0
+cargo test --all-features "$@" || status=$?
+cleanup
+trap - EXIT
+exit "$status"

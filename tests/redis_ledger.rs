@@ -3,6 +3,9 @@
 //! `INDEXER_SESSIONS_REDIS_URL`). The tests that stop and restart Redis
 //! start their own on a free port. A missing `redis-server` fails them.
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 use futures::FutureExt;
 use indexer_sessions::redis_ledger::{RedisLedger, RedisLedgerConfig, RedisLedgerError};
 use indexer_sessions::testing::{MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
@@ -10,8 +13,7 @@ use indexer_sessions::{
     Config, Cost, DisconnectReason, Error, HostParts, InProcessLedger, Refusal, SessionHandle,
     SessionManager, TokioTimer,
 };
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use redis_server::{RedisServer, free_port};
 use std::time::{Duration, Instant};
 
 type ClusterHost = HostParts<
@@ -24,84 +26,13 @@ type ClusterHost = HostParts<
 >;
 type LocalHost = HostParts<MemoryDb, MemoryDaemon, MemoryMempool, TokioTimer>;
 
-/// A `redis-server` of the test's own, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("indexer-sessions-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server must be installed (Debian: apt install redis-server; scripts/test.sh does it)",
-            );
-        let server = RedisServer { child, port, dir };
-        server.wait_until_up();
-        server
-    }
-
-    fn wait_until_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The run's shared Redis, or one of the test's own when the tests run
 /// without `scripts/test.sh`.
 fn shared_redis() -> (String, Option<RedisServer>) {
     match std::env::var("INDEXER_SESSIONS_REDIS_URL") {
         Ok(url) => (url, None),
         Err(_) => {
-            let server = RedisServer::start(free_port());
+            let server = RedisServer::start_anywhere();
             (server.url(), Some(server))
         }
     }

@@ -211,3 +211,29 @@ pub fn load() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+/// Runs `request` `iters` times in chunks of `chunk`; before each chunk,
+/// outside the timed region, `timer` moves on by `advance` per request of
+/// the chunk (so cost decays as it would in service). Returns the time
+/// spent in the requests.
+pub fn timed_chunks(
+    timer: &ManualTimer,
+    iters: u64,
+    chunk: u64,
+    advance: std::time::Duration,
+    mut request: impl FnMut(),
+) -> std::time::Duration {
+    let mut total = std::time::Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(chunk);
+        timer.advance(advance * n as u32);
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            request();
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}

@@ -431,8 +431,15 @@ impl<H: Host> Drop for Permit<H> {
 }
 
 /// The host's handle on one session, held for the connection's lifetime.
-/// Dropping it ends the session (its cost moves to its group's retained
-/// cost). To use it from several tasks, put it in an `Arc`.
+///
+/// [`SessionHandle::close`] ends the session and calls
+/// [`crate::Transport::close`] once; the manager does the same when it ends
+/// a session (stale, excessive cost, a client that stopped reading, an
+/// operator's disconnect or ban, shutdown). Dropping the handle also ends
+/// the session, at once, but without calling `Transport::close`: the host
+/// drops it when its connection is already gone. Either way its cost moves
+/// to its group's retained cost. To use it from several tasks, put it in
+/// an `Arc`.
 pub struct SessionHandle<H: Host> {
     pub(crate) session: Arc<SessionShared<H>>,
     pub(crate) manager: crate::edge::manager::SessionManager<H>,
@@ -598,7 +605,29 @@ impl<H: Host> SessionHandle<H> {
         lock(&self.session.state).log
     }
 
-    /// Ends the session and closes its transport with `reason`.
+    /// Ends the session and closes its transport with `reason`: the
+    /// session ends at once (its subscriptions and queued notifications
+    /// go, its cost moves to its group's retained cost) and
+    /// [`crate::Transport::close`] is called exactly once, within
+    /// `close_timeout`. A session already ended (by the manager, an earlier
+    /// `close`, or a sweep) is left as it is and its transport is not
+    /// closed again.
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
+    /// # use indexer_sessions::{Config, DisconnectReason, SessionManager};
+    /// # let manager = SessionManager::builder(Config::default()).timer(ManualTimer::new())
+    /// #     .db(MemoryDb::new()).daemon(MemoryDaemon::new()).mempool(MemoryMempool::new()).build().unwrap();
+    /// let (transport, client) = MemoryTransport::new("203.0.113.7:1".parse().unwrap());
+    /// let session = manager.add_session(transport).unwrap();
+    /// futures::executor::block_on(session.close(DisconnectReason::Admin));
+    /// futures::executor::block_on(session.close(DisconnectReason::Stale)); // no second close
+    /// assert_eq!(client.closed(), Some(DisconnectReason::Admin));
+    /// assert!(session.is_closed());
+    /// assert_eq!(manager.session_count(), 0);
+    /// # }
+    /// ```
     ///
     /// # Cancel safety
     /// The session ends at the first poll; a future dropped after that may
