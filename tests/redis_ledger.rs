@@ -63,9 +63,13 @@ struct Node {
 }
 
 fn node(config: RedisLedgerConfig) -> Node {
+    node_with(Config::default(), config)
+}
+
+fn node_with(manager_config: Config, config: RedisLedgerConfig) -> Node {
     let ledger = RedisLedger::new(config).expect("a valid ledger configuration");
     let sync = tokio::spawn(ledger.clone().run());
-    let manager = SessionManager::builder(Config::default())
+    let manager = SessionManager::builder(manager_config)
         .timer(TokioTimer)
         .db(MemoryDb::new())
         .daemon(MemoryDaemon::new())
@@ -393,6 +397,46 @@ async fn a_node_started_before_redis_serves_locally_and_joins_when_redis_comes_u
     session.close(DisconnectReason::Admin).await;
     early.sync.abort();
     other.sync.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_group_session_limit_holds_across_the_cluster() {
+    let (url, _own) = shared_redis();
+    let prefix = fresh_prefix("group-limit");
+    let sync = Duration::from_millis(50);
+    let mut config = Config::default();
+    config.limits.max_sessions_per_group = Some(3);
+    let a = node_with(config.clone(), ledger_config(&url, &prefix, "a", sync));
+    let b = node_with(config, ledger_config(&url, &prefix, "b", sync));
+    let on_a: Vec<_> = (1..=2)
+        .map(|n| connect(&a.manager, &format!("203.0.113.{n}:1")).unwrap())
+        .collect();
+    let group = "203.0.113.0/24".parse().unwrap();
+    until("b sees a's two sessions", Duration::from_secs(5), || {
+        indexer_sessions::GroupLedger::entry(&b.ledger, group).is_some_and(|entry| entry.sessions == 2)
+    })
+    .await;
+    let third = connect(&b.manager, "203.0.113.3:1").expect("the third of three");
+    assert!(matches!(
+        connect(&b.manager, "203.0.113.4:1"),
+        Err(Refusal::GroupFull { max: 3, .. })
+    ));
+    until(
+        "a sees b's session and refuses a fourth",
+        Duration::from_secs(5),
+        || {
+            matches!(
+                connect(&a.manager, "203.0.113.5:1"),
+                Err(Refusal::GroupFull { .. })
+            )
+        },
+    )
+    .await;
+    // Another /24 is not affected.
+    assert!(connect(&a.manager, "198.51.100.1:1").is_ok());
+    drop((on_a, third));
+    a.sync.abort();
+    b.sync.abort();
 }
 
 #[test]
