@@ -95,6 +95,37 @@ pub trait Db: Send + Sync + 'static {
     async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError>;
     /// The txids of the block at `height`, in block order; `None` above the tip.
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError>;
+    /// The confirmed histories of several scripts, one result per script in
+    /// the order given, each as [`Db::history`] returns it. A notification
+    /// pass asks for the scripts it must recompute in batches of up to 256.
+    /// An `Err` for the whole call fails every script of the batch (they are
+    /// retried by the next `notify`); an `Err` for one script fails only it.
+    ///
+    /// The default calls [`Db::history`] for each script, up to 32 calls
+    /// at a time, so the calls overlap but do not flood the index; an index
+    /// that can answer many scripts in one round trip (one query, one disk
+    /// pass) should override it.
+    async fn histories(
+        &self,
+        hashxs: &[HashX],
+        limit: usize,
+    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
+        use futures::StreamExt;
+        let mut answers = Vec::with_capacity(hashxs.len());
+        let mut running = futures::stream::FuturesOrdered::new();
+        for hashx in hashxs {
+            if running.len() == 32
+                && let Some(answer) = running.next().await
+            {
+                answers.push(answer);
+            }
+            running.push_back(self.history(*hashx, limit));
+        }
+        while let Some(answer) = running.next().await {
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
 }
 
 /// The mempool.
@@ -232,6 +263,13 @@ impl<T: Db + ?Sized> Db for Arc<T> {
     }
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
         (**self).block_txids(height).await
+    }
+    async fn histories(
+        &self,
+        hashxs: &[HashX],
+        limit: usize,
+    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
+        (**self).histories(hashxs, limit).await
     }
 }
 

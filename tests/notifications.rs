@@ -486,3 +486,131 @@ proptest! {
         }
     }
 }
+
+/// An index that answers a batch of scripts per call, counting calls; it
+/// can fail one script, or answer with the wrong number of results.
+#[derive(Clone, Default)]
+struct BatchIndex {
+    inner: indexer_sessions::testing::MemoryDb,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    failing: std::sync::Arc<std::sync::Mutex<Option<HashX>>>,
+    short: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl indexer_sessions::Db for BatchIndex {
+    async fn tip(&self) -> Result<Tip, indexer_sessions::HostError> {
+        self.inner.tip().await
+    }
+    async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, indexer_sessions::HostError> {
+        self.inner.header(height).await
+    }
+    async fn headers(&self, start: Height, count: u32) -> Result<Vec<Vec<u8>>, indexer_sessions::HostError> {
+        self.inner.headers(start, count).await
+    }
+    async fn history(
+        &self,
+        hashx: HashX,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, indexer_sessions::HostError> {
+        self.inner.history(hashx, limit).await
+    }
+    async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, indexer_sessions::HostError> {
+        self.inner.block_txids(height).await
+    }
+    async fn histories(
+        &self,
+        hashxs: &[HashX],
+        limit: usize,
+    ) -> Result<Vec<Result<Vec<HistoryEntry>, indexer_sessions::HostError>>, indexer_sessions::HostError>
+    {
+        self.calls.lock().unwrap().push(hashxs.len());
+        let failing = *self.failing.lock().unwrap();
+        let mut out = Vec::new();
+        for hashx in hashxs {
+            out.push(if Some(*hashx) == failing {
+                Err("this script's index page is unreadable".into())
+            } else {
+                self.inner.history(*hashx, limit).await
+            });
+        }
+        if self.short.load(std::sync::atomic::Ordering::SeqCst) {
+            out.pop();
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn a_pass_reads_histories_in_batches_and_a_failing_script_fails_alone() {
+    use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryMempool, MemoryTransport};
+    let index = BatchIndex::default();
+    let manager = indexer_sessions::SessionManager::builder(Config::default())
+        .timer(ManualTimer::new())
+        .db(index.clone())
+        .daemon(MemoryDaemon::new())
+        .mempool(MemoryMempool::new())
+        .build()
+        .unwrap();
+    let tip = index.inner.push_block(header(0, 0), vec![]);
+    block_on(manager.notify(tip, &[]));
+    // 600 scripts, one session each (spread over /24s), all touched by one block.
+    let script = |n: u32| {
+        let mut bytes = [0x33u8; 32];
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        bytes
+    };
+    let mut sessions = Vec::new();
+    let mut touched = Vec::new();
+    for n in 0..600u32 {
+        let addr = format!("10.{}.{}.1:1", n / 256, n % 256).parse().unwrap();
+        let session = manager.add_session(MemoryTransport::new(addr).0).unwrap();
+        let mut alias_bytes = script(n);
+        alias_bytes.reverse();
+        block_on(session.subscribe(&indexer_sessions::encode_hex(&alias_bytes))).unwrap();
+        sessions.push(session);
+        touched.push(HashX::from_scripthash(&script(n)));
+    }
+    let confirm_all = |height: u32| {
+        for (n, hashx) in touched.iter().enumerate() {
+            index.inner.add_history(
+                *hashx,
+                HistoryEntry {
+                    txid: txid(height * 1000 + n as u32),
+                    height: Height(height),
+                },
+            );
+        }
+        index.inner.push_block(header(height, 0), vec![])
+    };
+
+    index.calls.lock().unwrap().clear();
+    let report = block_on(manager.notify(confirm_all(1), &touched));
+    assert_eq!(report.status_notifications, 600);
+    assert_eq!(
+        *index.calls.lock().unwrap(),
+        vec![256, 256, 88],
+        "three calls, not 600"
+    );
+
+    // One script's history fails: only it fails, and the next notify retries it.
+    *index.failing.lock().unwrap() = Some(touched[7]);
+    let report = block_on(manager.notify(confirm_all(2), &touched));
+    assert_eq!((report.failures, report.status_notifications), (1, 599));
+    *index.failing.lock().unwrap() = None;
+    let report = block_on(manager.notify(index.inner.current_tip(), &[]));
+    assert_eq!(
+        (report.failures, report.status_notifications),
+        (0, 1),
+        "the failed script, retried"
+    );
+
+    // An index that answers with the wrong number of results fails its batch
+    // with a host error, and nothing panics.
+    index.short.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = block_on(manager.notify(confirm_all(3), &touched));
+    assert_eq!(report.failures, 600);
+    index.short.store(false, std::sync::atomic::Ordering::SeqCst);
+    let report = block_on(manager.notify(index.inner.current_tip(), &[]));
+    assert_eq!((report.failures, report.status_notifications), (0, 600));
+}

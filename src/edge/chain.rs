@@ -306,21 +306,56 @@ impl<H: Host> SessionManager<H> {
         self.status_from(hashx, history, cost).await
     }
 
-    /// The status of a script a `notify` found touched, read from the `Db`
-    /// directly: its cached history (if any) is stale, and filling the cache
-    /// on every event would cost a cache insertion per changed script. The
-    /// next client lookup reloads it into the cache (and pays for the miss).
-    pub(crate) async fn fresh_script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
+    /// The confirmed histories of scripts a `notify` found touched, read
+    /// from the `Db` directly in one [`Db::histories`] call: their cached
+    /// histories (if any) are stale, and filling the cache on every event
+    /// would cost a cache insertion per changed script. The next client
+    /// lookup reloads a history into the cache (and pays for the miss).
+    /// One result per script, in order.
+    pub(crate) async fn fresh_histories(&self, hashxs: &[HashX]) -> Vec<Result<Arc<[HistoryEntry]>>> {
         let limit = self.inner.config.max_history_len();
         let db = self.inner.db();
-        let entries = self.host_call("history", db.history(hashx, limit)).await?;
-        if entries.len() >= limit {
-            return Err(Error::HistoryTooLarge {
-                len: entries.len(),
-                limit,
-            });
-        }
-        self.status_from(hashx, entries.into(), Cost::ZERO).await
+        let answers = match self.host_call("history", db.histories(hashxs, limit)).await {
+            Ok(answers) if answers.len() == hashxs.len() => answers,
+            Ok(answers) => {
+                let error = Error::host(
+                    "history",
+                    format!(
+                        "histories returned {} results for {} scripts",
+                        answers.len(),
+                        hashxs.len()
+                    )
+                    .into(),
+                );
+                crate::edge::observe::host_error("history", &error);
+                return hashxs.iter().map(|_| Err(error.clone())).collect();
+            }
+            Err(error) => return hashxs.iter().map(|_| Err(error.clone())).collect(),
+        };
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(entries) if entries.len() >= limit => Err(Error::HistoryTooLarge {
+                    len: entries.len(),
+                    limit,
+                }),
+                Ok(entries) => Ok(entries.into()),
+                Err(source) => {
+                    let error = Error::host("history", source);
+                    crate::edge::observe::host_error("history", &error);
+                    Err(error)
+                }
+            })
+            .collect()
+    }
+
+    /// The status of a script from a history [`Self::fresh_histories`] read.
+    pub(crate) async fn fresh_status(
+        &self,
+        hashx: HashX,
+        history: Arc<[HistoryEntry]>,
+    ) -> Result<ScriptStatus> {
+        self.status_from(hashx, history, Cost::ZERO).await
     }
 
     async fn status_from(

@@ -121,6 +121,9 @@ pub struct NotifyReport {
 /// How many statuses are computed concurrently in one pass.
 const STATUS_CONCURRENCY: usize = 32;
 
+/// How many scripts' histories one `Db::histories` call asks for.
+const HISTORY_BATCH: usize = 256;
+
 impl<H: Host> SessionManager<H> {
     fn sub_limits(&self) -> SubLimits {
         let limits = self.limits();
@@ -329,26 +332,37 @@ impl<H: Host> SessionManager<H> {
         }
         let targets = lock(&self.inner.index).targets(&pass.touched, pass.tip_changed);
         report.statuses_computed = targets.len();
-        // Each status future is polled once in place: a host that answers at
-        // once (an in-memory index) costs no task bookkeeping; the others
+        // The histories come in batches (one `Db::histories` call each);
+        // each status future is then polled once in place: a mempool that
+        // answers at once (in memory) costs no task bookkeeping; the others
         // run concurrently, at most STATUS_CONCURRENCY at a time.
-        let mut waiting = futures::stream::FuturesUnordered::new();
-        for hashx in targets {
-            let mut status = Box::pin(async move { (hashx, self.fresh_script_status(hashx).await) });
-            match futures::poll!(status.as_mut()) {
-                std::task::Poll::Ready((hashx, result)) => {
-                    self.apply_status(hashx, result, &mut report, &mut failed)
+        for batch in targets.chunks(HISTORY_BATCH) {
+            let histories = self.fresh_histories(batch).await;
+            let mut waiting = futures::stream::FuturesUnordered::new();
+            for (&hashx, history) in batch.iter().zip(histories) {
+                let history = match history {
+                    Ok(history) => history,
+                    Err(error) => {
+                        self.apply_status(hashx, Err(error), &mut report, &mut failed);
+                        continue;
+                    }
+                };
+                let mut status = Box::pin(async move { (hashx, self.fresh_status(hashx, history).await) });
+                match futures::poll!(status.as_mut()) {
+                    std::task::Poll::Ready((hashx, result)) => {
+                        self.apply_status(hashx, result, &mut report, &mut failed)
+                    }
+                    std::task::Poll::Pending => waiting.push(status),
                 }
-                std::task::Poll::Pending => waiting.push(status),
+                if waiting.len() >= STATUS_CONCURRENCY
+                    && let Some((hashx, result)) = waiting.next().await
+                {
+                    self.apply_status(hashx, result, &mut report, &mut failed);
+                }
             }
-            if waiting.len() >= STATUS_CONCURRENCY
-                && let Some((hashx, result)) = waiting.next().await
-            {
+            while let Some((hashx, result)) = waiting.next().await {
                 self.apply_status(hashx, result, &mut report, &mut failed);
             }
-        }
-        while let Some((hashx, result)) = waiting.next().await {
-            self.apply_status(hashx, result, &mut report, &mut failed);
         }
         if pass.tip_changed {
             match self.tip_header().await {
