@@ -1001,3 +1001,103 @@ fn every_flag_maps_onto_the_configuration() {
     }
     assert!(matches!(cli::parse(["--help"]), Ok(cli::Command::Help)));
 }
+
+/// `--redis` and its companions map onto `Options::redis`; the companions
+/// need `--redis`, and the TTL must outlast the sync interval.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_flags_map_onto_the_shared_ledger() {
+    let run = |args: &[&str]| match cli::parse(args.iter().copied()) {
+        Ok(cli::Command::Run(options)) => Ok(*options),
+        Ok(cli::Command::Help) => panic!("not a help request"),
+        Err(message) => Err(message),
+    };
+    let options = run(&[
+        "--redis",
+        "redis://127.0.0.1:6379/",
+        "--node-name",
+        "node-1",
+        "--redis-sync-ms",
+        "50",
+        "--redis-node-ttl",
+        "2.5",
+        "--cost-hard-limit",
+        "2000",
+    ])
+    .unwrap();
+    let config = options
+        .redis
+        .ledger_config(options.config.limits.cost_hard_limit)
+        .expect("a shared ledger");
+    assert_eq!(config.url, "redis://127.0.0.1:6379/");
+    assert_eq!(config.node, "node-1");
+    assert_eq!(config.sync_interval, Duration::from_millis(50));
+    assert_eq!(config.node_ttl, Duration::from_millis(2500));
+    // Redis refunds retained cost at the manager's rate, hard limit / 5000 per second.
+    assert_eq!(config.refund_per_sec, 0.4);
+
+    // The defaults: the ledger's own, and a name unique to this process.
+    let options = run(&["--redis=redis://127.0.0.1:6379/"]).unwrap();
+    let config = options.redis.ledger_config(10000.0).unwrap();
+    let defaults = indexer_sessions::redis_ledger::RedisLedgerConfig::new("", "");
+    assert_eq!(
+        (config.sync_interval, config.node_ttl),
+        (defaults.sync_interval, defaults.node_ttl)
+    );
+    assert!(
+        config.node.ends_with(&format!("-{}", std::process::id())),
+        "{}",
+        config.node
+    );
+    // Without --redis the ledger stays in the process.
+    assert!(run(&[]).unwrap().redis.ledger_config(10000.0).is_none());
+
+    for (bad, why) in [
+        (&["--node-name", "a"][..], "need --redis"),
+        (&["--redis-sync-ms", "50"], "need --redis"),
+        (
+            &[
+                "--redis",
+                "redis://127.0.0.1/",
+                "--redis-sync-ms",
+                "500",
+                "--redis-node-ttl",
+                "0.5",
+            ],
+            "longer",
+        ),
+        (
+            &["--redis", "redis://127.0.0.1/", "--redis-sync-ms", "0"],
+            "at least 1",
+        ),
+        (&["--redis", "not a url"], "invalid"),
+        (
+            &["--redis", "redis://127.0.0.1/", "--node-name", "{a}"],
+            "node name",
+        ),
+    ] {
+        let message = run(bad).expect_err("refused");
+        assert!(message.contains(why), "{bad:?}: {message}");
+    }
+    let help = cli::help();
+    for flag in ["--redis", "--node-name", "--redis-sync-ms", "--redis-node-ttl"] {
+        assert!(help.contains(&format!("{flag} ")), "--help lists {flag}");
+    }
+}
+
+/// Built without the `redis` feature, the `--redis` flags are refused with
+/// the way to get them, never ignored.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn redis_flags_without_the_redis_feature_say_how_to_rebuild() {
+    for args in [
+        &["--redis", "redis://127.0.0.1:6379/"][..],
+        &["--node-name", "node-1"],
+        &["--redis-sync-ms", "50"],
+        &["--redis-node-ttl", "2"],
+    ] {
+        let message = cli::parse(args.iter().copied()).expect_err("refused");
+        assert!(message.contains("--features redis"), "{args:?}: {message}");
+    }
+    assert!(cli::help().contains("--features redis"));
+}

@@ -78,6 +78,7 @@ OBSERVABILITY:
     --log-format FORMAT          `text` or `json` (one object per line); RUST_LOG picks
                                  what is logged (e.g. `info`, `debug`) [default: text]
 
+{cluster}
     -h, --help                   print this help
 ",
         blocks = options.blocks,
@@ -100,8 +101,42 @@ OBSERVABILITY:
         exempt = exempt.join(","),
         subs = unlimited(limits.max_subs_per_session),
         bandwidth = limits.bandwidth_unit_cost,
+        cluster = cluster_help(),
     )
 }
+
+/// The `--redis` section of [`help`].
+#[cfg(feature = "redis")]
+fn cluster_help() -> String {
+    let defaults = indexer_sessions::redis_ledger::RedisLedgerConfig::new("", "");
+    format!(
+        "SEVERAL SERVERS:
+    --redis URL                  share IP groups' costs, their session counts and bans with
+                                 every server on this Redis, e.g. redis://127.0.0.1:6379/
+                                 [default: off, kept in this process]
+    --node-name NAME             this server's name among them, unique
+                                 [default: HOSTNAME-PID]
+    --redis-sync-ms MS           how often this server's view is reconciled with Redis
+                                 [default: {sync}]
+    --redis-node-ttl SECS        how long a server's share outlives its last sync (a server
+                                 that dies leaves no cost behind after it) [default: {ttl}]
+",
+        sync = defaults.sync_interval.as_millis(),
+        ttl = defaults.node_ttl.as_secs_f64(),
+    )
+}
+
+/// The `--redis` section of [`help`], for a build without the flags.
+#[cfg(not(feature = "redis"))]
+fn cluster_help() -> String {
+    format!("SEVERAL SERVERS:\n    {WITHOUT_REDIS}\n")
+}
+
+/// Why the `--redis` flags are refused in a build without them.
+#[cfg(not(feature = "redis"))]
+const WITHOUT_REDIS: &str = "--redis, --node-name, --redis-sync-ms and --redis-node-ttl need the example built \
+with the `redis` feature: rebuild with `--features redis`, e.g. \
+cargo run --example electrum_server --features tokio,redis -- --redis redis://127.0.0.1:6379/";
 
 /// Parses the arguments after the program name.
 ///
@@ -134,7 +169,33 @@ where
         apply(&mut options, &flag, &value).map_err(|reason| format!("{flag} {value:?}: {reason}"))?;
     }
     options.config.validate().map_err(|error| error.to_string())?;
+    #[cfg(feature = "redis")]
+    check_redis(&options)?;
     Ok(Command::Run(Box::new(options)))
+}
+
+/// The `--redis` flags together: the others need `--redis`, and the
+/// ledger must accept them.
+#[cfg(feature = "redis")]
+fn check_redis(options: &Options) -> Result<(), String> {
+    let redis = &options.redis;
+    match redis.ledger_config(options.config.limits.cost_hard_limit) {
+        None if redis.node_name.is_some() || redis.sync_interval.is_some() || redis.node_ttl.is_some() => {
+            Err("--node-name, --redis-sync-ms and --redis-node-ttl need --redis URL (see --help)".to_owned())
+        }
+        None => Ok(()),
+        Some(config) => {
+            if config.node_ttl <= config.sync_interval {
+                return Err(format!(
+                    "--redis-node-ttl ({:?}) must be longer than --redis-sync-ms ({:?})",
+                    config.node_ttl, config.sync_interval
+                ));
+            }
+            indexer_sessions::redis_ledger::RedisLedger::new(config)
+                .map(drop)
+                .map_err(|error| error.to_string())
+        }
+    }
 }
 
 fn apply(options: &mut Options, flag: &str, value: &str) -> Result<(), String> {
@@ -175,6 +236,18 @@ fn apply(options: &mut Options, flag: &str, value: &str) -> Result<(), String> {
             if limits.bandwidth_unit_cost == 0.0 {
                 return Err("must be more than 0".to_owned());
             }
+        }
+        #[cfg(feature = "redis")]
+        "--redis" => options.redis.url = Some(value.trim().to_owned()),
+        #[cfg(feature = "redis")]
+        "--node-name" => options.redis.node_name = Some(value.trim().to_owned()),
+        #[cfg(feature = "redis")]
+        "--redis-sync-ms" => options.redis.sync_interval = Some(Duration::from_millis(positive(value)?)),
+        #[cfg(feature = "redis")]
+        "--redis-node-ttl" => options.redis.node_ttl = Some(seconds(value, false)?),
+        #[cfg(not(feature = "redis"))]
+        "--redis" | "--node-name" | "--redis-sync-ms" | "--redis-node-ttl" => {
+            return Err(WITHOUT_REDIS.to_owned());
         }
         _ => return Err("unknown flag (see --help)".to_owned()),
     }

@@ -53,6 +53,13 @@ async fn main() -> ExitCode {
         );
     }
     println!("admin RPC on {}", server.admin_addr());
+    #[cfg(feature = "redis")]
+    if let Some(ledger) = server.redis() {
+        println!(
+            "sharing IP group costs and bans through Redis as node {}",
+            ledger.node()
+        );
+    }
     if let Some(addr) = server.metrics_addr() {
         println!("Prometheus metrics on http://{addr}/metrics");
     }

@@ -6,7 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indexer_sessions::{Config, HostParts, ListenerState, SessionManager, Tip, TokioTimer};
+#[cfg(feature = "redis")]
+use indexer_sessions::redis_ledger::{RedisLedger, RedisLedgerConfig, RedisLedgerError};
+use indexer_sessions::{
+    Config, GroupEntry, GroupFull, GroupLedger, HostParts, InProcessLedger, ListenerState, SessionManager,
+    SharedBan, StructuralValidator, Tip, TokioTimer,
+};
+use ipnetwork::IpNetwork;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -15,11 +21,80 @@ use crate::hosts::{Hosts, Node};
 use crate::observe::{Observer, Site, serve_http};
 
 /// The server's host: one in-process node serves as index, node and
-/// mempool; the clock is tokio's; validator and ledger are the defaults.
-pub type ServerHost = HostParts<Hosts, Hosts, Hosts, TokioTimer>;
+/// mempool; the clock is tokio's; the validator is the default; the ledger
+/// is chosen at start ([`ServerLedger`]).
+pub type ServerHost = HostParts<Hosts, Hosts, Hosts, TokioTimer, StructuralValidator, ServerLedger>;
 
 /// The server's manager, statically dispatched over [`ServerHost`].
 pub type Manager = SessionManager<ServerHost>;
+
+/// The group ledger, chosen at start: this process's, or with `--redis` one
+/// shared by every server on that Redis.
+///
+/// An enum rather than an `Arc<dyn GroupLedger>` part: its calls stay
+/// statically dispatched, and the manager's futures stay `Send` for
+/// `tokio::spawn` (with a trait object in the host's type, rustc cannot
+/// prove it: a higher-ranked lifetime error).
+#[derive(Debug)]
+pub enum ServerLedger {
+    /// Costs and bans kept in this process.
+    InProcess(InProcessLedger),
+    /// Costs and bans shared through Redis.
+    #[cfg(feature = "redis")]
+    Redis(RedisLedger),
+}
+
+/// `ledger => call` on whichever ledger a [`ServerLedger`] holds.
+macro_rules! on_ledger {
+    ($self:expr, $ledger:ident => $call:expr) => {
+        match $self {
+            ServerLedger::InProcess($ledger) => $call,
+            #[cfg(feature = "redis")]
+            ServerLedger::Redis($ledger) => $call,
+        }
+    };
+}
+
+impl GroupLedger for ServerLedger {
+    fn join(
+        &self,
+        group: IpNetwork,
+        initial_cost: f64,
+        max_sessions: Option<usize>,
+    ) -> Result<f64, GroupFull> {
+        on_ledger!(self, ledger => ledger.join(group, initial_cost, max_sessions))
+    }
+    fn report(&self, group: IpNetwork, delta: f64) -> f64 {
+        on_ledger!(self, ledger => ledger.report(group, delta))
+    }
+    fn leave(&self, group: IpNetwork, reported: f64, cost: f64) {
+        on_ledger!(self, ledger => ledger.leave(group, reported, cost))
+    }
+    fn refund(&self, amount: f64) {
+        on_ledger!(self, ledger => ledger.refund(amount))
+    }
+    fn cost(&self, group: IpNetwork) -> f64 {
+        on_ledger!(self, ledger => ledger.cost(group))
+    }
+    fn entries(&self) -> Vec<GroupEntry> {
+        on_ledger!(self, ledger => ledger.entries())
+    }
+    fn entry(&self, group: IpNetwork) -> Option<GroupEntry> {
+        on_ledger!(self, ledger => ledger.entry(group))
+    }
+    fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
+        on_ledger!(self, ledger => ledger.share_ban(network, duration))
+    }
+    fn share_unban(&self, network: IpNetwork) {
+        on_ledger!(self, ledger => ledger.share_unban(network))
+    }
+    fn shared_ban(&self, addr: std::net::IpAddr) -> Option<SharedBan> {
+        on_ledger!(self, ledger => ledger.shared_ban(addr))
+    }
+    fn shared_bans(&self) -> Vec<SharedBan> {
+        on_ledger!(self, ledger => ledger.shared_bans())
+    }
+}
 
 /// Everything the server is started with (see `crate::cli` for the flags).
 #[derive(Clone, Debug)]
@@ -49,6 +124,60 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Log connections, refusals and disconnections (as `tracing` events).
     pub log: bool,
+    /// Group costs and bans shared with other servers through Redis
+    /// (`--redis` and the flags that go with it).
+    #[cfg(feature = "redis")]
+    pub redis: RedisOptions,
+}
+
+/// The `--redis` flags: with a URL, the group ledger is a `RedisLedger`
+/// shared by every server on that Redis; without, it stays in this process.
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RedisOptions {
+    /// The Redis to share group costs and bans through (`--redis`).
+    pub url: Option<String>,
+    /// This server's name among those sharing the Redis (`--node-name`);
+    /// `None` for `HOSTNAME-PID`.
+    pub node_name: Option<String>,
+    /// How often this server's view is reconciled with Redis
+    /// (`--redis-sync-ms`); `None` for the ledger's default.
+    pub sync_interval: Option<Duration>,
+    /// How long this server's share outlives its last sync, should it die
+    /// (`--redis-node-ttl`); `None` for the ledger's default.
+    pub node_ttl: Option<Duration>,
+}
+
+#[cfg(feature = "redis")]
+impl RedisOptions {
+    /// The ledger's configuration, or `None` without `--redis`. Retained
+    /// cost is refunded at `cost_hard_limit / 5000` per second, as the
+    /// manager refunds it.
+    pub fn ledger_config(&self, cost_hard_limit: f64) -> Option<RedisLedgerConfig> {
+        let url = self.url.as_ref()?;
+        let node = self.node_name.clone().unwrap_or_else(default_node_name);
+        let defaults = RedisLedgerConfig::new(url.as_str(), node);
+        Some(RedisLedgerConfig {
+            sync_interval: self.sync_interval.unwrap_or(defaults.sync_interval),
+            node_ttl: self.node_ttl.unwrap_or(defaults.node_ttl),
+            refund_per_sec: cost_hard_limit / 5000.0,
+            ..defaults
+        })
+    }
+}
+
+/// `HOSTNAME-PID`: unique among servers on different hosts and among
+/// processes on one host.
+#[cfg(feature = "redis")]
+pub fn default_node_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().replace(['{', '}'], "-"))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// How log lines are written (`--log-format`).
@@ -76,6 +205,8 @@ impl Default for Options {
             status: None,
             log_format: LogFormat::Text,
             log: true,
+            #[cfg(feature = "redis")]
+            redis: RedisOptions::default(),
         }
     }
 }
@@ -92,6 +223,10 @@ pub enum StartError {
     /// The Prometheus recorder could not be installed.
     #[error("{0}")]
     Metrics(String),
+    /// The `--redis` flags do not make a valid ledger.
+    #[cfg(feature = "redis")]
+    #[error(transparent)]
+    Redis(#[from] RedisLedgerError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -114,6 +249,10 @@ pub struct Shared {
     pub genesis_hash: String,
     /// Journal, notify timings and metrics of the example itself.
     pub observer: Observer,
+    /// The shared ledger behind `manager` when started with `--redis`, for
+    /// its reports (each node's share, the sync's health).
+    #[cfg(feature = "redis")]
+    pub redis: Option<RedisLedger>,
 }
 
 impl Shared {
@@ -192,6 +331,12 @@ impl ServerHandle {
         &self.shared.manager
     }
 
+    /// The shared ledger, when started with `--redis`.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self) -> Option<&RedisLedger> {
+        self.shared.redis.as_ref()
+    }
+
     /// The chain.
     pub fn node(&self) -> &Arc<Node> {
         &self.shared.node
@@ -203,11 +348,17 @@ impl ServerHandle {
         self.shared.generate(count).await
     }
 
-    /// Stops accepting, closes every session, and ends every task.
+    /// Stops accepting, closes every session, and ends every task. On a
+    /// shared ledger, first waits (briefly) for the closed sessions' cost to
+    /// reach Redis, so the other servers keep counting it.
     pub async fn shutdown(self) {
         let closed = self.shared.manager.shutdown().await;
         self.shared
             .log(format_args!("shut down: {closed} sessions closed"));
+        #[cfg(feature = "redis")]
+        if let Some(ledger) = &self.shared.redis {
+            hand_over(ledger, &self.shared.options).await;
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -224,6 +375,37 @@ async fn bound(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     Ok((listener, local))
+}
+
+/// Waits for a sync that started after every session ended (at most two
+/// sync intervals and a timeout), unless Redis is unreachable.
+#[cfg(feature = "redis")]
+async fn hand_over(ledger: &RedisLedger, options: &Options) {
+    let Some(config) = options.redis.ledger_config(options.config.limits.cost_hard_limit) else {
+        return;
+    };
+    if ledger.health().is_err() {
+        return;
+    }
+    // A sync under way may have missed the last sessions; the next one has them.
+    let target = ledger.syncs() + 2;
+    let deadline = tokio::time::Instant::now() + config.sync_interval * 2 + config.timeout;
+    while ledger.syncs() < target && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The group ledger: a `RedisLedger` with `--redis` (also returned, for
+/// reports and its sync task), else an [`InProcessLedger`].
+#[cfg(feature = "redis")]
+fn ledger(options: &Options) -> Result<(ServerLedger, Option<RedisLedger>), StartError> {
+    match options.redis.ledger_config(options.config.limits.cost_hard_limit) {
+        Some(config) => {
+            let ledger = RedisLedger::new(config)?;
+            Ok((ServerLedger::Redis(ledger.clone()), Some(ledger)))
+        }
+        None => Ok((ServerLedger::InProcess(InProcessLedger::new()), None)),
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -252,11 +434,16 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     };
     let node = Node::new(chain);
     let hosts = Hosts(node.clone());
+    #[cfg(feature = "redis")]
+    let (group_ledger, redis) = ledger(&options)?;
+    #[cfg(not(feature = "redis"))]
+    let group_ledger = ServerLedger::InProcess(InProcessLedger::new());
     let manager = SessionManager::builder(options.config.clone())
         .timer(TokioTimer)
         .db(hosts.clone())
         .daemon(hosts.clone())
         .mempool(hosts.clone())
+        .ledger(group_ledger)
         .build()?;
     let listener = bind(options.listen).await?;
     let admin_listener = bind(options.admin).await?;
@@ -289,11 +476,19 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
         options,
         genesis_hash,
         observer: Observer::default(),
+        #[cfg(feature = "redis")]
+        redis: redis.clone(),
     });
     // The manager learns the starting tip before any client asks.
     shared.publish().await;
 
     let mut tasks = Vec::new();
+    // The shared ledger's sync; it connects (and reconnects) by itself, so
+    // the server serves on its local view until Redis answers.
+    #[cfg(feature = "redis")]
+    if let Some(ledger) = redis {
+        tasks.push(tokio::spawn(ledger.run()));
+    }
     let housekeeping = shared.manager.clone();
     tasks.push(tokio::spawn(async move {
         housekeeping.run_housekeeping().await;
