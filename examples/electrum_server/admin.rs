@@ -10,6 +10,11 @@
 //! Methods: `getinfo`, `sessions`, `groups`, `disconnect [selector…]`
 //! (`all`, a session id, a group such as `203.0.113.0/24`, or an address),
 //! `ban [network, seconds]`, `unban [network]`, `generate [n]`.
+//!
+//! With `--redis`, `groups` is cluster-wide (each row's cost and sessions
+//! count every server, and `nodes` lists each server's share), `getinfo`'s
+//! `ledger` names this server and says whether its last sync with Redis
+//! worked, and `ban` and `unban` reach every server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +173,7 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
                     ListenerState::Stopped => "stopped",
                 },
                 "uptime_secs": info.uptime.as_secs_f64(),
+                "ledger": ledger_info(shared),
                 "caches": {
                     "history": cache(&info.caches.history),
                     "txids": cache(&info.caches.txids),
@@ -201,22 +207,35 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
                 })
                 .collect(),
         )),
-        "groups" => Ok(Value::Array(
-            manager
-                .groups()
-                .iter()
-                .map(|row| {
-                    json!({
-                        "name": row.network.to_string(),
-                        "sessions": row.sessions,
-                        "cost": row.cost,
-                        "retained_cost": row.retained_cost,
-                        "subs": row.subs,
-                        "counters": counters(&row.counters),
+        "groups" => {
+            #[cfg(feature = "redis")]
+            let cluster = shared.redis.as_ref().map(|ledger| ledger.cluster_groups());
+            Ok(Value::Array(
+                manager
+                    .groups()
+                    .iter()
+                    .map(|row| {
+                        #[allow(unused_mut)] // only a shared ledger adds to it
+                        let mut value = json!({
+                            "name": row.network.to_string(),
+                            "sessions": row.sessions,
+                            "cost": row.cost,
+                            "retained_cost": row.retained_cost,
+                            "subs": row.subs,
+                            "counters": counters(&row.counters),
+                        });
+                        #[cfg(feature = "redis")]
+                        if let Some(cluster) = &cluster {
+                            add_shares(
+                                &mut value,
+                                cluster.iter().find(|group| group.network == row.network),
+                            );
+                        }
+                        value
                     })
-                })
-                .collect(),
-        )),
+                    .collect(),
+            ))
+        }
         "disconnect" => {
             if params.is_empty() {
                 return Err(bad_params(
@@ -279,6 +298,50 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
             ),
         )),
     }
+}
+
+/// `getinfo`'s `ledger`: where group costs are kept and, when shared, this
+/// server's name and whether its last sync with Redis worked.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+fn ledger_info(shared: &Shared) -> Value {
+    #[cfg(feature = "redis")]
+    if let Some(ledger) = &shared.redis {
+        let health = ledger.health();
+        return json!({
+            "kind": "redis",
+            "node": ledger.node(),
+            "healthy": health.is_ok(),
+            "error": health.err().map(|error| error.to_string()),
+            "syncs": ledger.syncs(),
+        });
+    }
+    json!({ "kind": "in-process", "healthy": true })
+}
+
+/// A `groups` row on a shared ledger: the cluster-wide cost and each
+/// server's share, from one snapshot (`RedisLedger::cluster_groups`), so
+/// `cost` is `retained_cost` plus the shares' `live_cost`.
+#[cfg(feature = "redis")]
+fn add_shares(row: &mut Value, group: Option<&indexer_sessions::redis_ledger::ClusterGroup>) {
+    let Some(group) = group else {
+        // Only this server's unsent retained cost: no server has a share.
+        row["nodes"] = json!([]);
+        return;
+    };
+    row["cost"] = json!(group.cost);
+    row["retained_cost"] = json!(group.retained_cost);
+    row["sessions"] = json!(group.nodes.iter().map(|share| share.sessions).sum::<usize>());
+    row["nodes"] = group
+        .nodes
+        .iter()
+        .map(|share| {
+            json!({
+                "node": share.node,
+                "sessions": share.sessions,
+                "live_cost": share.live_cost,
+            })
+        })
+        .collect();
 }
 
 fn counters(counters: &Counters) -> Value {
