@@ -158,8 +158,9 @@ pub trait TxValidator: Send + Sync + 'static {
 /// The builder assembles one ([`crate::HostParts`]) from the parts it is
 /// given; a host can also implement it on its own type and pass that to
 /// [`crate::SessionManager::new`]. Every part trait is implemented for
-/// `Arc<T>` (including `Arc<dyn Trait>`), so [`crate::DynHost`] holds them
-/// as trait objects for hosts that pick their parts at run time.
+/// `Arc<T>` (including `Arc<dyn Trait>`); for parts picked at run time,
+/// [`crate::DynHost`] holds each behind an `Arc<dyn …>` in a named wrapper
+/// ([`crate::DynDb`] and so on), which keeps every future spawnable.
 ///
 /// ```
 /// # #[cfg(feature = "test-util")] {

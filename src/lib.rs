@@ -297,6 +297,7 @@ pub use edge::builder::{
 pub use edge::chain::{
     BlockHeader, HeaderChunk, HeaderProof, HistoryItem, MAX_HEADERS_PER_CALL, MerkleProof, TxAtPosition,
 };
+pub use edge::dyn_host::{DynDaemon, DynDb, DynLedger, DynMempool, DynTimer, DynValidator};
 pub use edge::listener::{ListenerEvents, ListenerState};
 pub use edge::manager::SessionManager;
 pub use edge::notify::NotifyReport;

@@ -158,3 +158,65 @@ fn on_futures_executor_with_a_manual_clock() {
     // which lets the tasks it spawned run.
     pool.run_until(scenario(manager(timer), runtime));
 }
+/// Every public future of the dynamic form can be spawned on tokio: its
+/// parts are named wrappers around `Arc<dyn …>` (with bare `Arc<dyn Db>`
+/// parts, rustc cannot prove some of these futures `Send`).
+#[tokio::test]
+async fn the_dynamic_form_spawns_on_tokio() {
+    use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
+    use indexer_sessions::{Config, DynSessionManager, SessionManager};
+    let db = MemoryDb::new();
+    let tip = db.push_block(vec![0; 80], vec![]);
+    let manager: DynSessionManager = SessionManager::builder(Config::default())
+        .timer(ManualTimer::new())
+        .db(db)
+        .daemon(MemoryDaemon::new())
+        .mempool(MemoryMempool::new())
+        .build_dyn()
+        .unwrap();
+    let session = std::sync::Arc::new(
+        manager
+            .add_session(MemoryTransport::new("203.0.113.1:1".parse().unwrap()).0)
+            .unwrap(),
+    );
+    let m = manager.clone();
+    tokio::spawn(async move { m.notify(tip, &[]).await })
+        .await
+        .unwrap();
+    let s = session.clone();
+    tokio::spawn(async move { s.subscribe(&"11".repeat(32)).await.map(|_| ()) })
+        .await
+        .unwrap()
+        .unwrap();
+    let s = session.clone();
+    tokio::spawn(async move { s.subscribe_headers().await.map(|_| ()) })
+        .await
+        .unwrap()
+        .unwrap();
+    let s = session.clone();
+    tokio::spawn(async move { s.history(&"11".repeat(32)).await.map(|_| ()) })
+        .await
+        .unwrap()
+        .unwrap();
+    let s = session.clone();
+    tokio::spawn(async move { drop(s.admit().await) }).await.unwrap();
+    let m = manager.clone();
+    tokio::spawn(async move { m.sweep().await }).await.unwrap();
+    let s = session.clone();
+    let refused = tokio::spawn(async move { s.broadcast_transaction(&[1, 2, 3]).await })
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "not a transaction");
+    let other = manager
+        .add_session(MemoryTransport::new("203.0.113.2:1".parse().unwrap()).0)
+        .unwrap();
+    tokio::spawn(async move { other.close(indexer_sessions::DisconnectReason::Admin).await })
+        .await
+        .unwrap();
+    let deliver = tokio::spawn(session.deliver());
+    let m = manager.clone();
+    let housekeeping = tokio::spawn(async move { m.run_housekeeping().await });
+    manager.shutdown().await;
+    housekeeping.await.unwrap();
+    deliver.await.unwrap();
+}

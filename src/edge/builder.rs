@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::core::groups::InProcessLedger;
 use crate::core::tx::StructuralValidator;
+use crate::edge::dyn_host::{DynDaemon, DynDb, DynLedger, DynMempool, DynTimer, DynValidator};
 use crate::edge::manager::SessionManager;
 use crate::error::ConfigError;
 use crate::host::{Daemon, Db, Host, Mempool, TxValidator};
@@ -62,17 +63,12 @@ impl<D: Db, N: Daemon, M: Mempool, T: Timer, V: TxValidator, L: GroupLedger> Hos
     }
 }
 
-/// Every part as a trait object: for hosts that choose their parts at run
-/// time, or want one manager type whatever the parts
-/// ([`SessionManagerBuilder::build_dyn`]).
-pub type DynHost = HostParts<
-    Arc<dyn Db>,
-    Arc<dyn Daemon>,
-    Arc<dyn Mempool>,
-    Arc<dyn Timer>,
-    Arc<dyn TxValidator>,
-    Arc<dyn GroupLedger>,
->;
+/// Every part behind an `Arc<dyn …>` (in a named wrapper, see
+/// [`crate::DynDb`]): for hosts that choose their parts at run time, or
+/// want one manager type whatever the parts
+/// ([`SessionManagerBuilder::build_dyn`]). Every future of a manager over
+/// it can be spawned on a multi-threaded runtime.
+pub type DynHost = HostParts<DynDb, DynDaemon, DynMempool, DynTimer, DynValidator, DynLedger>;
 
 /// A manager over trait objects ([`DynHost`]), named in one word.
 pub type DynSessionManager = SessionManager<DynHost>;
@@ -275,12 +271,12 @@ impl<D: Db, N: Daemon, M: Mempool, T: Timer, V: TxValidator, L: GroupLedger>
             ledger,
         } = self.parts;
         let parts: DynHost = HostParts {
-            db: Arc::new(db),
-            daemon: Arc::new(daemon),
-            mempool: Arc::new(mempool),
-            timer: Arc::new(timer),
-            validator: Arc::new(validator),
-            ledger: Arc::new(ledger),
+            db: DynDb(Arc::new(db)),
+            daemon: DynDaemon(Arc::new(daemon)),
+            mempool: DynMempool(Arc::new(mempool)),
+            timer: DynTimer(Arc::new(timer)),
+            validator: DynValidator(Arc::new(validator)),
+            ledger: DynLedger(Arc::new(ledger)),
         };
         SessionManager::new(self.config, parts)
     }

@@ -13,6 +13,7 @@ pub mod caches;
 pub(crate) mod chain;
 pub(crate) mod checkpoint;
 pub(crate) mod deadline;
+pub(crate) mod dyn_host;
 pub mod fees;
 pub(crate) mod listener;
 pub(crate) mod mailbox;
