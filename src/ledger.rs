@@ -73,9 +73,19 @@ pub trait GroupLedger: Send + Sync + 'static {
     /// One group.
     fn entry(&self, group: IpNetwork) -> Option<GroupEntry>;
 
+    /// Whether this ledger keeps bans for every node. When it does, the
+    /// manager keeps none of its own: [`crate::SessionManager::ban`] and
+    /// `unban` go to [`GroupLedger::share_ban`] and
+    /// [`GroupLedger::share_unban`], which must take effect on this node at
+    /// once (and on the others as soon as they learn of it), so a ban made
+    /// on one node can be lifted on another. The default is `false`: the
+    /// manager keeps its bans itself.
+    fn shares_bans(&self) -> bool {
+        false
+    }
     /// Shares a ban made on this node with every other node (the manager
-    /// calls it from [`crate::SessionManager::ban`]). The default, for a
-    /// ledger of one process, does nothing.
+    /// calls it from [`crate::SessionManager::ban`] when
+    /// [`GroupLedger::shares_bans`]). The default does nothing.
     fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
         let _ = (network, duration);
     }
@@ -123,6 +133,9 @@ impl<T: GroupLedger + ?Sized> GroupLedger for Arc<T> {
     }
     fn entry(&self, group: IpNetwork) -> Option<GroupEntry> {
         (**self).entry(group)
+    }
+    fn shares_bans(&self) -> bool {
+        (**self).shares_bans()
     }
     fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
         (**self).share_ban(network, duration)

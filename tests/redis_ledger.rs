@@ -230,6 +230,13 @@ async fn a_ban_on_one_node_refuses_its_network_on_the_others_within_a_second() {
 
     let network = "198.51.100.0/24".parse().unwrap();
     nodes[0].manager.ban(network, None).await.unwrap();
+    assert!(
+        matches!(
+            connect(&nodes[0].manager, "198.51.100.13:1"),
+            Err(Refusal::Banned { .. })
+        ),
+        "refused at once where it was made"
+    );
     for node in &nodes[1..] {
         let took = until("the ban reaches the other node", Duration::from_secs(1), || {
             matches!(
@@ -245,13 +252,18 @@ async fn a_ban_on_one_node_refuses_its_network_on_the_others_within_a_second() {
     assert_eq!(nodes[2].manager.sweep().await, 1);
     assert!(live.is_closed());
 
-    nodes[0].manager.unban(network);
-    for node in &nodes[1..] {
+    // Lifted on another node than the one that made it: lifted everywhere.
+    assert!(nodes[2].manager.unban(network), "node 3 knows the ban");
+    for node in [&nodes[0], &nodes[1]] {
         until("the unban reaches the other node", Duration::from_secs(1), || {
             connect(&node.manager, "198.51.100.11:1").is_ok()
         })
         .await;
     }
+    assert!(
+        connect(&nodes[2].manager, "198.51.100.12:1").is_ok(),
+        "lifted at once where it was lifted"
+    );
     for node in nodes {
         node.sync.abort();
     }

@@ -73,6 +73,9 @@ impl GroupLedger for ServerLedger {
     fn refund(&self, amount: f64) {
         on_ledger!(self, ledger => ledger.refund(amount))
     }
+    fn shares_bans(&self) -> bool {
+        on_ledger!(self, ledger => ledger.shares_bans())
+    }
     fn cost(&self, group: IpNetwork) -> f64 {
         on_ledger!(self, ledger => ledger.cost(group))
     }

@@ -346,8 +346,13 @@ impl<H: Host> SessionManager<H> {
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
         let now = self.now();
         // A duration too long to add to the clock is a permanent ban.
-        lock(&self.inner.bans).ban(network, duration.and_then(|d| now.checked_add(d)));
-        self.inner.ctx.ledger().share_ban(network, duration);
+        let ledger = self.inner.ctx.ledger();
+        if ledger.shares_bans() {
+            // The ledger keeps it, so an unban on any node lifts it here too.
+            ledger.share_ban(network, duration);
+        } else {
+            lock(&self.inner.bans).ban(network, duration.and_then(|d| now.checked_add(d)));
+        }
         let banned: Vec<_> = self
             .live_sessions()
             .into_iter()
@@ -358,11 +363,16 @@ impl<H: Host> SessionManager<H> {
         Ok(closed)
     }
 
-    /// Lifts the ban of exactly `network`; returns whether there was one.
+    /// Lifts the ban of exactly `network`, on every node when the ledger
+    /// shares bans; returns whether there was one.
     pub fn unban(&self, network: IpNetwork) -> bool {
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
-        let existed = lock(&self.inner.bans).unban(network);
-        self.inner.ctx.ledger().share_unban(network);
+        let ledger = self.inner.ctx.ledger();
+        let mut existed = lock(&self.inner.bans).unban(network);
+        if ledger.shares_bans() {
+            existed |= ledger.shared_bans().iter().any(|ban| ban.network == network);
+            ledger.share_unban(network);
+        }
         crate::edge::observe::unbanned(network, existed);
         existed
     }

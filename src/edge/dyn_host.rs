@@ -153,6 +153,9 @@ impl GroupLedger for DynLedger {
     fn entry(&self, group: IpNetwork) -> Option<GroupEntry> {
         self.0.entry(group)
     }
+    fn shares_bans(&self) -> bool {
+        self.0.shares_bans()
+    }
     fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
         self.0.share_ban(network, duration)
     }

@@ -660,6 +660,22 @@ impl RedisLedger {
                 }
             }
             view.epoch = Some(epoch);
+            // Bans made or lifted here and not yet in Redis stay as made.
+            let mut bans: Vec<(IpNetwork, Option<Instant>)> = bans;
+            let unsent = view
+                .in_flight
+                .iter()
+                .flat_map(|batch| batch.bans.iter())
+                .chain(view.pending_bans.iter());
+            for op in unsent {
+                match op {
+                    BanOp::Ban(network, duration) => {
+                        bans.retain(|(banned, _)| banned != network);
+                        bans.push((*network, duration.and_then(|d| here.checked_add(d))));
+                    }
+                    BanOp::Unban(network) => bans.retain(|(banned, _)| banned != network),
+                }
+            }
             view.bans = bans;
             let reconnected = !view.connected;
             view.connected = true;
@@ -758,10 +774,20 @@ impl GroupLedger for RedisLedger {
         lock(&self.shared.view).entry(group)
     }
 
+    fn shares_bans(&self) -> bool {
+        true
+    }
+
+    /// Refuses `network` on this node at once, and on the others once the
+    /// ban reaches Redis and they are told.
     fn share_ban(&self, network: IpNetwork, duration: Option<Duration>) {
-        lock(&self.shared.view)
-            .pending_bans
-            .push(BanOp::Ban(network, duration));
+        {
+            let mut view = lock(&self.shared.view);
+            view.pending_bans.push(BanOp::Ban(network, duration));
+            let until = duration.and_then(|d| Instant::now().checked_add(d));
+            view.bans.retain(|(banned, _)| *banned != network);
+            view.bans.push((network, until));
+        }
         self.wake();
     }
 
