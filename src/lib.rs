@@ -25,8 +25,9 @@
 //! Mempool, Timer>>`; name that type once in your host. A host can instead
 //! implement [`Host`] on a type of its own and call
 //! [`SessionManager::new`], or call `build_dyn` for a
-//! [`DynSessionManager`] whose parts are `Arc<dyn …>` (each part trait is
-//! implemented for `Arc<T>`). [`Transport`] stays per connection:
+//! [`DynSessionManager`], one type whatever the parts (each behind an
+//! `Arc<dyn …>` in a named wrapper, [`DynDb`] and so on, which keeps every
+//! future `Send`). [`Transport`] stays per connection:
 //! [`SessionManager::add_session`] takes any.
 //!
 //! ## The model
