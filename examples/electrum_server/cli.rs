@@ -1,15 +1,23 @@
-//! Command-line flags, parsed by hand into [`Options`].
+//! Command-line flags, parsed by `clap` into [`Options`].
 //!
 //! Every flag takes one value, as `--flag VALUE` or `--flag=VALUE`;
 //! `--pay-to` may be repeated. Durations are seconds (fractions allowed).
+//! The flags ElectrumX also has can be given as its environment variables
+//! (`MAX_SESSIONS`, `COST_SOFT_LIMIT`, …); a flag wins over its variable.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bitcoin::{Amount, Denomination};
-use indexer_sessions::Config;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::server::{LogFormat, Options};
+
+/// The most bitcoin there can ever be, in satoshis: no payment, and no sum of
+/// payments, may exceed it.
+const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -20,116 +28,219 @@ pub enum Command {
     Help,
 }
 
-/// The `--help` text, with every flag's default.
-pub fn help() -> String {
+/// The `--exempt-networks` list (a newtype, which `clap` takes as one value).
+#[derive(Clone, Debug)]
+struct Networks(Vec<ipnetwork::IpNetwork>);
+
+/// A limit that `none` lifts.
+#[derive(Clone, Copy, Debug)]
+struct Limit(Option<usize>);
+
+/// The flags, each `None` (or empty) when neither it nor its environment
+/// variable is given, so that [`Options::default`] stays the one source of
+/// the defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "electrum_server",
+    about = "An Electrum protocol 1.4 server on an in-process regtest chain, \
+             built on the indexer-sessions SessionManager.",
+    override_usage = "cargo run --example electrum_server --features tokio -- [FLAGS]",
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+struct Flags {
+    /// Blocks mined on top of genesis at start.
+    #[arg(long, value_name = "N", help_heading = "Chain", value_parser = number::<u32>)]
+    blocks: Option<u32>,
+    /// Pay AMOUNT to a regtest address (bcrt1…, m…/n…, 2…) in the initial chain;
+    /// AMOUNT is in BTC (1.5, 0.001), or in satoshis with a `sat` suffix (150000sat);
+    /// repeatable.
+    #[arg(long, value_name = "ADDRESS:AMOUNT", help_heading = "Chain", value_parser = pay_to)]
+    pay_to: Vec<(String, u64)>,
+    /// Mine a block every SECS seconds; 0 = only on demand (admin `generate`).
+    #[arg(long, value_name = "SECS", help_heading = "Chain", value_parser = seconds_or_zero)]
+    block_interval: Option<Duration>,
+
+    /// Electrum TCP listener.
+    #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
+    listen: Option<SocketAddr>,
+    /// Admin JSON-RPC listener (getinfo, sessions, groups, disconnect, ban, unban, generate).
+    #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
+    admin: Option<SocketAddr>,
+    /// Longest request line; longer ones are dropped.
+    #[arg(long, value_name = "BYTES", env = "MAX_RECV", help_heading = "Network", value_parser = positive::<usize>)]
+    max_recv: Option<usize>,
+    /// Largest response; larger ones become an error, and a batch's replies stop growing here.
+    #[arg(long, value_name = "BYTES", env = "MAX_SEND", help_heading = "Network", value_parser = positive::<usize>)]
+    max_send: Option<usize>,
+    /// Bytes of replies and notifications waiting for one client (one larger message may
+    /// wait alone).
+    #[arg(long, value_name = "BYTES", help_heading = "Network", value_parser = positive::<usize>)]
+    max_queued: Option<usize>,
+    /// Longest wait for a client to read (each write, and room in its queue); past it the
+    /// client is disconnected.
+    #[arg(long, value_name = "SECS", help_heading = "Network", value_parser = seconds)]
+    max_send_delay: Option<Duration>,
+
+    /// Sessions at once; the listener pauses here and resumes at 95 %.
+    #[arg(long, value_name = "N", env = "MAX_SESSIONS", help_heading = "Session limits", value_parser = positive::<usize>)]
+    max_sessions: Option<usize>,
+    /// Sessions per IP group (/24, /48), or `none`.
+    #[arg(long, value_name = "N", help_heading = "Session limits", value_parser = limit)]
+    max_sessions_per_group: Option<Limit>,
+    /// Cost where throttling starts.
+    #[arg(long, value_name = "COST", env = "COST_SOFT_LIMIT", help_heading = "Session limits", value_parser = cost)]
+    cost_soft_limit: Option<f64>,
+    /// Cost where the client is disconnected (-101).
+    #[arg(long, value_name = "COST", env = "COST_HARD_LIMIT", help_heading = "Session limits", value_parser = cost)]
+    cost_hard_limit: Option<f64>,
+    /// Concurrent requests per unthrottled session.
+    #[arg(long, value_name = "N", env = "INITIAL_CONCURRENT", help_heading = "Session limits", value_parser = positive::<u32>)]
+    initial_concurrent: Option<u32>,
+    /// Throttle sleep per request at full throttle, in milliseconds.
+    #[arg(long, value_name = "MS", env = "REQUEST_SLEEP", help_heading = "Session limits", value_parser = number::<u64>)]
+    request_sleep_ms: Option<u64>,
+    /// Time a request may take before -102.
+    #[arg(long, value_name = "SECS", env = "REQUEST_TIMEOUT", help_heading = "Session limits", value_parser = seconds)]
+    request_timeout: Option<Duration>,
+    /// Idle time before a session is closed.
+    #[arg(long, value_name = "SECS", env = "SESSION_TIMEOUT", help_heading = "Session limits", value_parser = seconds)]
+    session_timeout: Option<Duration>,
+    /// How often idle sessions are looked for.
+    #[arg(long, value_name = "SECS", help_heading = "Session limits", value_parser = seconds)]
+    sweep_interval: Option<Duration>,
+    /// Comma-separated networks whose clients belong to no group; `none` groups every
+    /// address, loopback included.
+    #[arg(long, value_name = "CIDRS", help_heading = "Session limits", value_parser = networks)]
+    exempt_networks: Option<Networks>,
+    /// Scripthash subscriptions per session, or `none`.
+    #[arg(long, value_name = "N", help_heading = "Session limits", value_parser = limit)]
+    max_subs_per_session: Option<Limit>,
+    /// Bytes in or out that cost 1.
+    #[arg(long, value_name = "BYTES", env = "BANDWIDTH_UNIT_COST", help_heading = "Session limits", value_parser = unit_cost)]
+    bandwidth_unit_cost: Option<f64>,
+
+    /// Serve Prometheus text at http://ADDR/metrics [default: off].
+    #[arg(long, value_name = "ADDR", help_heading = "Observability", value_parser = addr)]
+    metrics: Option<SocketAddr>,
+    /// Serve a live status page at http://ADDR/ [default: off].
+    #[arg(long, value_name = "ADDR", help_heading = "Observability", value_parser = addr)]
+    status: Option<SocketAddr>,
+    /// `text` or `json` (one object per line); RUST_LOG picks what is logged (e.g. `info`,
+    /// `debug`).
+    #[arg(long, value_name = "FORMAT", help_heading = "Observability", value_parser = log_format)]
+    log_format: Option<LogFormat>,
+
+    /// Share IP groups' costs, their session counts and bans with every server on this
+    /// Redis, e.g. redis://127.0.0.1:6379/ [default: off, kept in this process].
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "URL", help_heading = "Several servers", value_parser = text)]
+    redis: Option<String>,
+    /// This server's name among them, unique [default: HOSTNAME-PID].
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "NAME", help_heading = "Several servers", value_parser = text)]
+    node_name: Option<String>,
+    /// How often this server's view is reconciled with Redis, in milliseconds.
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "MS", help_heading = "Several servers", value_parser = positive::<u64>)]
+    redis_sync_ms: Option<u64>,
+    /// How long a server's share outlives its last sync (a server that dies leaves no cost
+    /// behind after it).
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "SECS", help_heading = "Several servers", value_parser = seconds)]
+    redis_node_ttl: Option<Duration>,
+
+    // Without the `redis` feature the flags are still known, so that they
+    // are refused with the way to get them rather than as unknown.
+    #[allow(dead_code)]
+    #[cfg(not(feature = "redis"))]
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "", value_parser = without_redis)]
+    redis: Option<String>,
+    #[allow(dead_code)]
+    #[cfg(not(feature = "redis"))]
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "", value_parser = without_redis)]
+    node_name: Option<String>,
+    #[allow(dead_code)]
+    #[cfg(not(feature = "redis"))]
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "", value_parser = without_redis)]
+    redis_sync_ms: Option<String>,
+    #[allow(dead_code)]
+    #[cfg(not(feature = "redis"))]
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "", value_parser = without_redis)]
+    redis_node_ttl: Option<String>,
+}
+
+/// The `clap` command, every flag's help ending with its default.
+fn command() -> clap::Command {
     let options = Options::default();
     let config = &options.config;
     let limits = &config.limits;
-    let exempt: Vec<String> = config.exempt_networks.iter().map(|n| n.to_string()).collect();
     let unlimited = |v: Option<usize>| v.map_or("none".to_owned(), |v| v.to_string());
-    format!(
-        "electrum_server: an Electrum protocol 1.4 server on an in-process regtest chain,
-built on the indexer-sessions SessionManager.
-
-USAGE:
-    cargo run --example electrum_server --features tokio -- [FLAGS]
-
-CHAIN:
-    --blocks N                   blocks mined on top of genesis at start [default: {blocks}]
-    --pay-to ADDRESS:AMOUNT      pay AMOUNT to a regtest address (bcrt1…, m…/n…, 2…) in the
-                                 initial chain; AMOUNT is in BTC (1.5, 0.001), or in satoshis
-                                 with a `sat` suffix (150000sat); repeatable [default: none]
-    --block-interval SECS        mine a block every SECS seconds; 0 = only on demand
-                                 (admin `generate`) [default: {interval}]
-
-NETWORK:
-    --listen ADDR                Electrum TCP listener [default: {listen}]
-    --admin ADDR                 admin JSON-RPC listener (getinfo, sessions, groups,
-                                 disconnect, ban, unban, generate) [default: {admin}]
-    --max-recv BYTES             longest request line; longer ones are dropped [default: {max_recv}]
-    --max-send BYTES             largest response; larger ones become an error, and a batch's
-                                 replies stop growing here [default: {max_send}]
-    --max-queued BYTES           bytes of replies and notifications waiting for one client
-                                 (one larger message may wait alone) [default: {max_queued}]
-    --max-send-delay SECS        longest wait for a client to read (each write, and room in
-                                 its queue); past it the client is disconnected
-                                 [default: {max_send_delay}]
-
-SESSION LIMITS:
-    --max-sessions N             sessions at once; the listener pauses here and resumes
-                                 at 95 % [default: {max_sessions}]
-    --max-sessions-per-group N   sessions per IP group (/24, /48), or `none` [default: {per_group}]
-    --cost-soft-limit COST       cost where throttling starts [default: {soft}]
-    --cost-hard-limit COST       cost where the client is disconnected (-101) [default: {hard}]
-    --initial-concurrent N       concurrent requests per unthrottled session [default: {concurrent}]
-    --request-sleep-ms MS        throttle sleep per request at full throttle [default: {sleep}]
-    --request-timeout SECS       time a request may take before -102 [default: {request_timeout}]
-    --session-timeout SECS       idle time before a session is closed [default: {session_timeout}]
-    --sweep-interval SECS        how often idle sessions are looked for [default: {sweep}]
-    --exempt-networks CIDRS      comma-separated networks whose clients belong to no group;
-                                 `none` groups every address, loopback included
-                                 [default: {exempt}]
-    --max-subs-per-session N     scripthash subscriptions per session, or `none` [default: {subs}]
-    --bandwidth-unit-cost BYTES  bytes in or out that cost 1 [default: {bandwidth}]
-
-OBSERVABILITY:
-    --metrics ADDR               serve Prometheus text at http://ADDR/metrics [default: off]
-    --status ADDR                serve a live status page at http://ADDR/ [default: off]
-    --log-format FORMAT          `text` or `json` (one object per line); RUST_LOG picks
-                                 what is logged (e.g. `info`, `debug`) [default: text]
-
-{cluster}
-    -h, --help                   print this help
-",
-        blocks = options.blocks,
-        interval = options.block_interval.as_secs_f64(),
-        listen = options.listen,
-        admin = options.admin,
-        max_recv = options.max_recv,
-        max_send = config.max_send,
-        max_queued = options.max_queued,
-        max_send_delay = limits.max_send_delay.as_secs_f64(),
-        max_sessions = limits.max_sessions,
-        per_group = unlimited(limits.max_sessions_per_group),
-        soft = limits.cost_soft_limit,
-        hard = limits.cost_hard_limit,
-        concurrent = limits.initial_concurrent,
-        sleep = limits.request_sleep.as_millis(),
-        request_timeout = limits.request_timeout.as_secs_f64(),
-        session_timeout = limits.session_timeout.as_secs_f64(),
-        sweep = config.sweep_interval.as_secs_f64(),
-        exempt = exempt.join(","),
-        subs = unlimited(limits.max_subs_per_session),
-        bandwidth = limits.bandwidth_unit_cost,
-        cluster = cluster_help(),
-    )
+    let exempt: Vec<String> = config.exempt_networks.iter().map(|n| n.to_string()).collect();
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut defaults = vec![
+        ("blocks", options.blocks.to_string()),
+        ("pay_to", "none".to_owned()),
+        ("block_interval", options.block_interval.as_secs_f64().to_string()),
+        ("listen", options.listen.to_string()),
+        ("admin", options.admin.to_string()),
+        ("max_recv", options.max_recv.to_string()),
+        ("max_send", config.max_send.to_string()),
+        ("max_queued", options.max_queued.to_string()),
+        ("max_send_delay", limits.max_send_delay.as_secs_f64().to_string()),
+        ("max_sessions", limits.max_sessions.to_string()),
+        ("max_sessions_per_group", unlimited(limits.max_sessions_per_group)),
+        ("cost_soft_limit", limits.cost_soft_limit.to_string()),
+        ("cost_hard_limit", limits.cost_hard_limit.to_string()),
+        ("initial_concurrent", limits.initial_concurrent.to_string()),
+        ("request_sleep_ms", limits.request_sleep.as_millis().to_string()),
+        (
+            "request_timeout",
+            limits.request_timeout.as_secs_f64().to_string(),
+        ),
+        (
+            "session_timeout",
+            limits.session_timeout.as_secs_f64().to_string(),
+        ),
+        ("sweep_interval", config.sweep_interval.as_secs_f64().to_string()),
+        ("exempt_networks", exempt.join(",")),
+        ("max_subs_per_session", unlimited(limits.max_subs_per_session)),
+        ("bandwidth_unit_cost", limits.bandwidth_unit_cost.to_string()),
+        ("log_format", "text".to_owned()),
+    ];
+    #[cfg(feature = "redis")]
+    {
+        let ledger = indexer_sessions::redis_ledger::RedisLedgerConfig::new("", "");
+        defaults.push(("redis_sync_ms", ledger.sync_interval.as_millis().to_string()));
+        defaults.push(("redis_node_ttl", ledger.node_ttl.as_secs_f64().to_string()));
+    }
+    let command = Flags::command();
+    #[cfg(not(feature = "redis"))]
+    let command = command.after_help(format!("Several servers:\n  {WITHOUT_REDIS}"));
+    edit_args(command, |arg| {
+        match defaults.iter().find(|(id, _)| arg.get_id() == *id) {
+            Some((_, default)) => {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            }
+            None => arg,
+        }
+    })
 }
 
-/// The `--redis` section of [`help`].
-#[cfg(feature = "redis")]
-fn cluster_help() -> String {
-    let defaults = indexer_sessions::redis_ledger::RedisLedgerConfig::new("", "");
-    format!(
-        "SEVERAL SERVERS:
-    --redis URL                  share IP groups' costs, their session counts and bans with
-                                 every server on this Redis, e.g. redis://127.0.0.1:6379/
-                                 [default: off, kept in this process]
-    --node-name NAME             this server's name among them, unique
-                                 [default: HOSTNAME-PID]
-    --redis-sync-ms MS           how often this server's view is reconciled with Redis
-                                 [default: {sync}]
-    --redis-node-ttl SECS        how long a server's share outlives its last sync (a server
-                                 that dies leaves no cost behind after it) [default: {ttl}]
-",
-        sync = defaults.sync_interval.as_millis(),
-        ttl = defaults.node_ttl.as_secs_f64(),
-    )
+/// `command` with `edit` applied to each of its flags, kept in their order
+/// (which is the order of `--help`).
+fn edit_args(mut command: clap::Command, mut edit: impl FnMut(clap::Arg) -> clap::Arg) -> clap::Command {
+    let ids: Vec<clap::Id> = command.get_arguments().map(|arg| arg.get_id().clone()).collect();
+    for id in ids {
+        command = command.mut_arg(id, &mut edit);
+    }
+    command
 }
 
-/// The `--redis` section of [`help`], for a build without the flags.
-#[cfg(not(feature = "redis"))]
-fn cluster_help() -> String {
-    format!("SEVERAL SERVERS:\n    {WITHOUT_REDIS}\n")
+/// The `--help` text, with every flag's default and environment variable.
+pub fn help() -> String {
+    command().render_help().to_string()
 }
 
 /// Why the `--redis` flags are refused in a build without them.
@@ -138,40 +249,134 @@ const WITHOUT_REDIS: &str = "--redis, --node-name, --redis-sync-ms and --redis-n
 with the `redis` feature: rebuild with `--features redis`, e.g. \
 cargo run --example electrum_server --features tokio,redis -- --redis redis://127.0.0.1:6379/";
 
-/// Parses the arguments after the program name.
+#[cfg(not(feature = "redis"))]
+fn without_redis(_: &str) -> Result<String, String> {
+    Err(WITHOUT_REDIS.to_owned())
+}
+
+/// Parses the arguments after the program name, with the process's
+/// environment variables.
 ///
 /// # Errors
-/// A message naming the flag and what is wrong with its value.
+/// `clap`'s message (starting `error:`, ending with the usage) naming the
+/// flag and what is wrong with its value.
 pub fn parse<I, S>(args: I) -> Result<Command, String>
 where
     I: IntoIterator<Item = S>,
-    S: Into<String>,
+    S: Into<OsString> + Clone,
 {
-    let mut options = Options::default();
-    let mut args = args.into_iter().map(Into::into);
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
-            _ => (arg.clone(), None),
+    parse_with_env(args, |name| std::env::var_os(name))
+}
+
+/// [`parse`] with `env` in place of the process's environment: `env(NAME)`
+/// is the value of the environment variable NAME, if set.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with_env<I, S>(args: I, env: impl Fn(&str) -> Option<OsString>) -> Result<Command, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString> + Clone,
+{
+    // `clap` would read the process's environment itself; the variables are
+    // looked up through `env` instead and become the flags' defaults, which
+    // gives the same precedence (a flag on the command line wins).
+    let mut command = edit_args(command(), |arg| {
+        let Some(value) = arg
+            .get_env()
+            .and_then(|name| env(name.to_str()?))
+            .filter(|value| !value.is_empty())
+        else {
+            return arg.env(None::<&str>);
         };
-        if !flag.starts_with("--") {
-            return Err(format!("unexpected argument {arg:?} (see --help)"));
-        }
-        let value = match inline {
-            Some(value) => value,
-            None => args
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value (see --help)"))?,
-        };
-        apply(&mut options, &flag, &value).map_err(|reason| format!("{flag} {value:?}: {reason}"))?;
-    }
-    options.config.validate().map_err(|error| error.to_string())?;
+        arg.env(None::<&str>).default_value(value)
+    });
+    let args = std::iter::once(OsString::from("electrum_server")).chain(args.into_iter().map(Into::into));
+    let flags = match command.try_get_matches_from_mut(args) {
+        Ok(mut matches) => Flags::from_arg_matches_mut(&mut matches),
+        Err(error) => Err(error),
+    };
+    let flags = match flags {
+        Ok(flags) => flags,
+        Err(error) if error.kind() == ErrorKind::DisplayHelp => return Ok(Command::Help),
+        Err(error) => return Err(error.render().to_string()),
+    };
+    let refuse = |kind: ErrorKind, message: String| command.clone().error(kind, message).render().to_string();
+    let options = flags
+        .into_options()
+        .map_err(|message| refuse(ErrorKind::ValueValidation, message))?;
+    options
+        .config
+        .validate()
+        .map_err(|error| refuse(ErrorKind::ArgumentConflict, error.to_string()))?;
     #[cfg(feature = "redis")]
-    check_redis(&options)?;
+    check_redis(&options).map_err(|message| refuse(ErrorKind::ArgumentConflict, message))?;
     Ok(Command::Run(Box::new(options)))
+}
+
+impl Flags {
+    /// The defaults with the given flags set.
+    fn into_options(self) -> Result<Options, String> {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        let mut options = Options::default();
+        let config = &mut options.config;
+        let limits = &mut config.limits;
+        set(&mut options.blocks, self.blocks);
+        let mut total = 0u64;
+        for (_, sats) in &self.pay_to {
+            total = total
+                .checked_add(*sats)
+                .filter(|total| *total <= MAX_MONEY)
+                .ok_or(
+                    "the --pay-to amounts total more than 21,000,000 BTC, all the bitcoin there can ever be",
+                )?;
+        }
+        options.pay_to = self.pay_to;
+        set(&mut options.block_interval, self.block_interval);
+        set(&mut options.listen, self.listen);
+        set(&mut options.admin, self.admin);
+        set(&mut options.max_recv, self.max_recv);
+        set(&mut config.max_send, self.max_send);
+        set(&mut options.max_queued, self.max_queued);
+        set(&mut limits.max_send_delay, self.max_send_delay);
+        set(&mut limits.max_sessions, self.max_sessions);
+        set(
+            &mut limits.max_sessions_per_group,
+            self.max_sessions_per_group.map(|l| l.0),
+        );
+        set(&mut limits.cost_soft_limit, self.cost_soft_limit);
+        set(&mut limits.cost_hard_limit, self.cost_hard_limit);
+        set(&mut limits.initial_concurrent, self.initial_concurrent);
+        set(
+            &mut limits.request_sleep,
+            self.request_sleep_ms.map(Duration::from_millis),
+        );
+        set(&mut limits.request_timeout, self.request_timeout);
+        set(&mut limits.session_timeout, self.session_timeout);
+        set(&mut config.sweep_interval, self.sweep_interval);
+        set(&mut config.exempt_networks, self.exempt_networks.map(|n| n.0));
+        set(
+            &mut limits.max_subs_per_session,
+            self.max_subs_per_session.map(|l| l.0),
+        );
+        set(&mut limits.bandwidth_unit_cost, self.bandwidth_unit_cost);
+        options.metrics = self.metrics;
+        options.status = self.status;
+        set(&mut options.log_format, self.log_format);
+        #[cfg(feature = "redis")]
+        {
+            let redis = &mut options.redis;
+            redis.url = self.redis;
+            redis.node_name = self.node_name;
+            redis.sync_interval = self.redis_sync_ms.map(Duration::from_millis);
+            redis.node_ttl = self.redis_node_ttl;
+        }
+        Ok(options)
+    }
 }
 
 /// The `--redis` flags together: the others need `--redis`, and the
@@ -198,66 +403,24 @@ fn check_redis(options: &Options) -> Result<(), String> {
     }
 }
 
-fn apply(options: &mut Options, flag: &str, value: &str) -> Result<(), String> {
-    let config: &mut Config = &mut options.config;
-    let limits = &mut config.limits;
-    match flag {
-        "--listen" => options.listen = addr(value)?,
-        "--admin" => options.admin = addr(value)?,
-        "--metrics" => options.metrics = Some(addr(value)?),
-        "--status" => options.status = Some(addr(value)?),
-        "--log-format" => {
-            options.log_format = match value.trim() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => return Err("expected `text` or `json`".to_owned()),
-            }
-        }
-        "--blocks" => options.blocks = number(value)?,
-        "--pay-to" => options.pay_to.push(pay_to(value)?),
-        "--block-interval" => options.block_interval = seconds(value, true)?,
-        "--max-recv" => options.max_recv = positive(value)?,
-        "--max-send" => config.max_send = positive(value)?,
-        "--max-queued" => options.max_queued = positive(value)?,
-        "--max-send-delay" => limits.max_send_delay = seconds(value, false)?,
-        "--max-sessions" => limits.max_sessions = positive(value)?,
-        "--max-sessions-per-group" => limits.max_sessions_per_group = optional(value)?,
-        "--cost-soft-limit" => limits.cost_soft_limit = cost(value)?,
-        "--cost-hard-limit" => limits.cost_hard_limit = cost(value)?,
-        "--initial-concurrent" => limits.initial_concurrent = positive(value)?,
-        "--request-sleep-ms" => limits.request_sleep = Duration::from_millis(number(value)?),
-        "--request-timeout" => limits.request_timeout = seconds(value, false)?,
-        "--session-timeout" => limits.session_timeout = seconds(value, false)?,
-        "--sweep-interval" => config.sweep_interval = seconds(value, false)?,
-        "--exempt-networks" => config.exempt_networks = networks(value)?,
-        "--max-subs-per-session" => limits.max_subs_per_session = optional(value)?,
-        "--bandwidth-unit-cost" => {
-            limits.bandwidth_unit_cost = cost(value)?;
-            if limits.bandwidth_unit_cost == 0.0 {
-                return Err("must be more than 0".to_owned());
-            }
-        }
-        #[cfg(feature = "redis")]
-        "--redis" => options.redis.url = Some(value.trim().to_owned()),
-        #[cfg(feature = "redis")]
-        "--node-name" => options.redis.node_name = Some(value.trim().to_owned()),
-        #[cfg(feature = "redis")]
-        "--redis-sync-ms" => options.redis.sync_interval = Some(Duration::from_millis(positive(value)?)),
-        #[cfg(feature = "redis")]
-        "--redis-node-ttl" => options.redis.node_ttl = Some(seconds(value, false)?),
-        #[cfg(not(feature = "redis"))]
-        "--redis" | "--node-name" | "--redis-sync-ms" | "--redis-node-ttl" => {
-            return Err(WITHOUT_REDIS.to_owned());
-        }
-        _ => return Err("unknown flag (see --help)".to_owned()),
-    }
-    Ok(())
-}
-
 fn addr(value: &str) -> Result<SocketAddr, String> {
     value
+        .trim()
         .parse()
         .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:50001 or [::1]:50001".to_owned())
+}
+
+#[cfg(feature = "redis")]
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.trim().to_owned())
+}
+
+fn log_format(value: &str) -> Result<LogFormat, String> {
+    match value.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected `text` or `json`".to_owned()),
+    }
 }
 
 fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
@@ -275,11 +438,11 @@ fn positive<T: std::str::FromStr + Default + PartialEq>(value: &str) -> Result<T
     Ok(n)
 }
 
-fn optional(value: &str) -> Result<Option<usize>, String> {
-    if value.eq_ignore_ascii_case("none") {
-        Ok(None)
+fn limit(value: &str) -> Result<Limit, String> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        Ok(Limit(None))
     } else {
-        positive(value).map(Some)
+        positive(value).map(|n| Limit(Some(n)))
     }
 }
 
@@ -290,17 +453,29 @@ fn cost(value: &str) -> Result<f64, String> {
     }
 }
 
-fn seconds(value: &str, zero_ok: bool) -> Result<Duration, String> {
-    let secs = cost(value).map_err(|_| "expected a number of seconds".to_owned())?;
-    if secs == 0.0 && !zero_ok {
-        return Err("must be more than 0 seconds".to_owned());
+fn unit_cost(value: &str) -> Result<f64, String> {
+    let cost = cost(value)?;
+    if cost == 0.0 {
+        return Err("must be more than 0".to_owned());
     }
+    Ok(cost)
+}
+
+fn seconds_or_zero(value: &str) -> Result<Duration, String> {
+    let secs = cost(value).map_err(|_| "expected a number of seconds".to_owned())?;
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
-fn networks(value: &str) -> Result<Vec<ipnetwork::IpNetwork>, String> {
+fn seconds(value: &str) -> Result<Duration, String> {
+    match seconds_or_zero(value)? {
+        Duration::ZERO => Err("must be more than 0 seconds".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+fn networks(value: &str) -> Result<Networks, String> {
     if value.trim().eq_ignore_ascii_case("none") {
-        return Ok(Vec::new());
+        return Ok(Networks(Vec::new()));
     }
     value
         .split(',')
@@ -310,10 +485,12 @@ fn networks(value: &str) -> Result<Vec<ipnetwork::IpNetwork>, String> {
             part.parse::<ipnetwork::IpNetwork>()
                 .map_err(|e| format!("{part:?} is not a CIDR network: {e}"))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Networks)
 }
 
-/// `ADDRESS:AMOUNT`: BTC by default, satoshis with a `sat`/`sats` suffix.
+/// `ADDRESS:AMOUNT`: BTC by default, satoshis with a `sat`/`sats` suffix;
+/// never more than 21,000,000 BTC.
 pub fn pay_to(value: &str) -> Result<(String, u64), String> {
     let (address, amount) = value
         .rsplit_once(':')
@@ -329,6 +506,11 @@ pub fn pay_to(value: &str) -> Result<(String, u64), String> {
             .map_err(|e| format!("{amount:?} is not an amount in BTC: {e}"))?
             .to_sat()
     };
+    if sats > MAX_MONEY {
+        return Err(format!(
+            "{amount:?} is more than 21,000,000 BTC, all the bitcoin there can ever be"
+        ));
+    }
     // Fail early on a bad address rather than after building half a chain.
     crate::chain::address_script(address).map_err(|e| e.to_string())?;
     Ok((address.to_owned(), sats))

@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("error: {message}");
+            eprint!("{message}");
             return ExitCode::from(2);
         }
     };
