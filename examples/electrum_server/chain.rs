@@ -26,7 +26,7 @@ use bitcoin::address::NetworkUnchecked;
 use bitcoin::block::{Header, Version as BlockVersion};
 use bitcoin::blockdata::constants::genesis_block;
 use bitcoin::consensus::{deserialize, serialize};
-use bitcoin::hashes::{Hash, HashEngine, sha256, sha256d};
+use bitcoin::hashes::{Hash, HashEngine, hash160, sha256, sha256d};
 use bitcoin::opcodes::OP_0;
 use bitcoin::opcodes::all::OP_RETURN;
 use bitcoin::script::{Builder, PushBytesBuf};
@@ -59,6 +59,8 @@ pub const REGTEST_BITS: u32 = 0x207f_ffff;
 pub const RELAY_FEE_BTC_PER_KVB: f64 = 0.000_01;
 /// Fee rate of the `--pay-to` payments, in sat/vB.
 pub const PAYMENT_FEE_RATE: u64 = 2;
+/// The relay fee in sat/vB: a transaction paying less is refused.
+pub const MIN_RELAY_FEE_RATE: u64 = 1;
 
 const COIN: u64 = 100_000_000;
 const MAX_MONEY: u64 = 21_000_000 * COIN;
@@ -91,11 +93,25 @@ pub enum ChainError {
     #[error("a coinbase transaction cannot be broadcast")]
     Coinbase,
     /// The transaction is already in the chain or in the mempool.
-    #[error("transaction {0} is already in the chain or the mempool")]
-    AlreadyKnown(Txid),
+    #[error(
+        "transaction {txid} is already {}",
+        if *.in_mempool { "in the mempool" } else { "in the chain" }
+    )]
+    AlreadyKnown {
+        /// Its txid.
+        txid: Txid,
+        /// Whether it is in the mempool (else it is confirmed).
+        in_mempool: bool,
+    },
     /// An output value, or the sum of them, is above 21 million BTC.
-    #[error("output values are out of range (above 21,000,000 BTC)")]
-    ValueOutOfRange,
+    #[error(
+        "{} out of range (above 21,000,000 BTC)",
+        match .output { Some(n) => format!("the value of output {n} is"), None => "the output values total".to_owned() }
+    )]
+    ValueOutOfRange {
+        /// The output whose own value is too large; `None` when only their sum is.
+        output: Option<usize>,
+    },
     /// Two inputs of the transaction spend the same output.
     #[error("input {input} spends {outpoint}, which an earlier input already spends")]
     DuplicateInput {
@@ -159,6 +175,22 @@ pub enum ChainError {
         input: usize,
         /// What is wrong with it.
         reason: String,
+        /// Bitcoin Core's reject reason for it, e.g.
+        /// `mandatory-script-verify-flag-failed (Script failed an OP_EQUALVERIFY operation)`.
+        core_reason: &'static str,
+    },
+    /// The fee is below the minimum relay fee for the transaction's size.
+    #[error(
+        "{fee} < {minimum}: the transaction pays {fee} sat for {vsize} vB, \
+         below the relay fee of 1 sat/vB"
+    )]
+    FeeBelowMinimum {
+        /// The fee paid, in sats.
+        fee: u64,
+        /// The least fee relayed for its size, in sats.
+        minimum: u64,
+        /// Its virtual size.
+        vsize: u64,
     },
     /// A `--pay-to` address that does not parse.
     #[error("invalid address {address:?}: {reason}")]
@@ -216,6 +248,54 @@ pub enum ChainError {
         /// Sats the payment needs, fee included.
         needed: u64,
     },
+}
+
+impl ChainError {
+    /// The reason Bitcoin Core gives when it refuses such a transaction
+    /// (`sendrawtransaction`'s message starts with it), for a refusal by
+    /// [`Chain::accept_transaction`]; `None` for the errors of building the
+    /// chain. Wallets recognise these words: Electrum shows a refusal's reason
+    /// only when the server's message holds one of them.
+    pub fn core_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ChainError::Malformed(_) => "TX decode failed",
+            ChainError::NoInputs => "bad-txns-vin-empty",
+            ChainError::NoOutputs => "bad-txns-vout-empty",
+            ChainError::Coinbase => "coinbase",
+            ChainError::AlreadyKnown { in_mempool: true, .. } => "txn-already-in-mempool",
+            ChainError::AlreadyKnown {
+                in_mempool: false, ..
+            } => "txn-already-known",
+            ChainError::ValueOutOfRange { output: Some(_) } => "bad-txns-vout-toolarge",
+            ChainError::ValueOutOfRange { output: None } => "bad-txns-txouttotal-toolarge",
+            ChainError::DuplicateInput { .. } => "bad-txns-inputs-duplicate",
+            ChainError::MissingInput { .. } => "bad-txns-inputs-missingorspent",
+            ChainError::AlreadySpent { spent_at: None, .. } => "txn-mempool-conflict",
+            ChainError::AlreadySpent {
+                spent_at: Some(_), ..
+            } => "bad-txns-inputs-missingorspent",
+            ChainError::ImmatureCoinbase { .. } => "bad-txns-premature-spend-of-coinbase",
+            ChainError::OutputsExceedInputs { .. } => "bad-txns-in-belowout",
+            ChainError::FeeBelowMinimum { .. } => "min relay fee not met",
+            ChainError::BadSignature { core_reason, .. } => core_reason,
+            ChainError::InvalidAddress { .. }
+            | ChainError::WrongNetwork { .. }
+            | ChainError::UnsupportedAddress { .. }
+            | ChainError::ZeroAmount { .. }
+            | ChainError::TooFewBlocks { .. }
+            | ChainError::PaymentsTooLarge { .. }
+            | ChainError::InsufficientFunds { .. } => return None,
+        })
+    }
+
+    /// The refusal as a node words it: Bitcoin Core's reason, then this
+    /// chain's explanation (`bad-txns-in-belowout, outputs total …`).
+    pub fn rejection(&self) -> String {
+        match self.core_reason() {
+            Some(reason) => format!("{reason}, {self}"),
+            None => self.to_string(),
+        }
+    }
 }
 
 /// A mempool transaction touching a scripthash, as `blockchain.scripthash.get_mempool` lists it.
@@ -610,10 +690,11 @@ impl Chain {
     /// range; every input spends an output that exists in the chain or the mempool and
     /// that nothing (confirmed, in the mempool, or an earlier input) spends yet; coinbase
     /// outputs are mature for the next block; the inputs hold at least the outputs'
-    /// value; an input spending a P2WPKH output carries a valid BIP143 signature by
-    /// that output's key. Other script types are not executed, and lock times, fee
-    /// rates and standardness are not checked. A refused transaction leaves the
-    /// mempool unchanged.
+    /// value, and the difference pays at least [`MIN_RELAY_FEE_RATE`] sat/vB; an input
+    /// spending a P2WPKH output carries a valid BIP143 signature by that output's key.
+    /// Other script types are not executed, and lock times and standardness are not
+    /// checked. A refused transaction leaves the mempool unchanged; its error's
+    /// [`ChainError::rejection`] words it as Bitcoin Core would.
     ///
     /// Returns the txid (internal byte order) and the scripthashes it touches: those
     /// of its outputs, then those of the outputs it spends, each once.
@@ -629,15 +710,20 @@ impl Chain {
             return Err(ChainError::NoOutputs);
         }
         let txid = tx.compute_txid();
-        if self.txs.contains_key(&txid) || self.mempool.contains_key(&txid) {
-            return Err(ChainError::AlreadyKnown(txid));
+        if let Some(output) = tx.output.iter().position(|out| out.value.to_sat() > MAX_MONEY) {
+            return Err(ChainError::ValueOutOfRange { output: Some(output) });
         }
-        let mut outputs_total = 0u64;
-        for out in &tx.output {
-            outputs_total = outputs_total
-                .checked_add(out.value.to_sat())
-                .filter(|total| *total <= MAX_MONEY)
-                .ok_or(ChainError::ValueOutOfRange)?;
+        let outputs_total = tx
+            .output
+            .iter()
+            .try_fold(0u64, |total, out| total.checked_add(out.value.to_sat()))
+            .filter(|total| *total <= MAX_MONEY)
+            .ok_or(ChainError::ValueOutOfRange { output: None })?;
+        if self.txs.contains_key(&txid) || self.mempool.contains_key(&txid) {
+            return Err(ChainError::AlreadyKnown {
+                txid,
+                in_mempool: self.mempool.contains_key(&txid),
+            });
         }
 
         let next_height = self.height() + 1;
@@ -660,6 +746,12 @@ impl Chain {
                 inputs: inputs_total,
                 outputs: outputs_total,
             });
+        }
+        let fee = inputs_total - outputs_total;
+        let vsize = tx.vsize() as u64;
+        let minimum = vsize * MIN_RELAY_FEE_RATE;
+        if fee < minimum {
+            return Err(ChainError::FeeBelowMinimum { fee, minimum, vsize });
         }
         self.verify_p2wpkh_inputs(&tx, &prevouts)?;
 
@@ -989,25 +1081,51 @@ impl Chain {
             if !prevout.script_pubkey.is_p2wpkh() {
                 continue;
             }
-            let bad = |reason: &str| ChainError::BadSignature {
+            // Bitcoin Core names the script error the input fails with; a
+            // failure that consensus rules alone would not make is
+            // "non-mandatory".
+            let bad = |core_reason: &'static str, reason: &str| ChainError::BadSignature {
                 input,
                 reason: reason.to_owned(),
+                core_reason,
             };
             if !txin.script_sig.is_empty() {
-                return Err(bad("the scriptSig must be empty"));
+                return Err(bad(
+                    "mandatory-script-verify-flag-failed (Witness requires empty scriptSig)",
+                    "the scriptSig must be empty",
+                ));
             }
             let (Some(sig), Some(pubkey), None) =
                 (txin.witness.nth(0), txin.witness.nth(1), txin.witness.nth(2))
             else {
-                return Err(bad("the witness must be exactly <signature> <public key>"));
+                return Err(bad(
+                    "mandatory-script-verify-flag-failed (Witness program hash mismatch)",
+                    "the witness must be exactly <signature> <public key>",
+                ));
             };
-            let pubkey = CompressedPublicKey::from_slice(pubkey)
-                .map_err(|_| bad("the public key is not a compressed secp256k1 key"))?;
-            if ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash()) != prevout.script_pubkey {
-                return Err(bad("the public key does not hash to the spent output's key hash"));
+            let key_hash = hash160::Hash::hash(pubkey).to_byte_array();
+            if prevout.script_pubkey.as_bytes()[2..] != key_hash {
+                return Err(bad(
+                    "mandatory-script-verify-flag-failed (Script failed an OP_EQUALVERIFY operation)",
+                    "the public key does not hash to the spent output's key hash",
+                ));
             }
-            let signature = ecdsa::Signature::from_slice(sig)
-                .map_err(|error| bad(&format!("the signature does not parse ({error})")))?;
+            let pubkey = CompressedPublicKey::from_slice(pubkey).map_err(|_| match pubkey.len() {
+                65 => bad(
+                    "non-mandatory-script-verify-flag (Using non-compressed keys in segwit)",
+                    "the public key is not compressed",
+                ),
+                _ => bad(
+                    "mandatory-script-verify-flag-failed (Public key is neither compressed or uncompressed)",
+                    "the public key is not a compressed secp256k1 key",
+                ),
+            })?;
+            let signature = ecdsa::Signature::from_slice(sig).map_err(|error| {
+                bad(
+                    "mandatory-script-verify-flag-failed (Non-canonical DER signature)",
+                    &format!("the signature does not parse ({error})"),
+                )
+            })?;
             let sighash = cache
                 .p2wpkh_signature_hash(
                     input,
@@ -1015,13 +1133,24 @@ impl Chain {
                     prevout.value,
                     signature.sighash_type,
                 )
-                .map_err(|error| bad(&error.to_string()))?;
+                .map_err(|error| {
+                    bad(
+                        "mandatory-script-verify-flag-failed (Signature hash type missing or not understood)",
+                        &error.to_string(),
+                    )
+                })?;
             let mut inner = signature.signature;
             // Consensus accepts high-S signatures; libsecp256k1 verifies only low-S ones.
             inner.normalize_s();
             self.secp
                 .verify_ecdsa(&Message::from_digest(sighash.to_byte_array()), &inner, &pubkey.0)
-                .map_err(|_| bad("the signature does not verify"))?;
+                .map_err(|_| {
+                    bad(
+                        "mandatory-script-verify-flag-failed \
+                         (Signature must be zero for failed CHECK(MULTI)SIG operation)",
+                        "the signature does not verify",
+                    )
+                })?;
         }
         Ok(())
     }
@@ -1663,8 +1792,17 @@ mod tests {
         trailing.push(0);
         assert!(matches!(refuse(trailing), ChainError::Malformed(_)));
 
-        assert!(matches!(refuse(pending.clone()), ChainError::AlreadyKnown(_)));
-        assert!(matches!(refuse(block_tx), ChainError::AlreadyKnown(_)));
+        assert!(matches!(
+            refuse(pending.clone()),
+            ChainError::AlreadyKnown { in_mempool: true, .. }
+        ));
+        assert!(matches!(
+            refuse(block_tx),
+            ChainError::AlreadyKnown {
+                in_mempool: false,
+                ..
+            }
+        ));
 
         // B's output signed by A's key.
         let error =

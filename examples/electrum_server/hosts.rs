@@ -121,7 +121,7 @@ impl Node {
         let (txid, touched) = self
             .chain()
             .accept_transaction(raw)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| error.rejection())?;
         self.touched(&touched);
         Ok(txid)
     }
