@@ -545,6 +545,70 @@ async fn connect_from(local: &str, server: SocketAddr) -> LineClient {
     LineClient::from_stream(stream)
 }
 
+/// Each refusal starts with the reason Bitcoin Core gives, then `, ` and
+/// this server's explanation: the Electrum wallet shows a refusal's reason
+/// only when the message holds Core's words for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_refusals_carry_bitcoin_cores_reasons() {
+    let key = TestKey::from_seed([5; 32]);
+    let payee = TestKey::from_seed([6; 32]);
+    let pay = format!("{}:2", key.address());
+    let server = start(&["--blocks", "102", "--pay-to", &pay]).await;
+    let (addr, admin_addr) = (server.listen_addr(), server.admin_addr());
+    blocking(move || {
+        let client = client(addr);
+        let refusal = |raw: &[u8], reason: &str| {
+            let error = protocol_error(client.transaction_broadcast_raw(raw));
+            let prefix = format!("the transaction was rejected by network rules: {reason}, ");
+            assert!(error.starts_with(&prefix), "expected {reason:?}: {error}");
+            error
+        };
+        let script = ScriptBuf::from_bytes(key.script_pubkey());
+        let utxo = client.script_list_unspent(&script).unwrap().remove(0);
+        let outpoint = (utxo.tx_hash.to_byte_array(), utxo.tx_pos as u32, utxo.value);
+
+        let missing = key.sign_p2wpkh_spend(&[([7; 32], 0, 1000)], &[(payee.script_pubkey(), 500)]);
+        let error = refusal(&missing, "bad-txns-inputs-missingorspent");
+        assert!(error.ends_with("which does not exist"), "{error}");
+
+        let too_much = key.sign_p2wpkh_spend(&[outpoint], &[(payee.script_pubkey(), 200_000_001)]);
+        refusal(&too_much, "bad-txns-in-belowout");
+
+        // One input, two outputs: 141 vB, so 141 sat at 1 sat/vB; 100 is too little.
+        let cheap = key.sign_p2wpkh_spend(
+            &[outpoint],
+            &[
+                (payee.script_pubkey(), 100_000_000),
+                (key.script_pubkey(), 99_999_900),
+            ],
+        );
+        let vsize = deserialize::<Transaction>(&cheap).unwrap().vsize();
+        let error = refusal(&cheap, "min relay fee not met");
+        assert!(error.contains(&format!("100 < {vsize}")), "{error}");
+
+        // The payee cannot sign for the key's coins.
+        let stolen = payee.sign_p2wpkh_spend(&[outpoint], &[(payee.script_pubkey(), 199_000_000)]);
+        refusal(
+            &stolen,
+            "mandatory-script-verify-flag-failed (Script failed an OP_EQUALVERIFY operation)",
+        );
+
+        let raw = key.sign_p2wpkh_spend(&[outpoint], &[(payee.script_pubkey(), 199_990_000)]);
+        let txid = client.transaction_broadcast_raw(&raw).unwrap();
+        refusal(&raw, "txn-already-in-mempool");
+        let conflict = key.sign_p2wpkh_spend(&[outpoint], &[(key.script_pubkey(), 199_000_000)]);
+        let error = refusal(&conflict, "txn-mempool-conflict");
+        assert!(error.contains(&txid.to_string()), "{error}");
+
+        admin(admin_addr, "generate", json!([1]));
+        refusal(&raw, "txn-already-known");
+        let error = refusal(&conflict, "bad-txns-inputs-missingorspent");
+        assert!(error.contains(&txid.to_string()), "{error}");
+    })
+    .await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_client_is_throttled_then_refused_while_another_group_is_served() {
     let server = start(&[
@@ -1000,6 +1064,123 @@ fn every_flag_maps_onto_the_configuration() {
         assert!(help.contains(&format!("{flag} ")), "--help lists {flag}");
     }
     assert!(matches!(cli::parse(["--help"]), Ok(cli::Command::Help)));
+}
+
+/// Mistakes on the command line are named the way `clap` names them: the
+/// unknown flag, the flag whose value is wrong, and why.
+#[test]
+fn cli_errors_name_the_flag_and_the_reason() {
+    let error = |args: &[&str]| cli::parse(args.iter().copied()).expect_err("refused");
+
+    let message = error(&["--frobnicate", "1"]);
+    assert!(
+        message.contains("unexpected argument '--frobnicate' found"),
+        "{message}"
+    );
+    let message = error(&["--max-sessions", "many"]);
+    assert!(
+        message.contains("invalid value 'many' for '--max-sessions <N>': expected a whole number"),
+        "{message}"
+    );
+    let message = error(&["--request-timeout=0"]);
+    assert!(message.contains("must be more than 0 seconds"), "{message}");
+    let message = error(&["--listen"]);
+    assert!(
+        message.contains("a value is required for '--listen <ADDR>'"),
+        "{message}"
+    );
+
+    // No amount, and no sum of amounts, above the 21 million BTC there can ever be.
+    let address = TestKey::from_seed([1; 32]).address();
+    for amount in [
+        "21000000.00000001",
+        "2100000000000001sat",
+        "18446744073709551615sat",
+    ] {
+        let message = error(&["--pay-to", &format!("{address}:{amount}")]);
+        assert!(
+            message.contains("more than 21,000,000 BTC"),
+            "{amount}: {message}"
+        );
+    }
+    let message = error(&[
+        "--pay-to",
+        &format!("{address}:20000000"),
+        "--pay-to",
+        &format!("{address}:1000000.00000001"),
+    ]);
+    assert!(
+        message.contains("the --pay-to amounts total more than 21,000,000 BTC"),
+        "{message}"
+    );
+    let cli::Command::Run(options) = cli::parse(["--pay-to", &format!("{address}:21000000")]).unwrap() else {
+        panic!()
+    };
+    assert_eq!(options.pay_to[0].1, 2_100_000_000_000_000);
+}
+
+/// ElectrumX's environment variables set the flags of the same meaning; a
+/// flag on the command line wins over its variable.
+#[test]
+fn electrumx_environment_variables_set_the_limits() {
+    let environment = [
+        ("MAX_SESSIONS", "7"),
+        ("COST_SOFT_LIMIT", "10"),
+        ("COST_HARD_LIMIT", "20.5"),
+        ("BANDWIDTH_UNIT_COST", "100"),
+        ("INITIAL_CONCURRENT", "4"),
+        ("REQUEST_SLEEP", "30"),
+        ("REQUEST_TIMEOUT", "5"),
+        ("SESSION_TIMEOUT", "9"),
+        ("MAX_SEND", "6000"),
+        ("MAX_RECV", "5000"),
+    ];
+    let env = |name: &str| {
+        environment
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| value.into())
+    };
+    let cli::Command::Run(options) = cli::parse_with_env(Vec::<String>::new(), env).unwrap() else {
+        panic!()
+    };
+    let limits = &options.config.limits;
+    assert_eq!(limits.max_sessions, 7);
+    assert_eq!((limits.cost_soft_limit, limits.cost_hard_limit), (10.0, 20.5));
+    assert_eq!(limits.bandwidth_unit_cost, 100.0);
+    assert_eq!(limits.initial_concurrent, 4);
+    assert_eq!(limits.request_sleep, Duration::from_millis(30));
+    assert_eq!(limits.request_timeout, Duration::from_secs(5));
+    assert_eq!(limits.session_timeout, Duration::from_secs(9));
+    assert_eq!((options.max_recv, options.config.max_send), (5000, 6000));
+
+    let cli::Command::Run(options) = cli::parse_with_env(["--max-sessions", "9"], env).unwrap() else {
+        panic!()
+    };
+    assert_eq!(options.config.limits.max_sessions, 9);
+
+    // A variable's value is checked as its flag's is, and the limits together.
+    let message = cli::parse_with_env(Vec::<String>::new(), |name| {
+        (name == "MAX_SESSIONS").then(|| "0".into())
+    })
+    .expect_err("refused");
+    assert!(
+        message.contains("--max-sessions <N>': must be at least 1"),
+        "{message}"
+    );
+    let message = cli::parse_with_env(["--cost-hard-limit", "50"], |name| {
+        (name == "COST_SOFT_LIMIT").then(|| "100".into())
+    })
+    .expect_err("refused");
+    assert!(message.contains("soft"), "{message}");
+
+    let help = cli::help();
+    for (variable, _) in environment {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "--help names {variable}"
+        );
+    }
 }
 
 /// `--redis` and its companions map onto `Options::redis`; the companions
