@@ -1,7 +1,7 @@
 //! Command-line flags, parsed by `clap` into [`Options`].
 //!
-//! Every flag takes one value, as `--flag VALUE` or `--flag=VALUE`;
-//! `--pay-to` may be repeated. Durations are seconds (fractions allowed).
+//! Every flag but `--proxy-protocol` (a switch) takes one value, as
+//! `--flag VALUE` or `--flag=VALUE`; `--pay-to` may be repeated. Durations are seconds (fractions allowed).
 //! The flags ElectrumX also has can be given as its environment variables
 //! (`MAX_SESSIONS`, `COST_SOFT_LIMIT`, …); a flag wins over its variable.
 
@@ -67,6 +67,12 @@ struct Flags {
     /// Admin JSON-RPC listener (getinfo, sessions, groups, disconnect, ban, unban, generate).
     #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
     admin: Option<SocketAddr>,
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy` or
+    /// `send-proxy-v2` sends) before every Electrum connection's requests, and use the
+    /// client address it carries for groups, bans and limits; a connection without a
+    /// valid header within 5 s is closed without a session.
+    #[arg(long, help_heading = "Network")]
+    proxy_protocol: bool,
     /// Longest request line; longer ones are dropped.
     #[arg(long, value_name = "BYTES", env = "MAX_RECV", help_heading = "Network", value_parser = positive::<usize>)]
     max_recv: Option<usize>,
@@ -184,6 +190,7 @@ fn command() -> clap::Command {
         ("block_interval", options.block_interval.as_secs_f64().to_string()),
         ("listen", options.listen.to_string()),
         ("admin", options.admin.to_string()),
+        ("proxy_protocol", "off".to_owned()),
         ("max_recv", options.max_recv.to_string()),
         ("max_send", config.max_send.to_string()),
         ("max_queued", options.max_queued.to_string()),
@@ -339,6 +346,7 @@ impl Flags {
         set(&mut options.block_interval, self.block_interval);
         set(&mut options.listen, self.listen);
         set(&mut options.admin, self.admin);
+        options.proxy_protocol = self.proxy_protocol;
         set(&mut options.max_recv, self.max_recv);
         set(&mut config.max_send, self.max_send);
         set(&mut options.max_queued, self.max_queued);

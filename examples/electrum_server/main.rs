@@ -15,6 +15,7 @@ mod hosts;
 #[allow(dead_code)] // shared with the tests and the fuzz target, which use more of it
 mod jsonrpc;
 mod observe;
+mod proxy;
 mod rpc;
 mod server;
 #[allow(dead_code)] // shared with the tests, which use more of it

@@ -443,6 +443,24 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    // Behind a proxy, the client is who the PROXY header says; a connection
+    // without a valid header gets no session.
+    let peer = if shared.options.proxy_protocol {
+        match crate::proxy::read(&mut read, shared.options.proxy_header_timeout).await {
+            Ok(crate::proxy::Header::Proxied { source, .. }) => source,
+            Ok(crate::proxy::Header::Local) => peer,
+            Err(error) => {
+                if shared.options.log {
+                    tracing::info!(%peer, "refused: {error}");
+                }
+                shared.observer.refused(peer, error.to_string());
+                return;
+            }
+        }
+    } else {
+        peer
+    };
     let (writer, messages) = Writer::new(
         shared.options.max_queued,
         shared.options.config.limits.max_send_delay,
@@ -479,7 +497,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let writing = tokio::spawn(writer.clone().run(write, messages));
     let delivery = tokio::spawn(session.deliver());
     let reader = FrameReader {
-        reader: BufReader::with_capacity(64 * 1024, read),
+        reader: read,
         framer: LineFramer::new(shared.options.max_recv),
     };
     let connection = Arc::new(Connection {

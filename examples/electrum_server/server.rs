@@ -127,6 +127,12 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Log connections, refusals and disconnections (as `tracing` events).
     pub log: bool,
+    /// Expect a PROXY protocol header (v1 or v2) on every Electrum
+    /// connection, and take the client's address from it
+    /// (`--proxy-protocol`).
+    pub proxy_protocol: bool,
+    /// How long a connection may take to send its PROXY header.
+    pub proxy_header_timeout: Duration,
     /// Group costs and bans shared with other servers through Redis
     /// (`--redis` and the flags that go with it).
     #[cfg(feature = "redis")]
@@ -208,6 +214,8 @@ impl Default for Options {
             status: None,
             log_format: LogFormat::Text,
             log: true,
+            proxy_protocol: false,
+            proxy_header_timeout: Duration::from_secs(5),
             #[cfg(feature = "redis")]
             redis: RedisOptions::default(),
         }

@@ -20,6 +20,9 @@ mod jsonrpc;
 #[path = "../../examples/electrum_server/observe.rs"]
 mod observe;
 #[allow(dead_code)]
+#[path = "../../examples/electrum_server/proxy.rs"]
+mod proxy;
+#[allow(dead_code)]
 #[path = "../../examples/electrum_server/rpc.rs"]
 mod rpc;
 #[allow(dead_code)]
