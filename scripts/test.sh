@@ -1,6 +1,7 @@
 #!/bin/sh
 # Every test: installs what the tests need beyond Rust (Debian's `chromium`
-# for the status page test, `redis-server` for the shared-ledger tests),
+# for the status page test, `redis-server` for the shared-ledger tests,
+# `haproxy` for the PROXY protocol tests),
 # checks they run, starts one Redis on a random loopback port with
 # persistence off for the tests (INDEXER_SESSIONS_REDIS_URL), then runs
 # `cargo test --all-features`. Extra arguments go to cargo test.
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
+[ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 if [ -n "$missing" ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing:$missing, and apt-get is not available; install them" >&2
@@ -30,6 +32,11 @@ fi
 }
 /usr/bin/redis-server --version >/dev/null 2>&1 || {
     echo "error: /usr/bin/redis-server does not run" >&2
+    exit 1
+}
+
+/usr/sbin/haproxy -v >/dev/null 2>&1 || {
+    echo "error: /usr/sbin/haproxy does not run" >&2
     exit 1
 }
 
