@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bitcoin::{Amount, Denomination};
@@ -64,13 +65,25 @@ struct Flags {
     /// Electrum TCP listener.
     #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
     listen: Option<SocketAddr>,
+    /// Electrum TLS (SSL) listener, as wallets connect by default (`HOST:PORT:s`), e.g.
+    /// 127.0.0.1:50002; its sessions share the TCP listener's limits and group costs.
+    #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
+    tls: Option<SocketAddr>,
+    /// The TLS certificate chain (PEM, leaf first); without it and --tls-key, a
+    /// self-signed certificate is generated at start and its SHA-256 fingerprint printed.
+    #[arg(long, value_name = "PATH", help_heading = "Network", requires_all = ["tls", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", help_heading = "Network", requires_all = ["tls", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// Admin JSON-RPC listener (getinfo, sessions, groups, disconnect, ban, unban, generate).
     #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
     admin: Option<SocketAddr>,
     /// Expect a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy` or
-    /// `send-proxy-v2` sends) before every Electrum connection's requests, and use the
-    /// client address it carries for groups, bans and limits; a connection without a
-    /// valid header within 5 s is closed without a session.
+    /// `send-proxy-v2` sends) before every Electrum connection's requests (on the TLS
+    /// listener, before the handshake), and use the client address it carries for groups,
+    /// bans and limits; a connection without a valid header within 5 s is closed without a
+    /// session.
     #[arg(long, help_heading = "Network")]
     proxy_protocol: bool,
     /// Longest request line; longer ones are dropped.
@@ -189,6 +202,9 @@ fn command() -> clap::Command {
         ("pay_to", "none".to_owned()),
         ("block_interval", options.block_interval.as_secs_f64().to_string()),
         ("listen", options.listen.to_string()),
+        ("tls", "off".to_owned()),
+        ("tls_cert", "generated, self-signed".to_owned()),
+        ("tls_key", "generated".to_owned()),
         ("admin", options.admin.to_string()),
         ("proxy_protocol", "off".to_owned()),
         ("max_recv", options.max_recv.to_string()),
@@ -346,6 +362,9 @@ impl Flags {
         set(&mut options.block_interval, self.block_interval);
         set(&mut options.listen, self.listen);
         set(&mut options.admin, self.admin);
+        options.tls = self.tls;
+        options.tls_cert = self.tls_cert;
+        options.tls_key = self.tls_key;
         options.proxy_protocol = self.proxy_protocol;
         set(&mut options.max_recv, self.max_recv);
         set(&mut config.max_send, self.max_send);

@@ -1,4 +1,4 @@
-//! An Electrum server (protocol 1.4, TCP) on an in-process regtest chain,
+//! An Electrum server (protocol 1.4, TCP and optionally TLS) on an in-process regtest chain,
 //! with every request going through `indexer_sessions::SessionManager`.
 //!
 //! ```text
@@ -18,6 +18,7 @@ mod observe;
 mod proxy;
 mod rpc;
 mod server;
+mod tls;
 #[allow(dead_code)] // shared with the tests, which use more of it
 mod wallet;
 
@@ -68,6 +69,10 @@ async fn main() -> ExitCode {
         println!("status page on http://{addr}/");
     }
     println!("listening on {}", server.listen_addr());
+    if let (Some(addr), Some(fingerprint)) = (server.tls_addr(), server.tls_fingerprint()) {
+        println!("tls certificate sha256 {fingerprint}");
+        println!("listening for TLS on {addr}");
+    }
     match tokio::signal::ctrl_c().await {
         Ok(()) => println!("shutting down"),
         Err(error) => eprintln!("cannot wait for Ctrl-C ({error}); shutting down"),

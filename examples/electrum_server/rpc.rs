@@ -2,9 +2,10 @@
 //! batches), Electrum protocol 1.4, every request admitted, charged and
 //! answered through the session manager.
 //!
-//! Per connection: [`serve`] adds a session ([`TcpTransport`] is its
-//! transport), spawns the session's delivery future and the connection's
-//! writer, and runs the read loop. Framing and the JSON-RPC envelope are
+//! Per connection (TCP: [`serve`]; TLS: [`serve_tls`], whose sessions are
+//! `TransportKind::Ssl`): a session is added ([`ClientTransport`] is its
+//! transport), the session's delivery future and the connection's writer
+//! are spawned, and the read loop runs. Framing and the JSON-RPC envelope are
 //! [`crate::jsonrpc`]'s (pure, fuzzed); ids are echoed byte for byte. Each
 //! complete line is recorded (`record_received`), parsed, admitted (`admit`),
 //! dispatched (the library's per-request methods charge ElectrumX's costs;
@@ -35,11 +36,11 @@ use indexer_sessions::{
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::jsonrpc::{
     self, BatchReply, Frame, Id, LineFramer, Message, Params, Request, RpcError, TooLarge, clip, codes,
@@ -47,6 +48,12 @@ use crate::jsonrpc::{
 };
 use crate::observe;
 use crate::server::{ServerHost, Shared};
+
+/// A connection's read half: a TCP socket's, or a TLS stream's.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A connection's write half: a TCP socket's, or a TLS stream's.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The only protocol version served.
 pub const PROTOCOL_VERSION: &str = "1.4";
@@ -165,12 +172,17 @@ impl Writer {
     /// Writes queued messages in order, each within `max_send_delay`; a
     /// write that misses it (the client stopped reading) or fails ends the
     /// session.
-    async fn run(self: Arc<Self>, mut half: OwnedWriteHalf, mut messages: mpsc::UnboundedReceiver<Vec<u8>>) {
+    async fn run(self: Arc<Self>, mut half: WriteHalf, mut messages: mpsc::UnboundedReceiver<Vec<u8>>) {
         let failure = loop {
             let Some(bytes) = messages.recv().await else {
                 return;
             };
-            match tokio::time::timeout(self.send_delay, half.write_all(&bytes)).await {
+            // TLS holds written bytes until flushed; a socket's flush does nothing.
+            let write = async {
+                half.write_all(&bytes).await?;
+                half.flush().await
+            };
+            match tokio::time::timeout(self.send_delay, write).await {
                 Ok(Ok(())) => {
                     *self.queued.lock().unwrap_or_else(|p| p.into_inner()) -= bytes.len();
                     self.drained.notify_waiters();
@@ -188,7 +200,7 @@ impl Writer {
 }
 
 /// The session manager's view of the connection.
-pub struct TcpTransport {
+pub struct ClientTransport {
     peer: PeerInfo,
     writer: Arc<Writer>,
     closed: watch::Sender<Option<DisconnectReason>>,
@@ -199,7 +211,7 @@ pub struct TcpTransport {
 }
 
 #[async_trait]
-impl Transport for TcpTransport {
+impl Transport for ClientTransport {
     fn peer(&self) -> PeerInfo {
         self.peer
     }
@@ -243,7 +255,7 @@ impl Transport for TcpTransport {
 
 /// [`LineFramer`] over the socket's read half.
 struct FrameReader {
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<ReadHalf>,
     framer: LineFramer,
 }
 
@@ -438,29 +450,92 @@ pub struct Connection {
     throttled: AtomicBool,
 }
 
-/// Serves one accepted connection until it closes.
+/// The size of a connection's read buffer.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Behind a proxy (`--proxy-protocol`), the client is who the PROXY header
+/// says; `None` (the refusal recorded) for a connection without a valid
+/// header, which gets no session.
+async fn client_addr<R: tokio::io::AsyncBufRead + Unpin>(
+    read: &mut R,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<SocketAddr> {
+    if !shared.options.proxy_protocol {
+        return Some(peer);
+    }
+    match crate::proxy::read(read, shared.options.proxy_header_timeout).await {
+        Ok(crate::proxy::Header::Proxied { source, .. }) => Some(source),
+        Ok(crate::proxy::Header::Local) => Some(peer),
+        Err(error) => {
+            refused(peer, error.to_string(), shared);
+            None
+        }
+    }
+}
+
+/// Records a connection that gets no session.
+fn refused(peer: SocketAddr, why: String, shared: &Shared) {
+    if shared.options.log {
+        tracing::info!(%peer, "refused: {why}");
+    }
+    shared.observer.refused(peer, why);
+}
+
+/// Serves one accepted TCP connection until it closes.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
-    // Behind a proxy, the client is who the PROXY header says; a connection
-    // without a valid header gets no session.
-    let peer = if shared.options.proxy_protocol {
-        match crate::proxy::read(&mut read, shared.options.proxy_header_timeout).await {
-            Ok(crate::proxy::Header::Proxied { source, .. }) => source,
-            Ok(crate::proxy::Header::Local) => peer,
-            Err(error) => {
-                if shared.options.log {
-                    tracing::info!(%peer, "refused: {error}");
-                }
-                shared.observer.refused(peer, error.to_string());
-                return;
-            }
-        }
-    } else {
-        peer
+    let mut read = BufReader::with_capacity(READ_BUFFER, Box::new(read) as ReadHalf);
+    let Some(peer) = client_addr(&mut read, peer, &shared).await else {
+        return;
     };
+    serve_session(read, Box::new(write), peer, TransportKind::Tcp, shared).await;
+}
+
+/// Serves one accepted connection of the TLS listener until it closes: the
+/// PROXY header (with `--proxy-protocol`) comes first, in the clear; then
+/// the TLS handshake, which must complete within `tls_handshake_timeout`,
+/// else the connection is closed without a session.
+pub async fn serve_tls(stream: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    // Buffered: bytes read past the PROXY header belong to the handshake.
+    let mut stream = BufReader::new(stream);
+    let Some(client) = client_addr(&mut stream, peer, &shared).await else {
+        return;
+    };
+    let limit = shared.options.tls_handshake_timeout;
+    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            refused(client, format!("TLS handshake failed: {error}"), &shared);
+            return;
+        }
+        Err(_) => {
+            refused(
+                client,
+                format!("TLS handshake not completed within {limit:?}"),
+                &shared,
+            );
+            return;
+        }
+    };
+    let (read, write) = tokio::io::split(stream);
+    let read = BufReader::with_capacity(READ_BUFFER, Box::new(read) as ReadHalf);
+    serve_session(read, Box::new(write), client, TransportKind::Ssl, shared).await;
+}
+
+/// Serves a connection, its client known, until it closes: adds a session
+/// of `kind`, runs its writer and delivery, and reads requests.
+async fn serve_session(
+    read: BufReader<ReadHalf>,
+    write: WriteHalf,
+    peer: SocketAddr,
+    kind: TransportKind,
+    shared: Arc<Shared>,
+) {
     let (writer, messages) = Writer::new(
         shared.options.max_queued,
         shared.options.config.limits.max_send_delay,
@@ -468,11 +543,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let writer = Arc::new(writer);
     let (closed, mut closed_rx) = watch::channel(None);
     let session_ended = Arc::new(AtomicBool::new(false));
-    let transport = TcpTransport {
-        peer: PeerInfo {
-            addr: peer,
-            kind: TransportKind::Tcp,
-        },
+    let transport = ClientTransport {
+        peer: PeerInfo { addr: peer, kind },
         writer: writer.clone(),
         closed,
         shared: Arc::downgrade(&shared),
@@ -482,10 +554,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         Ok(session) => Arc::new(session),
         Err(error) => {
             // Dropping both halves closes the socket.
-            if shared.options.log {
-                tracing::info!(%peer, "refused: {error}");
-            }
-            shared.observer.refused(peer, error.to_string());
+            refused(peer, error.to_string(), &shared);
             return;
         }
     };

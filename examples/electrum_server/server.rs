@@ -1,8 +1,10 @@
 //! Starting and stopping the server: the chain, the session manager, the
-//! Electrum listener (following `listener_state()`), the admin listener,
+//! Electrum listeners (TCP, and TLS with `--tls`, both following
+//! `listener_state()` and serving sessions of the one manager), the admin listener,
 //! housekeeping and the block timer.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::chain::{Chain, ChainError};
 use crate::hosts::{Hosts, Node};
 use crate::observe::{Observer, Site, serve_http};
+use crate::tls::{Tls, TlsError};
 
 /// The server's host: one in-process node serves as index, node and
 /// mempool; the clock is tokio's; the validator is the default; the ledger
@@ -133,6 +136,16 @@ pub struct Options {
     pub proxy_protocol: bool,
     /// How long a connection may take to send its PROXY header.
     pub proxy_header_timeout: Duration,
+    /// Electrum TLS listener (`--tls`); off when `None`.
+    pub tls: Option<SocketAddr>,
+    /// The TLS certificate chain, PEM (`--tls-cert`); without it (and
+    /// `tls_key`) a self-signed certificate is generated at start.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key, PEM (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// How long a TLS client may take to complete its handshake; past it
+    /// the connection is closed without a session.
+    pub tls_handshake_timeout: Duration,
     /// Group costs and bans shared with other servers through Redis
     /// (`--redis` and the flags that go with it).
     #[cfg(feature = "redis")]
@@ -216,6 +229,10 @@ impl Default for Options {
             log: true,
             proxy_protocol: false,
             proxy_header_timeout: Duration::from_secs(5),
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: Duration::from_secs(5),
             #[cfg(feature = "redis")]
             redis: RedisOptions::default(),
         }
@@ -238,6 +255,9 @@ pub enum StartError {
     #[cfg(feature = "redis")]
     #[error(transparent)]
     Redis(#[from] RedisLedgerError),
+    /// The TLS listener has no usable certificate.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -302,6 +322,7 @@ impl Shared {
 /// A running server.
 pub struct ServerHandle {
     listen: SocketAddr,
+    tls: Option<(SocketAddr, String)>,
     admin: SocketAddr,
     metrics: Option<SocketAddr>,
     status: Option<SocketAddr>,
@@ -313,6 +334,16 @@ impl ServerHandle {
     /// The bound Electrum address (the real port when started on port 0).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// The bound `--tls` address, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The TLS certificate's SHA-256 fingerprint (`AB:CD:…`), with `--tls`.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(_, fingerprint)| fingerprint.as_str())
     }
 
     /// The bound admin address.
@@ -458,6 +489,18 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
         .build()?;
     let listener = bind(options.listen).await?;
     let admin_listener = bind(options.admin).await?;
+    // The certificate is read (or generated) before the TLS listener is bound.
+    let tls_listener = match options.tls {
+        Some(addr) => {
+            let tls = crate::tls::load(options.tls_cert.as_deref(), options.tls_key.as_deref())?;
+            let (listener, local) = bound(addr).await?;
+            Some((listener, local, tls))
+        }
+        None => None,
+    };
+    let tls = tls_listener
+        .as_ref()
+        .map(|(_, addr, tls)| (*addr, tls.fingerprint.clone()));
     let listen = listener.local_addr().map_err(|source| StartError::Bind {
         addr: options.listen,
         source,
@@ -504,7 +547,10 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     tasks.push(tokio::spawn(async move {
         housekeeping.run_housekeeping().await;
     }));
-    tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+    tasks.push(tokio::spawn(accept_loop(listener, None, shared.clone())));
+    if let Some((listener, _, tls)) = tls_listener {
+        tasks.push(tokio::spawn(accept_loop(listener, Some(tls), shared.clone())));
+    }
     tasks.push(tokio::spawn(crate::admin::serve(admin_listener, shared.clone())));
     if let (Some((listener, _)), Some(handle)) = (metrics_listener, prometheus) {
         tasks.push(tokio::spawn(serve_http(
@@ -530,6 +576,7 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     }
     Ok(ServerHandle {
         listen,
+        tls,
         admin,
         metrics: metrics_addr,
         status: status_addr,
@@ -538,23 +585,29 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     })
 }
 
-/// Accepts connections while the manager says `Accepting`; stops calling
-/// `accept` while it says `Paused` (new connections wait in the backlog) and
-/// returns at `Stopped`.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections (TLS ones with `tls`) while the manager says
+/// `Accepting`; stops calling `accept` while it says `Paused` (new
+/// connections wait in the backlog) and returns at `Stopped`. Every
+/// listener follows the one manager; only the TCP one logs pauses.
+async fn accept_loop(listener: TcpListener, tls: Option<Tls>, shared: Arc<Shared>) {
+    let log = |message: std::fmt::Arguments<'_>| {
+        if tls.is_none() {
+            shared.log(message);
+        }
+    };
     let mut events = shared.manager.listener_state();
     loop {
         match events.current() {
             ListenerState::Stopped => return,
             ListenerState::Paused => {
-                shared.log(format_args!(
+                log(format_args!(
                     "at {} sessions: listener paused",
                     shared.manager.session_count()
                 ));
                 if events.accepting().await == ListenerState::Stopped {
                     return;
                 }
-                shared.log(format_args!(
+                log(format_args!(
                     "down to {} sessions: listener resumed",
                     shared.manager.session_count()
                 ));
@@ -564,9 +617,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(crate::rpc::serve(stream, shared.clone()));
-                }
+                Ok((stream, _)) => match &tls {
+                    None => drop(tokio::spawn(crate::rpc::serve(stream, shared.clone()))),
+                    Some(tls) => drop(tokio::spawn(crate::rpc::serve_tls(
+                        stream,
+                        tls.acceptor.clone(),
+                        shared.clone(),
+                    ))),
+                },
                 Err(error) => {
                     shared.warn(format_args!("accept failed: {error}"));
                     // Out of file descriptors, most likely: give sessions time to end.

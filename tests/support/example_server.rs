@@ -29,6 +29,9 @@ mod rpc;
 #[path = "../../examples/electrum_server/server.rs"]
 mod server;
 #[allow(dead_code)]
+#[path = "../../examples/electrum_server/tls.rs"]
+mod tls;
+#[allow(dead_code)]
 #[path = "../../examples/electrum_server/wallet.rs"]
 mod wallet;
 #[allow(dead_code)] // each test binary uses part of it
