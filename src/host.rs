@@ -105,6 +105,13 @@ pub trait Db: Send + Sync + 'static {
     /// at a time, so the calls overlap but do not flood the index; an index
     /// that can answer many scripts in one round trip (one query, one disk
     /// pass) should override it.
+    ///
+    /// # Cancel safety
+    /// The manager may drop the future (its pass dropped, or past
+    /// `host_timeout`): the default then drops the `history` calls under
+    /// way and returns nothing. The manager records nothing from an
+    /// unfinished call and recomputes those scripts at the next `notify`,
+    /// so an override must not rely on running to completion.
     async fn histories(
         &self,
         hashxs: &[HashX],

@@ -198,7 +198,10 @@ impl<H: Host> SessionManager<H> {
     /// (a timeout, a `select!`) puts what its pass had not finished back:
     /// the next `notify` recomputes those scripts, settles the caches and
     /// sends the tip's header, and sends no status or header a client
-    /// already has queued or received.
+    /// already has queued or received. Dropping a call that is waiting
+    /// for another call's pass (a merged call) loses nothing either: its
+    /// event was recorded when it was called and that pass, or the next
+    /// `notify`, applies it; only the wait for it is given up.
     pub fn notify<'a>(
         &self,
         tip: Tip,
