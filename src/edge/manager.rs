@@ -398,14 +398,12 @@ impl<H: Host> SessionManager<H> {
         let mut stale = Vec::new();
         let mut stuck = Vec::new();
         let mut banned = Vec::new();
+        let ledger = self.inner.ctx.ledger();
+        // Only a ledger that shares bans can know of bans this node did not
+        // close sessions for itself.
+        let shared_bans = ledger.shares_bans();
         for session in self.live_sessions() {
-            if self
-                .inner
-                .ctx
-                .ledger()
-                .shared_ban(canonical_ip(session.peer.addr.ip()))
-                .is_some()
-            {
+            if shared_bans && ledger.shared_ban(canonical_ip(session.peer.addr.ip())).is_some() {
                 banned.push(session);
                 continue;
             }
