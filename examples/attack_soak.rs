@@ -102,7 +102,7 @@ impl Server {
             if let Some(rpc) = line.strip_prefix("admin RPC on ") {
                 admin = Some(rpc.trim().parse().expect("an address"));
             }
-            if let Some(listen) = line.strip_prefix("listening on ") {
+            if let Some(listen) = line.strip_prefix("listening on tcp://") {
                 addr = Some(listen.trim().parse().expect("an address"));
                 break;
             }

@@ -186,8 +186,11 @@ impl fmt::Display for SessionId {
 }
 
 /// How a client is connected; shown in admin tables (ElectrumX's flag letter).
+///
+/// Non-exhaustive: new kinds of connection may be added in a minor release.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub enum TransportKind {
     /// Plain TCP.
     Tcp,
@@ -197,6 +200,9 @@ pub enum TransportKind {
     Ws,
     /// WebSocket over TLS.
     Wss,
+    /// HTTP JSON-RPC: requests and replies, no notifications (there is no
+    /// way to push them), one session per HTTP connection.
+    Http,
     /// The operator's local RPC interface.
     Rpc,
     /// Anything else.
@@ -204,13 +210,15 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    /// ElectrumX's one-letter flag for the kind (`T`, `S`, `W`, `X`, `R`, `O`).
+    /// ElectrumX's one-letter flag for the kind (`T`, `S`, `W`, `X`, `R`,
+    /// `O`), and `H` for HTTP, which ElectrumX does not serve.
     pub fn flag(self) -> char {
         match self {
             TransportKind::Tcp => 'T',
             TransportKind::Ssl => 'S',
             TransportKind::Ws => 'W',
             TransportKind::Wss => 'X',
+            TransportKind::Http => 'H',
             TransportKind::Rpc => 'R',
             TransportKind::Other => 'O',
         }

@@ -1014,7 +1014,8 @@ fn every_flag_maps_onto_the_configuration() {
         panic!()
     };
     assert_eq!(default.config, indexer_sessions::Config::default());
-    assert_eq!(default.listen, "127.0.0.1:50001".parse().unwrap());
+    let listeners: Vec<String> = default.services.iter().map(ToString::to_string).collect();
+    assert_eq!(listeners, ["tcp://127.0.0.1:50001", "ssl://127.0.0.1:50002"]);
     assert_eq!(default.admin, "127.0.0.1:8000".parse().unwrap());
     assert_eq!((default.metrics, default.status), (None, None));
     assert_eq!(default.log_format, server::LogFormat::Text);

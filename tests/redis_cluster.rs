@@ -135,7 +135,7 @@ impl Starting {
         }
     }
 
-    /// Waits for the server's `listening on` line.
+    /// Waits for the server's `listening on tcp://` line.
     fn ready(mut self) -> Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut admin = None;
@@ -155,7 +155,7 @@ impl Starting {
             if let Some(addr) = line.strip_prefix("admin RPC on ") {
                 admin = Some(addr.parse().expect("the admin address"));
             }
-            if let Some(addr) = line.strip_prefix("listening on ") {
+            if let Some(addr) = line.strip_prefix("listening on tcp://") {
                 return Server {
                     name: self.name,
                     child: self.child,

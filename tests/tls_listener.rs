@@ -49,7 +49,7 @@ async fn start_tls(handshake: Duration, args: &[&str]) -> ServerHandle {
     };
     let mut options = *options;
     options.log = false;
-    options.tls_handshake_timeout = handshake;
+    options.handshake_timeout = handshake;
     server::start(options).await.expect("server starts")
 }
 
@@ -255,7 +255,6 @@ async fn given_pem_certificate_is_served_and_fingerprinted() {
     let cli::Command::Run(mut options) = options else {
         panic!()
     };
-    options.listen = "127.0.0.1:0".parse().unwrap();
     options.admin = "127.0.0.1:0".parse().unwrap();
     options.log = false;
     assert!(matches!(
@@ -268,10 +267,22 @@ async fn given_pem_certificate_is_served_and_fingerprinted() {
 
 #[test]
 fn tls_flags_map_onto_the_options() {
+    use crate::services::{Service, ServiceKind};
+    // By default: TCP on 50001 and TLS on 50002, as wallets expect.
     let cli::Command::Run(options) = cli::parse(Vec::<&str>::new()).unwrap() else {
         panic!()
     };
-    assert_eq!(options.tls, None);
+    let default_services = vec![
+        Service {
+            kind: ServiceKind::Tcp,
+            addr: "127.0.0.1:50001".parse().unwrap(),
+        },
+        Service {
+            kind: ServiceKind::Ssl,
+            addr: "127.0.0.1:50002".parse().unwrap(),
+        },
+    ];
+    assert_eq!(options.services, default_services);
     let args = [
         "--tls",
         "127.0.0.1:50002",
@@ -283,12 +294,22 @@ fn tls_flags_map_onto_the_options() {
     let cli::Command::Run(options) = cli::parse(args).unwrap() else {
         panic!()
     };
-    assert_eq!(options.tls, Some("127.0.0.1:50002".parse().unwrap()));
+    // A listener flag replaces the defaults.
+    assert_eq!(options.services, default_services[1..]);
     assert_eq!(options.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
     assert_eq!(options.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
-    // A certificate needs its key, and a listener.
+    // A certificate needs its key, and a TLS listener.
     assert!(cli::parse(["--tls", "127.0.0.1:50002", "--tls-cert", "c.pem"]).is_err());
-    assert!(cli::parse(["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_err());
+    let error = cli::parse([
+        "--listen",
+        "127.0.0.1:50001",
+        "--tls-cert",
+        "c.pem",
+        "--tls-key",
+        "k.pem",
+    ])
+    .unwrap_err();
+    assert!(error.contains("need a TLS listener"), "{error}");
     let help = cli::help();
     for flag in ["--tls <ADDR>", "--tls-cert <PATH>", "--tls-key <PATH>"] {
         assert!(help.contains(flag), "{flag} in --help:\n{help}");

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indexer_sessions::caches::CacheStats;
-use indexer_sessions::{Counters, ListenerState, Selector, codes};
+use indexer_sessions::{Counters, ListenerState, Selector, TransportKind, codes};
 use ipnetwork::IpNetwork;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -190,6 +190,7 @@ async fn call(shared: &Shared, method: &str, params: &[Value]) -> AdminResult {
                 .map(|row| {
                     json!({
                         "id": row.id.0,
+                        "kind": transport_name(row.kind),
                         "flags": row.flags,
                         "client": row.client,
                         "protocol": row.protocol,
@@ -364,4 +365,18 @@ fn cache(stats: &CacheStats) -> Value {
         "bytes": stats.bytes,
         "budget": stats.budget,
     })
+}
+
+/// A transport kind as the `sessions` table names it (`tcp`, `ssl`, `ws`,
+/// `wss`, `http`; as `SERVICES` names its listeners).
+pub fn transport_name(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Tcp => "tcp",
+        TransportKind::Ssl => "ssl",
+        TransportKind::Ws => "ws",
+        TransportKind::Wss => "wss",
+        TransportKind::Http => "http",
+        TransportKind::Rpc => "rpc",
+        _ => "other",
+    }
 }

@@ -1,7 +1,11 @@
 //! Command-line flags, parsed by `clap` into [`Options`].
 //!
 //! Every flag but `--proxy-protocol` (a switch) takes one value, as
-//! `--flag VALUE` or `--flag=VALUE`; `--pay-to` may be repeated. Durations are seconds (fractions allowed).
+//! `--flag VALUE` or `--flag=VALUE`; `--pay-to` and the listener flags
+//! (`--listen`, `--tls`, `--ws`, `--wss`, `--http`) may be repeated.
+//! Without any listener flag (or `SERVICES`), the server listens for TCP on
+//! 127.0.0.1:50001 and TLS on 127.0.0.1:50002. Durations are seconds
+//! (fractions allowed).
 //! The flags ElectrumX also has can be given as its environment variables
 //! (`MAX_SESSIONS`, `COST_SOFT_LIMIT`, …); a flag wins over its variable.
 
@@ -15,6 +19,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::server::{LogFormat, Options};
+use crate::services::{self, Entry, Service, ServiceKind};
 
 /// The most bitcoin there can ever be, in satoshis: no payment, and no sum of
 /// payments, may exceed it.
@@ -32,6 +37,10 @@ pub enum Command {
 /// The `--exempt-networks` list (a newtype, which `clap` takes as one value).
 #[derive(Clone, Debug)]
 struct Networks(Vec<ipnetwork::IpNetwork>);
+
+/// The `--services` list (a newtype, which `clap` takes as one value).
+#[derive(Clone, Debug)]
+struct Services(Vec<Entry>);
 
 /// A limit that `none` lifts.
 #[derive(Clone, Copy, Debug)]
@@ -62,19 +71,48 @@ struct Flags {
     #[arg(long, value_name = "SECS", help_heading = "Chain", value_parser = seconds_or_zero)]
     block_interval: Option<Duration>,
 
-    /// Electrum TCP listener.
-    #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
-    listen: Option<SocketAddr>,
-    /// Electrum TLS (SSL) listener, as wallets connect by default (`HOST:PORT:s`), e.g.
-    /// 127.0.0.1:50002; its sessions share the TCP listener's limits and group costs.
-    #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
-    tls: Option<SocketAddr>,
-    /// The TLS certificate chain (PEM, leaf first); without it and --tls-key, a
+    /// Electrum TCP listener; repeatable. Any listener flag (or SERVICES) replaces the
+    /// default listeners.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners", value_parser = addr)]
+    listen: Vec<SocketAddr>,
+    /// Electrum TLS (SSL) listener, as wallets connect by default (`HOST:PORT:s`);
+    /// repeatable.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners", value_parser = addr)]
+    tls: Vec<SocketAddr>,
+    /// WebSocket listener (JSON-RPC in text messages); repeatable.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners", value_parser = addr)]
+    ws: Vec<SocketAddr>,
+    /// WebSocket over TLS listener; repeatable.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners", value_parser = addr)]
+    wss: Vec<SocketAddr>,
+    /// HTTP JSON-RPC listener: POST a request or batch, or GET /v1/METHOD?params=[...];
+    /// repeatable.
+    #[arg(long, value_name = "ADDR", help_heading = "Listeners", value_parser = addr)]
+    http: Vec<SocketAddr>,
+    /// Listeners as ElectrumX lists them, comma-separated PROTOCOL://HOST:PORT with PROTOCOL
+    /// tcp, ssl, ws, wss, http, or rpc for the admin listener (an empty HOST is every IPv4
+    /// interface), e.g. tcp://127.0.0.1:50001,ssl://:50002,wss://:50004; the listener flags
+    /// add to it. Every listener's sessions share one set of limits and group costs.
+    #[arg(long, value_name = "LIST", env = "SERVICES", help_heading = "Listeners", value_parser = service_list)]
+    services: Option<Services>,
+    /// The TLS listeners' certificate chain (PEM, leaf first); without it and --tls-key, a
     /// self-signed certificate is generated at start and its SHA-256 fingerprint printed.
-    #[arg(long, value_name = "PATH", help_heading = "Network", requires_all = ["tls", "tls_key"])]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SSL_CERTFILE",
+        help_heading = "Listeners",
+        requires = "tls_key"
+    )]
     tls_cert: Option<PathBuf>,
     /// The TLS certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "PATH", help_heading = "Network", requires_all = ["tls", "tls_cert"])]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SSL_KEYFILE",
+        help_heading = "Listeners",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
     /// Admin JSON-RPC listener (getinfo, sessions, groups, disconnect, ban, unban, generate).
     #[arg(long, value_name = "ADDR", help_heading = "Network", value_parser = addr)]
@@ -201,8 +239,18 @@ fn command() -> clap::Command {
         ("blocks", options.blocks.to_string()),
         ("pay_to", "none".to_owned()),
         ("block_interval", options.block_interval.as_secs_f64().to_string()),
-        ("listen", options.listen.to_string()),
-        ("tls", "off".to_owned()),
+        (
+            "listen",
+            "127.0.0.1:50001 unless another listener is given".to_owned(),
+        ),
+        (
+            "tls",
+            "127.0.0.1:50002 unless another listener is given".to_owned(),
+        ),
+        ("ws", "none".to_owned()),
+        ("wss", "none".to_owned()),
+        ("http", "none".to_owned()),
+        ("services", "none".to_owned()),
         ("tls_cert", "generated, self-signed".to_owned()),
         ("tls_key", "generated".to_owned()),
         ("admin", options.admin.to_string()),
@@ -360,9 +408,32 @@ impl Flags {
         }
         options.pay_to = self.pay_to;
         set(&mut options.block_interval, self.block_interval);
-        set(&mut options.listen, self.listen);
+        let mut listeners = Vec::new();
+        if let Some(Services(entries)) = self.services {
+            for entry in entries {
+                match entry {
+                    Entry::Service(service) => listeners.push(service),
+                    Entry::Rpc(Some(admin)) => options.admin = admin,
+                    Entry::Rpc(None) => {}
+                }
+            }
+        }
+        for (kind, addrs) in [
+            (ServiceKind::Tcp, self.listen),
+            (ServiceKind::Ssl, self.tls),
+            (ServiceKind::Ws, self.ws),
+            (ServiceKind::Wss, self.wss),
+            (ServiceKind::Http, self.http),
+        ] {
+            listeners.extend(addrs.into_iter().map(|addr| Service { kind, addr }));
+        }
+        if !listeners.is_empty() {
+            options.services = listeners;
+        }
         set(&mut options.admin, self.admin);
-        options.tls = self.tls;
+        if self.tls_cert.is_some() && !options.services.iter().any(|service| service.kind.is_tls()) {
+            return Err("--tls-cert and --tls-key need a TLS listener (--tls, --wss, or ssl:// or wss:// in SERVICES)".to_owned());
+        }
         options.tls_cert = self.tls_cert;
         options.tls_key = self.tls_key;
         options.proxy_protocol = self.proxy_protocol;
@@ -440,6 +511,10 @@ fn addr(value: &str) -> Result<SocketAddr, String> {
 #[cfg(feature = "redis")]
 fn text(value: &str) -> Result<String, String> {
     Ok(value.trim().to_owned())
+}
+
+fn service_list(value: &str) -> Result<Services, String> {
+    services::parse_list(value).map(Services)
 }
 
 fn log_format(value: &str) -> Result<LogFormat, String> {

@@ -1,4 +1,5 @@
-//! An Electrum server (protocol 1.4, TCP and optionally TLS) on an in-process regtest chain,
+//! An Electrum server (protocol 1.4 over TCP, TLS, WebSocket, secure WebSocket and HTTP) on an
+//! in-process regtest chain,
 //! with every request going through `indexer_sessions::SessionManager`.
 //!
 //! ```text
@@ -12,15 +13,18 @@ mod admin;
 mod chain;
 mod cli;
 mod hosts;
+mod http_rpc;
 #[allow(dead_code)] // shared with the tests and the fuzz target, which use more of it
 mod jsonrpc;
 mod observe;
 mod proxy;
 mod rpc;
 mod server;
+mod services;
 mod tls;
 #[allow(dead_code)] // shared with the tests, which use more of it
 mod wallet;
+mod websocket;
 
 use std::process::ExitCode;
 
@@ -68,10 +72,11 @@ async fn main() -> ExitCode {
     if let Some(addr) = server.status_addr() {
         println!("status page on http://{addr}/");
     }
-    println!("listening on {}", server.listen_addr());
-    if let (Some(addr), Some(fingerprint)) = (server.tls_addr(), server.tls_fingerprint()) {
+    if let Some(fingerprint) = server.tls_fingerprint() {
         println!("tls certificate sha256 {fingerprint}");
-        println!("listening for TLS on {addr}");
+    }
+    for service in server.services() {
+        println!("listening on {service}");
     }
     match tokio::signal::ctrl_c().await {
         Ok(()) => println!("shutting down"),

@@ -2,8 +2,9 @@
 //! batches), Electrum protocol 1.4, every request admitted, charged and
 //! answered through the session manager.
 //!
-//! Per connection (TCP: [`serve`]; TLS: [`serve_tls`], whose sessions are
-//! `TransportKind::Ssl`): a session is added ([`ClientTransport`] is its
+//! Per connection ([`serve`]: after the PROXY header and the TLS handshake
+//! where they apply, and for WebSocket and HTTP through their bridges to
+//! newline JSON-RPC, [`serve_session`]): a session is added ([`ClientTransport`] is its
 //! transport), the session's delivery future and the connection's writer
 //! are spawned, and the read loop runs. Framing and the JSON-RPC envelope are
 //! [`crate::jsonrpc`]'s (pure, fuzzed); ids are echoed byte for byte. Each
@@ -48,11 +49,13 @@ use crate::jsonrpc::{
 };
 use crate::observe;
 use crate::server::{ServerHost, Shared};
+use crate::services::ServiceKind;
 
-/// A connection's read half: a TCP socket's, or a TLS stream's.
+/// A connection's read half: a TCP socket's, a TLS stream's, or a bridge's
+/// (WebSocket, HTTP).
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 
-/// A connection's write half: a TCP socket's, or a TLS stream's.
+/// A connection's write half: a TCP socket's, a TLS stream's, or a bridge's.
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The only protocol version served.
@@ -217,6 +220,10 @@ impl Transport for ClientTransport {
     }
 
     async fn send(&self, notification: Notification) -> Result<(), HostError> {
+        if self.peer.kind == TransportKind::Http {
+            // HTTP cannot push: the client polls (a subscribe answers the status).
+            return Ok(());
+        }
         let (method, params) = match notification {
             Notification::Header { height, header } => (
                 "blockchain.headers.subscribe",
@@ -450,8 +457,14 @@ pub struct Connection {
     throttled: AtomicBool,
 }
 
-/// The size of a connection's read buffer.
-const READ_BUFFER: usize = 64 * 1024;
+/// The size of a connection's read buffer. Small: a request longer than it
+/// is gathered by the framer (which holds one line, up to `--max-recv`, and
+/// lets it go once parsed), so an idle connection holds only this.
+const READ_BUFFER: usize = 2 * 1024;
+
+/// The buffer that reads a PROXY header (`--proxy-protocol`); bytes read
+/// past the header stay in it and are read first by what follows.
+const PROXY_BUFFER: usize = 512;
 
 /// Behind a proxy (`--proxy-protocol`), the client is who the PROXY header
 /// says; `None` (the refusal recorded) for a connection without a valid
@@ -475,90 +488,174 @@ async fn client_addr<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 /// Records a connection that gets no session.
-fn refused(peer: SocketAddr, why: String, shared: &Shared) {
+pub fn refused(peer: SocketAddr, why: String, shared: &Shared) {
     if shared.options.log {
         tracing::info!(%peer, "refused: {why}");
     }
     shared.observer.refused(peer, why);
 }
 
-/// Serves one accepted TCP connection until it closes.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+/// A connection's byte stream once its client is known: the socket, or
+/// the TLS stream over it.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Stream for S {}
+
+/// Serves one accepted connection of a `kind` listener until it closes.
+///
+/// With `--proxy-protocol` the PROXY header comes first, in the clear; on
+/// a TLS listener (`acceptor`) the TLS handshake follows, which must
+/// complete within `handshake_timeout`, else the connection is closed
+/// without a session. Then the connection speaks its kind: newline JSON-RPC
+/// (`tcp`, `ssl`), WebSocket (`ws`, `wss`, see `crate::websocket`) or HTTP
+/// (see `crate::http_rpc`).
+pub async fn serve(stream: TcpStream, kind: ServiceKind, acceptor: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let mut read = BufReader::with_capacity(READ_BUFFER, Box::new(read) as ReadHalf);
-    let Some(peer) = client_addr(&mut read, peer, &shared).await else {
-        return;
-    };
-    serve_session(read, Box::new(write), peer, TransportKind::Tcp, shared).await;
-}
-
-/// Serves one accepted connection of the TLS listener until it closes: the
-/// PROXY header (with `--proxy-protocol`) comes first, in the clear; then
-/// the TLS handshake, which must complete within `tls_handshake_timeout`,
-/// else the connection is closed without a session.
-pub async fn serve_tls(stream: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let _ = stream.set_nodelay(true);
-    // Buffered: bytes read past the PROXY header belong to the handshake.
-    let mut stream = BufReader::new(stream);
-    let Some(client) = client_addr(&mut stream, peer, &shared).await else {
-        return;
-    };
-    let limit = shared.options.tls_handshake_timeout;
-    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            refused(client, format!("TLS handshake failed: {error}"), &shared);
+    let (client, stream): (SocketAddr, Box<dyn Stream>) = if shared.options.proxy_protocol {
+        // Buffered: bytes read past the PROXY header belong to what follows.
+        let mut stream = BufReader::with_capacity(PROXY_BUFFER, stream);
+        let Some(client) = client_addr(&mut stream, peer, &shared).await else {
             return;
-        }
-        Err(_) => {
-            refused(
-                client,
-                format!("TLS handshake not completed within {limit:?}"),
-                &shared,
-            );
-            return;
+        };
+        (client, Box::new(stream))
+    } else {
+        (peer, Box::new(stream))
+    };
+    let stream: Box<dyn Stream> = match acceptor {
+        None => stream,
+        Some(acceptor) => {
+            let limit = shared.options.handshake_timeout;
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(error)) => {
+                    refused(client, format!("TLS handshake failed: {error}"), &shared);
+                    return;
+                }
+                Err(_) => {
+                    refused(
+                        client,
+                        format!("TLS handshake not completed within {limit:?}"),
+                        &shared,
+                    );
+                    return;
+                }
+            }
         }
     };
-    let (read, write) = tokio::io::split(stream);
-    let read = BufReader::with_capacity(READ_BUFFER, Box::new(read) as ReadHalf);
-    serve_session(read, Box::new(write), client, TransportKind::Ssl, shared).await;
+    match kind {
+        ServiceKind::Tcp | ServiceKind::Ssl => {
+            let (read, write) = tokio::io::split(stream);
+            serve_session(Box::new(read), Box::new(write), client, kind.transport(), shared).await;
+        }
+        ServiceKind::Ws | ServiceKind::Wss => crate::websocket::serve(stream, client, kind, shared).await,
+        ServiceKind::Http => crate::http_rpc::serve(stream, client, shared).await,
+    }
 }
 
-/// Serves a connection, its client known, until it closes: adds a session
-/// of `kind`, runs its writer and delivery, and reads requests.
-async fn serve_session(
-    read: BufReader<ReadHalf>,
-    write: WriteHalf,
+/// A session added for a connection whose streams are not yet attached.
+pub struct Opened {
+    session: Arc<SessionHandle<ServerHost>>,
+    writer: Arc<Writer>,
+    messages: mpsc::UnboundedReceiver<Vec<u8>>,
+    closed: watch::Receiver<Option<DisconnectReason>>,
+    ended: Arc<AtomicBool>,
     peer: SocketAddr,
     kind: TransportKind,
     shared: Arc<Shared>,
-) {
+}
+
+impl Opened {
+    /// The session, for a bridge that charges bytes it handles itself.
+    pub fn session(&self) -> Arc<SessionHandle<ServerHost>> {
+        self.session.clone()
+    }
+}
+
+/// Adds a session of `kind` for `peer`; the refusal (recorded) when the
+/// manager refuses it, for the caller to tell the client as its protocol can.
+pub fn open_session(
+    peer: SocketAddr,
+    kind: TransportKind,
+    shared: Arc<Shared>,
+) -> Result<Opened, indexer_sessions::Refusal> {
     let (writer, messages) = Writer::new(
         shared.options.max_queued,
         shared.options.config.limits.max_send_delay,
     );
     let writer = Arc::new(writer);
-    let (closed, mut closed_rx) = watch::channel(None);
-    let session_ended = Arc::new(AtomicBool::new(false));
+    let (closed, closed_rx) = watch::channel(None);
+    let ended = Arc::new(AtomicBool::new(false));
     let transport = ClientTransport {
         peer: PeerInfo { addr: peer, kind },
         writer: writer.clone(),
         closed,
         shared: Arc::downgrade(&shared),
-        ended: session_ended.clone(),
+        ended: ended.clone(),
     };
     let session = match shared.manager.add_session(transport) {
         Ok(session) => Arc::new(session),
-        Err(error) => {
-            // Dropping both halves closes the socket.
-            refused(peer, error.to_string(), &shared);
-            return;
+        Err(refusal) => {
+            refused(peer, refusal.to_string(), &shared);
+            return Err(refusal);
         }
     };
     let _ = writer.session.set(Arc::downgrade(&session));
+    Ok(Opened {
+        session,
+        writer,
+        messages,
+        closed: closed_rx,
+        ended,
+        peer,
+        kind,
+        shared,
+    })
+}
+
+/// The HTTP status that tells an HTTP or WebSocket client why its session
+/// was refused: 403 for a ban, 429 for a full IP group, 503 otherwise.
+pub fn refusal_status(refusal: &indexer_sessions::Refusal) -> u16 {
+    match refusal {
+        indexer_sessions::Refusal::Banned { .. } => 403,
+        indexer_sessions::Refusal::GroupFull { .. } => 429,
+        _ => 503,
+    }
+}
+
+/// Serves a connection, its client known, until it closes: adds a session
+/// of `kind` ([`open_session`]; a refused connection is closed) and runs it
+/// ([`run_session`]).
+pub async fn serve_session(
+    read: ReadHalf,
+    write: WriteHalf,
+    peer: SocketAddr,
+    kind: TransportKind,
+    shared: Arc<Shared>,
+) {
+    // Dropping both halves of a refused connection closes it.
+    if let Ok(opened) = open_session(peer, kind, shared) {
+        run_session(opened, read, write).await;
+    }
+}
+
+/// Runs an added session until it ends: its writer and delivery, and the
+/// read loop (newline JSON-RPC from `read`, replies and notifications to
+/// `write`).
+///
+/// An HTTP session (`TransportKind::Http`) starts negotiated (HTTP has no
+/// `server.version` handshake) and is sent no notifications.
+pub async fn run_session(opened: Opened, read: ReadHalf, write: WriteHalf) {
+    let Opened {
+        session,
+        writer,
+        messages,
+        closed: mut closed_rx,
+        ended: session_ended,
+        peer,
+        kind,
+        shared,
+    } = opened;
     if shared.options.log {
         tracing::info!(%peer, session = session.id().0, "connected");
     }
@@ -566,15 +663,16 @@ async fn serve_session(
     let writing = tokio::spawn(writer.clone().run(write, messages));
     let delivery = tokio::spawn(session.deliver());
     let reader = FrameReader {
-        reader: read,
+        reader: BufReader::with_capacity(READ_BUFFER, read),
         framer: LineFramer::new(shared.options.max_recv),
     };
+    let protocol = (kind == TransportKind::Http).then(|| PROTOCOL_VERSION.to_owned());
     let connection = Arc::new(Connection {
         shared,
         session,
         writer,
         peer,
-        protocol: Mutex::new(None),
+        protocol: Mutex::new(protocol),
         throttled: AtomicBool::new(false),
     });
     let mut tasks = JoinSet::new();

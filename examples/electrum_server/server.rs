@@ -1,7 +1,8 @@
 //! Starting and stopping the server: the chain, the session manager, the
-//! Electrum listeners (TCP, and TLS with `--tls`, both following
-//! `listener_state()` and serving sessions of the one manager), the admin listener,
-//! housekeeping and the block timer.
+//! Electrum listeners (TCP, TLS, WebSocket, secure WebSocket and HTTP, see
+//! `crate::services`; every one follows `listener_state()` and serves
+//! sessions of the one manager), the admin listener, housekeeping and the
+//! block timer.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::chain::{Chain, ChainError};
 use crate::hosts::{Hosts, Node};
 use crate::observe::{Observer, Site, serve_http};
+use crate::services::{Service, ServiceKind};
 use crate::tls::{Tls, TlsError};
 
 /// The server's host: one in-process node serves as index, node and
@@ -105,8 +107,10 @@ impl GroupLedger for ServerLedger {
 /// Everything the server is started with (see `crate::cli` for the flags).
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Electrum TCP listener (`--listen`).
-    pub listen: SocketAddr,
+    /// The Electrum listeners (`--listen`, `--tls`, `--ws`, `--wss`,
+    /// `--http`, or `SERVICES`); by default TCP on 127.0.0.1:50001 and TLS
+    /// on 127.0.0.1:50002.
+    pub services: Vec<Service>,
     /// Admin JSON-RPC listener (`--admin`).
     pub admin: SocketAddr,
     /// Blocks mined on top of genesis at start (`--blocks`).
@@ -136,16 +140,16 @@ pub struct Options {
     pub proxy_protocol: bool,
     /// How long a connection may take to send its PROXY header.
     pub proxy_header_timeout: Duration,
-    /// Electrum TLS listener (`--tls`); off when `None`.
-    pub tls: Option<SocketAddr>,
-    /// The TLS certificate chain, PEM (`--tls-cert`); without it (and
-    /// `tls_key`) a self-signed certificate is generated at start.
+    /// The certificate chain of the TLS listeners (`ssl`, `wss`), PEM
+    /// (`--tls-cert`); without it (and `tls_key`) a self-signed certificate
+    /// is generated at start.
     pub tls_cert: Option<PathBuf>,
     /// The TLS certificate's private key, PEM (`--tls-key`).
     pub tls_key: Option<PathBuf>,
-    /// How long a TLS client may take to complete its handshake; past it
-    /// the connection is closed without a session.
-    pub tls_handshake_timeout: Duration,
+    /// How long a client may take to complete its TLS handshake and, on a
+    /// WebSocket listener, its upgrade request; past it the connection is
+    /// closed without a session.
+    pub handshake_timeout: Duration,
     /// Group costs and bans shared with other servers through Redis
     /// (`--redis` and the flags that go with it).
     #[cfg(feature = "redis")]
@@ -215,7 +219,16 @@ pub enum LogFormat {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50001)),
+            services: vec![
+                Service {
+                    kind: ServiceKind::Tcp,
+                    addr: SocketAddr::from(([127, 0, 0, 1], 50001)),
+                },
+                Service {
+                    kind: ServiceKind::Ssl,
+                    addr: SocketAddr::from(([127, 0, 0, 1], 50002)),
+                },
+            ],
             admin: SocketAddr::from(([127, 0, 0, 1], 8000)),
             blocks: 110,
             pay_to: Vec::new(),
@@ -229,10 +242,9 @@ impl Default for Options {
             log: true,
             proxy_protocol: false,
             proxy_header_timeout: Duration::from_secs(5),
-            tls: None,
             tls_cert: None,
             tls_key: None,
-            tls_handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
             #[cfg(feature = "redis")]
             redis: RedisOptions::default(),
         }
@@ -321,8 +333,10 @@ impl Shared {
 
 /// A running server.
 pub struct ServerHandle {
-    listen: SocketAddr,
-    tls: Option<(SocketAddr, String)>,
+    /// The listeners, with the addresses they were bound to.
+    services: Vec<Service>,
+    /// The TLS certificate's SHA-256 fingerprint, with a TLS listener.
+    fingerprint: Option<String>,
     admin: SocketAddr,
     metrics: Option<SocketAddr>,
     status: Option<SocketAddr>,
@@ -331,19 +345,41 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The bound Electrum address (the real port when started on port 0).
+    /// The listeners, each with the address it was bound to (the real
+    /// port when started on port 0).
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The bound address of the first listener of `kind`, if any.
+    #[allow(dead_code)] // for tests
+    pub fn addr_of(&self, kind: ServiceKind) -> Option<SocketAddr> {
+        self.services
+            .iter()
+            .find(|service| service.kind == kind)
+            .map(|service| service.addr)
+    }
+
+    /// The bound address of the first TCP listener.
+    ///
+    /// # Panics
+    /// When the server has no TCP listener (a test's mistake).
+    #[allow(dead_code)] // for tests
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen
+        self.addr_of(ServiceKind::Tcp)
+            .expect("the server has a TCP listener")
     }
 
-    /// The bound `--tls` address, if any.
+    /// The bound address of the first TLS listener, if any.
+    #[allow(dead_code)] // for tests
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().map(|(addr, _)| *addr)
+        self.addr_of(ServiceKind::Ssl)
     }
 
-    /// The TLS certificate's SHA-256 fingerprint (`AB:CD:…`), with `--tls`.
+    /// The TLS certificate's SHA-256 fingerprint (`AB:CD:…`), with a TLS
+    /// (`ssl` or `wss`) listener.
     pub fn tls_fingerprint(&self) -> Option<&str> {
-        self.tls.as_ref().map(|(_, fingerprint)| fingerprint.as_str())
+        self.fingerprint.as_deref()
     }
 
     /// The bound admin address.
@@ -487,24 +523,28 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
         .mempool(hosts.clone())
         .ledger(group_ledger)
         .build()?;
-    let listener = bind(options.listen).await?;
-    let admin_listener = bind(options.admin).await?;
-    // The certificate is read (or generated) before the TLS listener is bound.
-    let tls_listener = match options.tls {
-        Some(addr) => {
-            let tls = crate::tls::load(options.tls_cert.as_deref(), options.tls_key.as_deref())?;
-            let (listener, local) = bound(addr).await?;
-            Some((listener, local, tls))
-        }
-        None => None,
+    // The certificate is read (or generated) before any listener is bound.
+    let tls = match options.services.iter().any(|service| service.kind.is_tls()) {
+        true => Some(crate::tls::load(
+            options.tls_cert.as_deref(),
+            options.tls_key.as_deref(),
+        )?),
+        false => None,
     };
-    let tls = tls_listener
-        .as_ref()
-        .map(|(_, addr, tls)| (*addr, tls.fingerprint.clone()));
-    let listen = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: options.listen,
-        source,
-    })?;
+    let mut listeners = Vec::with_capacity(options.services.len());
+    for service in &options.services {
+        let (listener, addr) = bound(service.addr).await?;
+        listeners.push((
+            listener,
+            Service {
+                kind: service.kind,
+                addr,
+            },
+        ));
+    }
+    let services: Vec<Service> = listeners.iter().map(|(_, service)| *service).collect();
+    let fingerprint = tls.as_ref().map(|tls| tls.fingerprint.clone());
+    let admin_listener = bind(options.admin).await?;
     let admin = admin_listener.local_addr().map_err(|source| StartError::Bind {
         addr: options.admin,
         source,
@@ -547,9 +587,14 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     tasks.push(tokio::spawn(async move {
         housekeeping.run_housekeeping().await;
     }));
-    tasks.push(tokio::spawn(accept_loop(listener, None, shared.clone())));
-    if let Some((listener, _, tls)) = tls_listener {
-        tasks.push(tokio::spawn(accept_loop(listener, Some(tls), shared.clone())));
+    for (index, (listener, service)) in listeners.into_iter().enumerate() {
+        let tls = service.kind.is_tls().then(|| tls.clone()).flatten();
+        let accept = Accept {
+            kind: service.kind,
+            tls,
+            log_pauses: index == 0,
+        };
+        tasks.push(tokio::spawn(accept_loop(listener, accept, shared.clone())));
     }
     tasks.push(tokio::spawn(crate::admin::serve(admin_listener, shared.clone())));
     if let (Some((listener, _)), Some(handle)) = (metrics_listener, prometheus) {
@@ -575,8 +620,8 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
         }));
     }
     Ok(ServerHandle {
-        listen,
-        tls,
+        services,
+        fingerprint,
         admin,
         metrics: metrics_addr,
         status: status_addr,
@@ -585,13 +630,22 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     })
 }
 
-/// Accepts connections (TLS ones with `tls`) while the manager says
-/// `Accepting`; stops calling `accept` while it says `Paused` (new
-/// connections wait in the backlog) and returns at `Stopped`. Every
-/// listener follows the one manager; only the TCP one logs pauses.
-async fn accept_loop(listener: TcpListener, tls: Option<Tls>, shared: Arc<Shared>) {
+/// What a listener's connections are and how they start.
+struct Accept {
+    /// What its connections speak.
+    kind: ServiceKind,
+    /// Its TLS acceptor (for `ssl` and `wss`).
+    tls: Option<Tls>,
+    /// Whether it logs the manager's pauses (one listener does).
+    log_pauses: bool,
+}
+
+/// Accepts connections while the manager says `Accepting`; stops calling
+/// `accept` while it says `Paused` (new connections wait in the backlog)
+/// and returns at `Stopped`. Every listener follows the one manager.
+async fn accept_loop(listener: TcpListener, accept: Accept, shared: Arc<Shared>) {
     let log = |message: std::fmt::Arguments<'_>| {
-        if tls.is_none() {
+        if accept.log_pauses {
             shared.log(message);
         }
     };
@@ -617,14 +671,10 @@ async fn accept_loop(listener: TcpListener, tls: Option<Tls>, shared: Arc<Shared
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => match &tls {
-                    None => drop(tokio::spawn(crate::rpc::serve(stream, shared.clone()))),
-                    Some(tls) => drop(tokio::spawn(crate::rpc::serve_tls(
-                        stream,
-                        tls.acceptor.clone(),
-                        shared.clone(),
-                    ))),
-                },
+                Ok((stream, _)) => {
+                    let acceptor = accept.tls.as_ref().map(|tls| tls.acceptor.clone());
+                    drop(tokio::spawn(crate::rpc::serve(stream, accept.kind, acceptor, shared.clone())));
+                }
                 Err(error) => {
                     shared.warn(format_args!("accept failed: {error}"));
                     // Out of file descriptors, most likely: give sessions time to end.

@@ -14,6 +14,9 @@ mod cli;
 #[path = "../../examples/electrum_server/hosts.rs"]
 mod hosts;
 #[allow(dead_code)]
+#[path = "../../examples/electrum_server/http_rpc.rs"]
+mod http_rpc;
+#[allow(dead_code)]
 #[path = "../../examples/electrum_server/jsonrpc.rs"]
 mod jsonrpc;
 #[allow(dead_code)]
@@ -29,11 +32,17 @@ mod rpc;
 #[path = "../../examples/electrum_server/server.rs"]
 mod server;
 #[allow(dead_code)]
+#[path = "../../examples/electrum_server/services.rs"]
+mod services;
+#[allow(dead_code)]
 #[path = "../../examples/electrum_server/tls.rs"]
 mod tls;
 #[allow(dead_code)]
 #[path = "../../examples/electrum_server/wallet.rs"]
 mod wallet;
+#[allow(dead_code)]
+#[path = "../../examples/electrum_server/websocket.rs"]
+mod websocket;
 #[allow(dead_code)] // each test binary uses part of it
 #[path = "observe.rs"]
 mod support;
