@@ -5,9 +5,17 @@
 //! panics, every reply is one line of valid JSON, every result reply fits
 //! its byte limit, and every id comes back byte for byte.
 //!
-//! The unbounded version is `fuzz/fuzz_targets/jsonrpc_frame.rs`
-//! (`cargo +nightly fuzz run jsonrpc_frame`).
+//! The HTTP listener's request parsing (`http_request.rs`) is fuzzed the
+//! same way: random bytes, and mutated valid requests (POST, GET with
+//! URL-encoded params, OPTIONS), checked by `tests/http_checks`.
+//!
+//! The unbounded versions are `fuzz/fuzz_targets/jsonrpc_frame.rs` and
+//! `http_request.rs` (`cargo +nightly fuzz run jsonrpc_frame`).
 
+mod http_checks;
+#[allow(dead_code)]
+#[path = "../examples/electrum_server/http_request.rs"]
+mod http_request;
 #[allow(dead_code)]
 #[path = "../examples/electrum_server/jsonrpc.rs"]
 mod jsonrpc;
@@ -313,4 +321,164 @@ fn deep_nesting_and_huge_numbers_are_answered() {
     let big_id = format!(r#"{{"id":{},"method":"echo"}}{}"#, "9".repeat(5000), "\n");
     let replies = run(big_id.as_bytes(), 100, 1 << 20, 100);
     check(&replies);
+}
+
+/// Well-formed HTTP requests: a POST of a JSON-RPC request or batch, a GET
+/// of a method with URL-encoded params, an OPTIONS, with a few headers.
+fn http_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let post = request_strategy().prop_map(|body| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    });
+    let get = (
+        "[a-z.]{1,30}",
+        proptest::option::of("[a-z0-9\\[\\]\",{}: %+]{0,60}"),
+    )
+        .prop_map(|(method, params)| {
+            let query = params
+                .map(|params| format!("?params={params}"))
+                .unwrap_or_default();
+            format!("GET /v1/{method}{query} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        });
+    let options = Just("OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned());
+    prop_oneof![post, get, options].prop_map(String::into_bytes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn http_random_bytes_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        max_body in 0usize..2000,
+    ) {
+        http_checks::check_request(&bytes, max_body);
+    }
+
+    #[test]
+    fn http_requests_become_one_line_each(request in http_strategy(), max_body in 0usize..4000) {
+        http_checks::check_request(&request, max_body);
+    }
+
+    #[test]
+    fn http_mutated_requests_never_panic(
+        request in http_strategy(),
+        edits in proptest::collection::vec(edit_strategy(), 1..8),
+        max_body in 0usize..4000,
+    ) {
+        http_checks::check_request(&mutate(request, &edits), max_body);
+    }
+
+    #[test]
+    fn http_percent_decoding_round_trips(text in any::<String>()) {
+        http_checks::check_percent_round_trip(&text);
+    }
+}
+
+#[test]
+fn http_requests_parse_as_curl_and_browsers_send_them() {
+    use http_request::{Call, HttpError, parse_head, translate};
+    let post = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
+    let head = parse_head(post, 100).unwrap().expect("complete");
+    assert_eq!(
+        (head.method.as_str(), head.content_length, head.keep_alive),
+        ("POST", 2, true)
+    );
+    assert_eq!(head.len, post.len() - 2);
+    // Incomplete, then too long.
+    assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost:", 100), Ok(None));
+    let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(20_000));
+    assert_eq!(parse_head(long.as_bytes(), 100), Err(HttpError::HeadTooLarge));
+    // HTTP/1.0 closes unless asked; 1.1 stays open unless asked.
+    assert!(
+        !parse_head(b"GET / HTTP/1.0\r\n\r\n", 0)
+            .unwrap()
+            .unwrap()
+            .keep_alive
+    );
+    assert!(
+        parse_head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0)
+            .unwrap()
+            .unwrap()
+            .keep_alive
+    );
+    assert!(
+        !parse_head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 0)
+            .unwrap()
+            .unwrap()
+            .keep_alive
+    );
+    // Chunked bodies and oversized bodies are refused with their statuses.
+    let chunked = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 100);
+    assert_eq!(chunked.unwrap_err().status().0, 411);
+    let big = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 100);
+    assert_eq!(big.unwrap_err().status().0, 413);
+    // GET with URL-encoded params.
+    let get = b"GET /v1/blockchain.scripthash.get_balance?params=%5B%22ab%22%5D HTTP/1.1\r\n\r\n";
+    let head = parse_head(get, 0).unwrap().unwrap();
+    let Ok(Call::Rpc {
+        line,
+        reply_expected: true,
+    }) = translate(&head, b"")
+    else {
+        panic!("a request");
+    };
+    let request: Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(request["method"], "blockchain.scripthash.get_balance");
+    assert_eq!(request["params"], serde_json::json!(["ab"]));
+    // A notification expects no reply; a batch of them neither; an invalid body does.
+    let reply_expected = |body: &[u8]| {
+        let head = parse_head(b"POST / HTTP/1.1\r\n\r\n", 0).unwrap().unwrap();
+        match translate(&head, body) {
+            Ok(Call::Rpc { reply_expected, .. }) => reply_expected,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(!reply_expected(br#"{"jsonrpc":"2.0","method":"server.ping"}"#));
+    assert!(!reply_expected(br#"[{"method":"a"},{"method":"b"}]"#));
+    assert!(reply_expected(br#"[{"method":"a"},{"id":1,"method":"b"}]"#));
+    assert!(reply_expected(b"not json"));
+    // A pretty-printed body stays one line.
+    let Ok(Call::Rpc { line, .. }) = translate(
+        &head_of(b"POST /v1 HTTP/1.1\r\n\r\n"),
+        b"{\n \"id\": 1,\r\n \"method\": \"m\"\n}",
+    ) else {
+        panic!()
+    };
+    assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+    // Paths and methods that are not served.
+    assert_eq!(
+        translate(&head_of(b"GET /v2/x HTTP/1.1\r\n\r\n"), b"")
+            .unwrap_err()
+            .status()
+            .0,
+        404
+    );
+    assert_eq!(
+        translate(&head_of(b"DELETE / HTTP/1.1\r\n\r\n"), b"")
+            .unwrap_err()
+            .status()
+            .0,
+        405
+    );
+    assert_eq!(
+        translate(&head_of(b"GET /v1/m?params=7 HTTP/1.1\r\n\r\n"), b"")
+            .unwrap_err()
+            .status()
+            .0,
+        400
+    );
+    assert_eq!(
+        translate(&head_of(b"GET /v1/m?params=%zz HTTP/1.1\r\n\r\n"), b"")
+            .unwrap_err()
+            .status()
+            .0,
+        400
+    );
+}
+
+fn head_of(bytes: &[u8]) -> http_request::Head {
+    http_request::parse_head(bytes, 1000).unwrap().unwrap()
 }

@@ -13,6 +13,7 @@ mod admin;
 mod chain;
 mod cli;
 mod hosts;
+mod http_request;
 mod http_rpc;
 #[allow(dead_code)] // shared with the tests and the fuzz target, which use more of it
 mod jsonrpc;

@@ -14,6 +14,9 @@ mod cli;
 #[path = "../../examples/electrum_server/hosts.rs"]
 mod hosts;
 #[allow(dead_code)]
+#[path = "../../examples/electrum_server/http_request.rs"]
+mod http_request;
+#[allow(dead_code)]
 #[path = "../../examples/electrum_server/http_rpc.rs"]
 mod http_rpc;
 #[allow(dead_code)]
