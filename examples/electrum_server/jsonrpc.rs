@@ -653,6 +653,25 @@ mod tests {
     }
 
     #[test]
+    fn framer_grows_with_a_line_and_lets_it_go() {
+        let mut framer = LineFramer::new(1 << 20);
+        let long = vec![b'x'; 300_000];
+        for chunk in long.chunks(1024) {
+            assert_eq!(framer.push(chunk), (chunk.len(), None));
+        }
+        assert!(framer.line.capacity() >= long.len());
+        let (_, frame) = framer.push(b"\n");
+        assert_eq!(frame, Some(Frame::Line(long)));
+        // At rest the framer holds no buffer: the line left with its frame.
+        assert_eq!(framer.line.capacity(), 0);
+        // Likewise after a dropped (too long) line.
+        let mut framer = LineFramer::new(10);
+        framer.push(&[b'y'; 100]);
+        framer.push(b"\n");
+        assert_eq!(framer.line.capacity(), 0);
+    }
+
+    #[test]
     fn clip_and_quote_bound_the_echo() {
         let long = "é".repeat(1000);
         assert_eq!(clip(&long, 3), "ééé…");

@@ -39,7 +39,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -83,11 +83,12 @@ impl std::error::Error for NotSent {}
 
 /// The connection's outgoing queue, shared by replies and notifications,
 /// drained by one writer task ([`Writer::run`]) with a deadline on every
-/// write.
+/// write. Empty, it holds no buffer: an idle connection costs only the
+/// struct.
 pub struct Writer {
-    queue: mpsc::UnboundedSender<Vec<u8>>,
-    /// Bytes queued and not yet written.
-    queued: Mutex<usize>,
+    queue: Mutex<Queue>,
+    /// Signalled when a message is queued (or the writer stops).
+    ready: Notify,
     /// Signalled whenever queued bytes are written (or the writer stops).
     drained: Notify,
     /// Most bytes queued at once (one message may be larger when the queue is empty).
@@ -98,26 +99,34 @@ pub struct Writer {
     session: OnceLock<Weak<SessionHandle<ServerHost>>>,
 }
 
+/// Messages waiting to be written.
+#[derive(Default)]
+struct Queue {
+    messages: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes queued and not yet written (the one being written included).
+    bytes: usize,
+    /// The writer has stopped: nothing more is written.
+    closed: bool,
+}
+
 impl Writer {
-    fn new(max_queued: usize, send_delay: Duration) -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        let writer = Writer {
-            queue,
-            queued: Mutex::new(0),
+    fn new(max_queued: usize, send_delay: Duration) -> Self {
+        Writer {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
             drained: Notify::new(),
             max_queued,
             send_delay,
             session: OnceLock::new(),
-        };
-        (writer, receiver)
+        }
     }
 
     fn session(&self) -> Option<Arc<SessionHandle<ServerHost>>> {
         self.session.get().and_then(Weak::upgrade)
     }
 
-    fn queued(&self) -> usize {
-        *self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues one message (newline included), waiting up to `max_send_delay`
@@ -135,20 +144,21 @@ impl Writer {
             tokio::pin!(drained);
             drained.as_mut().enable();
             {
-                let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-                if *queued == 0 || *queued + len <= self.max_queued {
-                    if self.queue.is_closed() {
-                        return Err(NotSent);
-                    }
-                    *queued += len;
-                    let _ = self.queue.send(bytes);
+                let mut queue = self.lock();
+                if queue.closed {
+                    return Err(NotSent);
+                }
+                if queue.bytes == 0 || queue.bytes + len <= self.max_queued {
+                    queue.bytes += len;
+                    queue.messages.push_back(bytes);
                     break;
                 }
             }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() || self.queue.is_closed() {
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
                 return Err(NotSent);
             }
         }
+        self.ready.notify_one();
         if !recorded && let Some(session) = self.session() {
             session.record_sent(len);
         }
@@ -163,23 +173,44 @@ impl Writer {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.queued() == 0 {
-                return true;
+            {
+                let queue = self.lock();
+                if queue.bytes == 0 || queue.closed {
+                    return queue.bytes == 0;
+                }
             }
-            if self.queue.is_closed() || tokio::time::timeout_at(deadline, drained).await.is_err() {
-                return self.queued() == 0;
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.lock().bytes == 0;
             }
+        }
+    }
+
+    /// The next message to write, waiting for one.
+    async fn next(&self) -> Vec<u8> {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            {
+                let mut queue = self.lock();
+                if let Some(bytes) = queue.messages.pop_front() {
+                    if queue.messages.is_empty() && queue.messages.capacity() > 4 {
+                        // A burst is over: give its slots back.
+                        queue.messages = std::collections::VecDeque::new();
+                    }
+                    return bytes;
+                }
+            }
+            ready.await;
         }
     }
 
     /// Writes queued messages in order, each within `max_send_delay`; a
     /// write that misses it (the client stopped reading) or fails ends the
     /// session.
-    async fn run(self: Arc<Self>, mut half: WriteHalf, mut messages: mpsc::UnboundedReceiver<Vec<u8>>) {
+    async fn run(self: Arc<Self>, mut half: WriteHalf) {
         let failure = loop {
-            let Some(bytes) = messages.recv().await else {
-                return;
-            };
+            let bytes = self.next().await;
             // TLS holds written bytes until flushed; a socket's flush does nothing.
             let write = async {
                 half.write_all(&bytes).await?;
@@ -187,14 +218,18 @@ impl Writer {
             };
             match tokio::time::timeout(self.send_delay, write).await {
                 Ok(Ok(())) => {
-                    *self.queued.lock().unwrap_or_else(|p| p.into_inner()) -= bytes.len();
+                    self.lock().bytes -= bytes.len();
                     self.drained.notify_waiters();
                 }
                 Ok(Err(error)) => break DisconnectReason::TransportError(Arc::new(error)),
                 Err(_) => break DisconnectReason::SendTimeout,
             }
         };
-        messages.close();
+        {
+            let mut queue = self.lock();
+            queue.closed = true;
+            queue.messages = std::collections::VecDeque::new();
+        }
         self.drained.notify_waiters();
         if let Some(session) = self.session() {
             session.close(failure).await;
@@ -267,6 +302,12 @@ struct FrameReader {
 }
 
 impl FrameReader {
+    /// The next frame; `None` at the end of the stream.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: bytes are taken from the reader's buffer and pushed to
+    /// the framer in one step between awaits, so a dropped call loses
+    /// nothing (a partial line stays in the framer).
     async fn next(&mut self) -> std::io::Result<Option<Frame>> {
         loop {
             let buf = self.reader.fill_buf().await?;
@@ -460,7 +501,7 @@ pub struct Connection {
 /// The size of a connection's read buffer. Small: a request longer than it
 /// is gathered by the framer (which holds one line, up to `--max-recv`, and
 /// lets it go once parsed), so an idle connection holds only this.
-const READ_BUFFER: usize = 2 * 1024;
+const READ_BUFFER: usize = 1024;
 
 /// The buffer that reads a PROXY header (`--proxy-protocol`); bytes read
 /// past the header stay in it and are read first by what follows.
@@ -526,7 +567,7 @@ pub async fn serve(stream: TcpStream, kind: ServiceKind, acceptor: Option<TlsAcc
         None => stream,
         Some(acceptor) => {
             let limit = shared.options.handshake_timeout;
-            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            match tokio::time::timeout(limit, Box::pin(acceptor.accept(stream))).await {
                 Ok(Ok(stream)) => Box::new(stream),
                 Ok(Err(error)) => {
                     refused(client, format!("TLS handshake failed: {error}"), &shared);
@@ -548,8 +589,10 @@ pub async fn serve(stream: TcpStream, kind: ServiceKind, acceptor: Option<TlsAcc
             let (read, write) = tokio::io::split(stream);
             serve_session(Box::new(read), Box::new(write), client, kind.transport(), shared).await;
         }
-        ServiceKind::Ws | ServiceKind::Wss => crate::websocket::serve(stream, client, kind, shared).await,
-        ServiceKind::Http => crate::http_rpc::serve(stream, client, shared).await,
+        ServiceKind::Ws | ServiceKind::Wss => {
+            Box::pin(crate::websocket::serve(stream, client, kind, shared)).await
+        }
+        ServiceKind::Http => Box::pin(crate::http_rpc::serve(stream, client, shared)).await,
     }
 }
 
@@ -557,7 +600,6 @@ pub async fn serve(stream: TcpStream, kind: ServiceKind, acceptor: Option<TlsAcc
 pub struct Opened {
     session: Arc<SessionHandle<ServerHost>>,
     writer: Arc<Writer>,
-    messages: mpsc::UnboundedReceiver<Vec<u8>>,
     closed: watch::Receiver<Option<DisconnectReason>>,
     ended: Arc<AtomicBool>,
     peer: SocketAddr,
@@ -579,7 +621,7 @@ pub fn open_session(
     kind: TransportKind,
     shared: Arc<Shared>,
 ) -> Result<Opened, indexer_sessions::Refusal> {
-    let (writer, messages) = Writer::new(
+    let writer = Writer::new(
         shared.options.max_queued,
         shared.options.config.limits.max_send_delay,
     );
@@ -604,7 +646,6 @@ pub fn open_session(
     Ok(Opened {
         session,
         writer,
-        messages,
         closed: closed_rx,
         ended,
         peer,
@@ -649,7 +690,6 @@ pub async fn run_session(opened: Opened, read: ReadHalf, write: WriteHalf) {
     let Opened {
         session,
         writer,
-        messages,
         closed: mut closed_rx,
         ended: session_ended,
         peer,
@@ -660,7 +700,7 @@ pub async fn run_session(opened: Opened, read: ReadHalf, write: WriteHalf) {
         tracing::info!(%peer, session = session.id().0, "connected");
     }
     shared.observer.connected();
-    let writing = tokio::spawn(writer.clone().run(write, messages));
+    let writing = tokio::spawn(writer.clone().run(write));
     let delivery = tokio::spawn(session.deliver());
     let reader = FrameReader {
         reader: BufReader::with_capacity(READ_BUFFER, read),
@@ -737,8 +777,19 @@ impl Connection {
 
     async fn read_loop(self: &Arc<Self>, mut reader: FrameReader, tasks: &mut JoinSet<()>) {
         loop {
-            while tasks.try_join_next().is_some() {}
-            let frame = match reader.next().await {
+            // Finished requests are reaped while waiting for the next line:
+            // a finished task keeps its memory (the size of its future)
+            // until it is joined, and an idle connection should hold none.
+            let next = loop {
+                tokio::select! {
+                    biased;
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    // Cancel-safe: a partial line stays in the framer and
+                    // the bytes not yet framed in the reader's buffer.
+                    next = reader.next() => break next,
+                }
+            };
+            let frame = match next {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(error) => {
@@ -805,7 +856,12 @@ impl Connection {
                 };
                 if request.method == "server.version" || !self.negotiated() {
                     // In order: nothing else is read before the version is settled.
-                    if let Some(reply) = self.execute(&request, permit, self.max_send()).await.reply {
+                    // Boxed, here and below: a connection's future is as large
+                    // as its largest await, and it lives as long as the
+                    // connection; running a request needs far more than
+                    // waiting for one.
+                    let executed = Box::pin(self.execute(&request, permit, self.max_send())).await;
+                    if let Some(reply) = executed.reply {
                         return self.send(reply, false).await;
                     }
                 } else {
@@ -814,7 +870,7 @@ impl Connection {
                     // Owned by the task: the id's text and the request.
                     let id = request.id.map(Id::into_owned);
                     let (method, params) = (request.method, request.params);
-                    tasks.spawn(async move {
+                    let task = async move {
                         let request = Request {
                             id: id.as_deref().and_then(Id::new),
                             method,
@@ -823,7 +879,8 @@ impl Connection {
                         if let Some(reply) = connection.execute(&request, permit, max).await.reply {
                             connection.send(reply, false).await;
                         }
-                    });
+                    };
+                    tasks.spawn(task);
                 }
                 true
             }
@@ -877,7 +934,7 @@ impl Connection {
                     continue;
                 }
             };
-            let executed = self.execute(&request, permit, batch.room()).await;
+            let executed = Box::pin(self.execute(&request, permit, batch.room())).await;
             if executed.too_large {
                 batch.set_full();
             }
