@@ -171,7 +171,9 @@ fn run(child: &mut Child, count: usize, in_flight: usize) -> Result<(u64, u64), 
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut addr = None;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(listen) = line.strip_prefix("listening on tcp://") {
+        // `listening on tcp://ADDR` (servers before 0.2 printed no scheme).
+        let listen = line.strip_prefix("listening on ").map(|rest| rest.trim_start_matches("tcp://"));
+        if let Some(listen) = listen {
             addr = listen.trim().parse::<SocketAddr>().ok();
             break;
         }
