@@ -172,7 +172,9 @@ fn run(child: &mut Child, count: usize, in_flight: usize) -> Result<(u64, u64), 
     let mut addr = None;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         // `listening on tcp://ADDR` (servers before 0.2 printed no scheme).
-        let listen = line.strip_prefix("listening on ").map(|rest| rest.trim_start_matches("tcp://"));
+        let listen = line
+            .strip_prefix("listening on ")
+            .map(|rest| rest.trim_start_matches("tcp://"));
         if let Some(listen) = listen {
             addr = listen.trim().parse::<SocketAddr>().ok();
             break;

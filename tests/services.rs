@@ -4,7 +4,8 @@
 //! WebSocket and secure WebSocket with `tokio-tungstenite`, and over HTTP;
 //! all of them sessions of one manager, so a client using two services at
 //! once shares one IP group's cost, and a ban refuses it on every service
-//! with a status its protocol can show. Plus the `SERVICES` syntax.
+//! with a status its protocol can show; a web page in headless Chromium
+//! calls it over WebSocket and HTTP (CORS). Plus the `SERVICES` syntax.
 #![cfg(feature = "tokio")]
 
 include!("support/example_server.rs");
@@ -782,4 +783,104 @@ fn services_are_given_as_electrumx_lists_them_or_by_flags() {
         crate::services::parse_list("tcp://:1,rpc://"),
         Ok(entries) if entries == vec![Entry::Service(service(ServiceKind::Tcp, "0.0.0.0:1")), Entry::Rpc(None)]
     ));
+}
+
+/// Debian's Chromium (`scripts/test.sh` installs it).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The text of `<pre id="ID">…</pre>` in a dumped DOM.
+fn element_text<'a>(dom: &'a str, id: &str) -> &'a str {
+    let open = format!("<pre id=\"{id}\">");
+    let start = dom.find(&open).unwrap_or_else(|| panic!("no #{id} in {dom}")) + open.len();
+    let end = dom[start..].find("</pre>").expect("closed") + start;
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_calls_the_server_over_websocket_and_http_in_chromium() {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "this test loads a web page in headless Chromium, and {CHROMIUM} is missing: \
+         run scripts/test.sh (it installs it), or `apt-get install -y chromium`"
+    );
+    let key = TestKey::from_seed([30; 32]);
+    let server = start_all(&key, &[]).await;
+    let ws = server.addr_of(ServiceKind::Ws).unwrap();
+    let http = server.addr_of(ServiceKind::Http).unwrap();
+    let dir = std::env::temp_dir().join(format!("indexer-sessions-web-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("profile")).unwrap();
+    // A page as a web wallet would be: a WebSocket for subscriptions, and
+    // HTTP for one-off calls (the POST with a JSON content type is
+    // preceded by a CORS preflight).
+    let page = format!(
+        r#"<!doctype html><html><body>
+<pre id="ws">pending</pre><pre id="get">pending</pre><pre id="post">pending</pre>
+<script>
+const show = (id, text) => {{ document.getElementById(id).textContent = text; }};
+const socket = new WebSocket("ws://{ws}/");
+socket.onopen = () => {{
+  socket.send(JSON.stringify({{jsonrpc: "2.0", id: 1, method: "server.version", params: ["browser", "1.4"]}}));
+  socket.send(JSON.stringify({{jsonrpc: "2.0", id: 2, method: "blockchain.headers.subscribe", params: []}}));
+}};
+socket.onmessage = (event) => {{
+  const message = JSON.parse(event.data);
+  if (message.id === 2) show("ws", "height " + message.result.height);
+}};
+socket.onerror = () => show("ws", "error");
+fetch("http://{http}/v1/blockchain.headers.subscribe")
+  .then((response) => response.json())
+  .then((message) => show("get", "height " + message.result.height))
+  .catch((error) => show("get", "error " + error));
+fetch("http://{http}/", {{
+  method: "POST",
+  headers: {{"Content-Type": "application/json"}},
+  body: JSON.stringify({{jsonrpc: "2.0", id: 7, method: "server.ping", params: []}}),
+}})
+  .then((response) => response.json())
+  .then((message) => show("post", "id " + message.id + " result " + message.result))
+  .catch((error) => show("post", "error " + error));
+</script></body></html>"#
+    );
+    let file = dir.join("wallet.html");
+    std::fs::write(&file, page).unwrap();
+    let mut chromium = std::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("file://{}", file.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts chromium");
+    let mut stdout = chromium.stdout.take().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut dom = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut dom).map(|_| dom)
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while chromium.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = chromium.kill();
+            let _ = chromium.wait();
+            panic!("chromium did not finish within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dom = reading.join().unwrap().expect("reads chromium's output");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(element_text(&dom, "ws"), "height 105", "{dom}");
+    assert_eq!(element_text(&dom, "get"), "height 105", "{dom}");
+    assert_eq!(element_text(&dom, "post"), "id 7 result null", "{dom}");
+    server.shutdown().await;
 }
