@@ -779,6 +779,125 @@ impl Chain {
         Ok((txid.to_byte_array(), touched.list))
     }
 
+    /// Removes a mempool transaction that no other mempool transaction
+    /// spends (a trial's, in reverse order of acceptance): its entry, its
+    /// spends and its place in the arrival order.
+    fn evict(&mut self, txid: &Txid) {
+        if let Some(entry) = self.mempool.remove(txid) {
+            for txin in &entry.tx.input {
+                self.mempool_spends.remove(&txin.previous_output);
+            }
+            self.mempool_order.retain(|other| other != txid);
+        }
+    }
+
+    /// `blockchain.transaction.testmempoolaccept`: whether each of `raws`
+    /// would be accepted, in order, each seeing the ones before it (a
+    /// child may follow its parents). The mempool is left as it was.
+    /// Per transaction: its txid and wtxid (display hex; empty when it does
+    /// not parse) and `Ok` or the error.
+    pub fn test_accept(&mut self, raws: &[Vec<u8>]) -> Vec<(String, String, Result<(), ChainError>)> {
+        let mut accepted = Vec::new();
+        let mut results = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let ids = deserialize::<Transaction>(raw)
+                .map(|tx| (tx.compute_txid().to_string(), tx.compute_wtxid().to_string()))
+                .unwrap_or_default();
+            let result = self
+                .accept_transaction(raw)
+                .map(|(txid, _)| accepted.push(Txid::from_byte_array(txid)));
+            results.push((ids.0, ids.1, result));
+        }
+        for txid in accepted.iter().rev() {
+            self.evict(txid);
+        }
+        results
+    }
+
+    /// `blockchain.transaction.broadcast_package`: a child and its parents
+    /// (the child last, spending an output of each parent; no parent
+    /// spending another), accepted together or not at all. Returns the
+    /// scripthashes touched, or, when the package's shape is wrong, its
+    /// error; or the failures (txid, Bitcoin Core's reason) of the
+    /// transactions refused, the mempool left as it was.
+    ///
+    /// # Errors
+    /// The package's shape, as text.
+    #[allow(clippy::type_complexity)]
+    pub fn accept_package(
+        &mut self,
+        raws: &[Vec<u8>],
+    ) -> Result<Result<Vec<ScriptHash>, Vec<(String, String)>>, String> {
+        let txs: Vec<Transaction> = raws
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                deserialize(raw).map_err(|error| format!("transaction {index} does not parse: {error}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let Some((child, parents)) = txs.split_last() else {
+            return Err("package-not-sorted: an empty package".to_owned());
+        };
+        if parents.is_empty() {
+            return Err("package-not-child-with-parents: a package needs a child and its parents".to_owned());
+        }
+        let parent_ids: Vec<Txid> = parents.iter().map(Transaction::compute_txid).collect();
+        for (index, parent) in parents.iter().enumerate() {
+            if parent
+                .input
+                .iter()
+                .any(|input| parent_ids.contains(&input.previous_output.txid))
+            {
+                return Err(format!(
+                    "package-not-child-with-unconfirmed-parents: parent {index} spends another parent"
+                ));
+            }
+            if !child
+                .input
+                .iter()
+                .any(|input| input.previous_output.txid == parent_ids[index])
+            {
+                return Err(format!(
+                    "package-not-child-with-parents: the child does not spend parent {index}"
+                ));
+            }
+        }
+        let mut accepted = Vec::new();
+        let mut touched = Vec::new();
+        let mut failures = Vec::new();
+        for (raw, tx) in raws.iter().zip(&txs) {
+            match self.accept_transaction(raw) {
+                Ok((txid, scripts)) => {
+                    accepted.push(Txid::from_byte_array(txid));
+                    touched.extend(scripts);
+                }
+                Err(error) => failures.push((tx.compute_txid().to_string(), error.rejection())),
+            }
+        }
+        if failures.is_empty() {
+            return Ok(Ok(touched));
+        }
+        for txid in accepted.iter().rev() {
+            self.evict(txid);
+        }
+        Ok(Err(failures))
+    }
+
+    /// `mempool.recent`: the last `count` transactions to enter the
+    /// mempool, newest first: txid (display hex), fee (sats), vsize.
+    pub fn recent_mempool(&self, count: usize) -> Vec<(String, u64, u64)> {
+        self.mempool_order
+            .iter()
+            .rev()
+            .take(count)
+            .filter_map(|txid| {
+                self.mempool
+                    .get(txid)
+                    .map(|entry| (txid.to_string(), entry.fee, entry.vsize))
+            })
+            .collect()
+    }
+
     /// Mines one block holding the whole mempool in arrival order, after a coinbase
     /// paying subsidy plus fees to the chain key, and empties the mempool.
     pub fn mine_block(&mut self) -> MinedBlock {

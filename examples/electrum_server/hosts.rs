@@ -125,6 +125,23 @@ impl Node {
         self.touched(&touched);
         Ok(txid)
     }
+
+    /// Accepts a package (a child and its parents) into the mempool, all or
+    /// nothing, and records the scripts it touches for the next
+    /// announcement; see `Chain::accept_package`.
+    ///
+    /// # Errors
+    /// The package's shape, as text.
+    pub fn accept_package(&self, raws: &[Vec<u8>]) -> Result<Vec<(String, String)>, String> {
+        let accepted = self.chain().accept_package(raws)?;
+        match accepted {
+            Ok(touched) => {
+                self.touched(&touched);
+                Ok(Vec::new())
+            }
+            Err(failures) => Ok(failures),
+        }
+    }
 }
 
 /// The library's host traits over a shared [`Node`].

@@ -48,6 +48,7 @@ use crate::jsonrpc::{
     quote, quote_json,
 };
 use crate::observe;
+use crate::protocol::{self, Version};
 use crate::server::{ServerHost, Shared};
 use crate::services::ServiceKind;
 
@@ -58,8 +59,6 @@ pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// A connection's write half: a TCP socket's, a TLS stream's, or a bridge's.
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// The only protocol version served.
-pub const PROTOCOL_VERSION: &str = "1.4";
 /// `server.version`'s software name.
 pub const SERVER_SOFTWARE: &str = concat!("indexer-sessions-example ", env!("CARGO_PKG_VERSION"));
 /// History entries serialised between two yields to the runtime.
@@ -450,9 +449,49 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(|error| RpcError::new(codes::INTERNAL_ERROR, format!("request failed: {error}")))
 }
 
-/// Parses a version string such as `1.4` or `1.4.2` for comparison.
-fn version(text: &str) -> Option<Vec<u32>> {
-    text.split('.').map(|part| part.parse().ok()).collect()
+/// `mempool.get_info`'s cost (ElectrumX's).
+const MEMPOOL_INFO: Cost = Cost::constant(1.0);
+/// `mempool.recent`'s cost (ElectrumX's).
+const MEMPOOL_RECENT: Cost = Cost::constant(1.0);
+/// Most transactions in one `testmempoolaccept` or package (Bitcoin Core's
+/// package limit).
+const MAX_PACKAGE: usize = 25;
+
+/// A list of raw transactions (hex): the transactions, and the hex's total
+/// length (what their cost is counted on).
+fn raw_txs_param(value: Option<&Value>) -> Result<(Vec<Vec<u8>>, usize), RpcError> {
+    let Some(Value::Array(items)) = value else {
+        return Err(RpcError::params(
+            "raw_txs must be a list of raw transactions (hex)",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_PACKAGE {
+        return Err(RpcError::params(format!(
+            "raw_txs must hold 1 to {MAX_PACKAGE} transactions, got {}",
+            items.len()
+        )));
+    }
+    let mut hex_len = 0;
+    let raws = items
+        .iter()
+        .map(|item| {
+            let hex = item
+                .as_str()
+                .ok_or_else(|| RpcError::params("raw_txs must hold hex strings"))?;
+            hex_len += hex.len();
+            decode_hex(hex.trim()).ok_or_else(|| RpcError::params(format!("{} is not hex", quote(hex))))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((raws, hex_len))
+}
+
+/// The answer to a method the negotiated version does not offer (or no
+/// version does).
+fn unknown_method(method: &str) -> RpcError {
+    RpcError::new(
+        codes::METHOD_NOT_FOUND,
+        format!("unknown method {}", quote(method)),
+    )
 }
 
 /// A request that may not run: what to answer, and whether to close after.
@@ -493,7 +532,7 @@ pub struct Connection {
     writer: Arc<Writer>,
     peer: SocketAddr,
     /// The negotiated protocol, once `server.version` succeeded.
-    protocol: Mutex<Option<String>>,
+    protocol: Mutex<Option<Version>>,
     /// Whether the session was throttled at its last admission.
     throttled: AtomicBool,
 }
@@ -706,7 +745,7 @@ pub async fn run_session(opened: Opened, read: ReadHalf, write: WriteHalf) {
         reader: BufReader::with_capacity(READ_BUFFER, read),
         framer: LineFramer::new(shared.options.max_recv),
     };
-    let protocol = (kind == TransportKind::Http).then(|| PROTOCOL_VERSION.to_owned());
+    let protocol = (kind == TransportKind::Http).then_some(protocol::HTTP);
     let connection = Arc::new(Connection {
         shared,
         session,
@@ -768,7 +807,12 @@ impl Connection {
     }
 
     fn negotiated(&self) -> bool {
-        self.protocol.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.version().is_some()
+    }
+
+    /// The negotiated protocol version, once `server.version` succeeded.
+    fn version(&self) -> Option<Version> {
+        *self.protocol.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn max_send(&self) -> usize {
@@ -1032,7 +1076,11 @@ impl Connection {
 
     /// One Electrum method.
     async fn dispatch(&self, method: &str, params: &Params) -> Result<Answer, RpcError> {
-        if method == "blockchain.scripthash.get_history" && self.negotiated() {
+        if method == "blockchain.scripthash.get_history"
+            && self
+                .version()
+                .is_some_and(|version| protocol::offers(method, version))
+        {
             let p = params.take(&["scripthash"], 1)?;
             let (alias, _) = scripthash_param(p[0])?;
             return Ok(Answer::History(self.session.history(alias).await?));
@@ -1047,14 +1095,33 @@ impl Connection {
         if method == "server.version" {
             return self.server_version(params);
         }
-        if !self.negotiated() {
+        let Some(version) = self.version() else {
             return Err(RpcError::bad_request("the first request must be server.version"));
+        };
+        if !protocol::offers(method, version) {
+            return Err(unknown_method(method));
         }
         match method {
-            "server.ping" => {
+            "server.ping" if version < Version(1, 7, 0) => {
                 params.take(&[], 0)?;
                 charge(cost::PING);
                 Ok(Value::Null)
+            }
+            "server.ping" => {
+                // 1.7: `pong_len` zeros back, and `data` (hex) to pad the request.
+                let p = params.take(&["pong_len", "data"], 0)?;
+                charge(cost::PING);
+                let pong_len = u32_param(p[0], "pong_len", 0)? as usize;
+                if let Some(data) = p[1].filter(|data| !data.is_null()) {
+                    let data = str_param(Some(data), "data")?;
+                    if !data.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                        return Err(RpcError::params("data must be hex"));
+                    }
+                }
+                if pong_len > self.max_send() {
+                    return Err(RpcError::bad_request("pong_len value too high"));
+                }
+                Ok(json!({ "data": "0".repeat(pong_len) }))
             }
             "server.banner" => {
                 params.take(&[], 0)?;
@@ -1073,15 +1140,18 @@ impl Connection {
             "server.features" => {
                 params.take(&[], 0)?;
                 charge(cost::FEATURES);
-                Ok(json!({
+                let mut features = json!({
                     "genesis_hash": self.shared.genesis_hash,
                     "hosts": {},
-                    "protocol_min": PROTOCOL_VERSION,
-                    "protocol_max": PROTOCOL_VERSION,
+                    "protocol_min": protocol::MIN.to_string(),
+                    "protocol_max": protocol::MAX.to_string(),
                     "pruning": null,
                     "server_version": SERVER_SOFTWARE,
-                    "hash_function": "sha256",
-                }))
+                });
+                if version < Version(1, 7, 0) {
+                    features["hash_function"] = json!("sha256");
+                }
+                Ok(features)
             }
             "server.peers.subscribe" => {
                 params.take(&[], 0)?;
@@ -1125,8 +1195,13 @@ impl Connection {
                     off_runtime(async move { session.block_headers(Height(start), count, cp_height).await })
                         .await??
                 };
-                let mut answer =
-                    json!({ "count": chunk.count, "hex": encode_hex(&chunk.headers), "max": chunk.max });
+                let mut answer = if version >= Version(1, 6, 0) {
+                    // 1.6: an array of headers rather than one hex string.
+                    let headers: Vec<String> = chunk.headers.chunks(80).map(encode_hex).collect();
+                    json!({ "count": chunk.count, "headers": headers, "max": chunk.max })
+                } else {
+                    json!({ "count": chunk.count, "hex": encode_hex(&chunk.headers), "max": chunk.max })
+                };
                 if let Some(proof) = chunk.proof {
                     let (branch, root) = proof_json(&proof);
                     answer["branch"] = branch;
@@ -1250,6 +1325,71 @@ impl Connection {
                 self.shared.publish().await;
                 Ok(json!(txid.to_hex()))
             }
+            "mempool.get_info" => {
+                params.take(&[], 0)?;
+                charge(MEMPOOL_INFO);
+                let relay = self.shared.node.chain().relay_fee();
+                // The mempool is never full, so its minimum is the relay fee.
+                Ok(json!({
+                    "mempoolminfee": relay,
+                    "minrelaytxfee": relay,
+                    "incrementalrelayfee": relay,
+                }))
+            }
+            "mempool.recent" => {
+                params.take(&[], 0)?;
+                charge(MEMPOOL_RECENT);
+                let recent = self.shared.node.chain().recent_mempool(10);
+                Ok(Value::Array(
+                    recent
+                        .into_iter()
+                        .map(|(txid, fee, vsize)| json!({ "txid": txid, "fee": fee, "vsize": vsize }))
+                        .collect(),
+                ))
+            }
+            "blockchain.transaction.testmempoolaccept" => {
+                let p = params.take(&["raw_txs"], 1)?;
+                let (raws, hex_len) = raw_txs_param(p[0])?;
+                charge(cost::broadcast(hex_len));
+                let results = self.shared.node.chain().test_accept(&raws);
+                Ok(Value::Array(
+                    results
+                        .into_iter()
+                        .map(|(txid, wtxid, result)| {
+                            let mut item = json!({ "txid": txid, "wtxid": wtxid, "allowed": result.is_ok() });
+                            if let Err(error) = result {
+                                item["reason"] = json!(error.rejection());
+                            }
+                            item
+                        })
+                        .collect(),
+                ))
+            }
+            "blockchain.transaction.broadcast_package" => {
+                let p = params.take(&["raw_txs", "verbose"], 1)?;
+                let (raws, hex_len) = raw_txs_param(p[0])?;
+                charge(cost::broadcast(hex_len));
+                if bool_param(p[1], "verbose")? {
+                    return Err(RpcError::bad_request(
+                        "verbose package results are not supported by this server",
+                    ));
+                }
+                let failures = self.shared.node.accept_package(&raws).map_err(|error| {
+                    RpcError::bad_request(format!(
+                        "the tx package was rejected by network rules.\n\n{error}."
+                    ))
+                })?;
+                if failures.is_empty() {
+                    // The node's mempool changed: tell subscribers now.
+                    self.shared.publish().await;
+                    return Ok(json!({ "success": true }));
+                }
+                let errors: Vec<Value> = failures
+                    .into_iter()
+                    .map(|(txid, error)| json!({ "txid": txid, "error": error }))
+                    .collect();
+                Ok(json!({ "success": false, "errors": errors }))
+            }
             "mempool.get_fee_histogram" => {
                 params.take(&[], 0)?;
                 let histogram = session.fee_histogram().await?;
@@ -1260,10 +1400,7 @@ impl Connection {
                         .collect::<Vec<_>>()
                 ))
             }
-            other => Err(RpcError::new(
-                codes::METHOD_NOT_FOUND,
-                format!("unknown method {}", quote(other)),
-            )),
+            other => Err(unknown_method(other)),
         }
     }
 
@@ -1281,7 +1418,8 @@ impl Connection {
         // Kept for the admin tables: a bounded prefix, as ElectrumX.
         let client = clip(client, jsonrpc::MAX_CLIENT_NAME_CHARS);
         let (min, max) = match p[1] {
-            None | Some(Value::Null) => (PROTOCOL_VERSION.to_owned(), PROTOCOL_VERSION.to_owned()),
+            // No version: the oldest served.
+            None | Some(Value::Null) => (protocol::MIN.to_string(), protocol::MIN.to_string()),
             Some(Value::String(v)) => (v.clone(), v.clone()),
             Some(Value::Array(range)) if range.len() == 2 && range.iter().all(Value::is_string) => (
                 range[0].as_str().unwrap_or_default().to_owned(),
@@ -1294,23 +1432,25 @@ impl Connection {
                 )));
             }
         };
-        let (Some(low), Some(high)) = (version(&min), version(&max)) else {
+        let (Some(low), Some(high)) = (Version::parse(&min), Version::parse(&max)) else {
             return Err(RpcError::params(format!(
                 "unparsable protocol version {} / {}",
                 quote(&min),
                 quote(&max)
             )));
         };
-        let ours = version(PROTOCOL_VERSION).expect("our version parses");
-        if !(low <= ours && ours <= high) {
+        let Some(version) = protocol::negotiate(low, high) else {
             return Err(RpcError::bad_request(format!(
-                "unsupported protocol version: {}..{} (this server speaks {PROTOCOL_VERSION})",
+                "unsupported protocol version: {}..{} (this server speaks {}..{})",
                 quote(&min),
-                quote(&max)
+                quote(&max),
+                protocol::MIN,
+                protocol::MAX
             )));
-        }
-        self.session.set_client(&client, PROTOCOL_VERSION);
-        *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = Some(PROTOCOL_VERSION.to_owned());
-        Ok(json!([SERVER_SOFTWARE, PROTOCOL_VERSION]))
+        };
+        let text = version.to_string();
+        self.session.set_client(&client, &text);
+        *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
+        Ok(json!([SERVER_SOFTWARE, text]))
     }
 }
