@@ -1,0 +1,241 @@
+//! The example server's protocol versions, through a raw newline JSON-RPC
+//! client: negotiation from 1.4 to 1.7 as ElectrumX does it, methods
+//! offered or refused ("unknown method") by the negotiated version, and the
+//! 1.6 and 1.7 methods on the regtest chain: header arrays,
+//! `mempool.get_info`, package broadcast (all or nothing), `testmempoolaccept`
+//! (the mempool left as it was), `mempool.recent`, `server.ping`'s pong.
+#![cfg(feature = "tokio")]
+
+include!("support/example_server.rs");
+
+use bitcoin::consensus::deserialize;
+use bitcoin::hashes::Hash;
+use serde_json::{Value, json};
+
+use crate::support::{LineClient, blocking, start};
+use crate::wallet::TestKey;
+
+/// A raw client that negotiated `version` (a string or `[min, max]`).
+async fn client(addr: std::net::SocketAddr, version: Value) -> (LineClient, Value) {
+    let mut client = LineClient::connect_from("127.0.0.1", addr).await;
+    blocking(move || {
+        let reply = client.call(0, "server.version", json!(["protocol test", version]));
+        (client, reply)
+    })
+    .await
+}
+
+fn negotiated(reply: &Value) -> &str {
+    reply["result"][1]
+        .as_str()
+        .unwrap_or_else(|| panic!("negotiated: {reply}"))
+}
+
+fn is_unknown_method(reply: &Value) -> bool {
+    reply["error"]["code"] == -32601
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_negotiated_and_gate_methods() {
+    let server = start(&["--blocks", "105"]).await;
+    let addr = server.listen_addr();
+    for (asked, expected) in [
+        (json!("1.4"), Some("1.4")),
+        (json!(["1.4", "1.6"]), Some("1.6")),
+        (json!(["1.4", "1.9"]), Some("1.7")),
+        (json!(["1.2", "1.4.2"]), Some("1.4.2")),
+        (json!("1.7"), Some("1.7")),
+        (json!(["1.8", "2.0"]), None),
+        (json!("1.3"), None),
+    ] {
+        let (_, reply) = client(addr, asked.clone()).await;
+        match expected {
+            Some(version) => assert_eq!(negotiated(&reply), version, "{asked}: {reply}"),
+            None => assert!(
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unsupported protocol version"),
+                "{asked}: {reply}"
+            ),
+        }
+    }
+
+    let hash = "0".repeat(64);
+    let (mut v14, _) = client(addr, json!("1.4")).await;
+    let (mut v16, _) = client(addr, json!("1.6")).await;
+    let (mut v17, _) = client(addr, json!("1.7")).await;
+    blocking(move || {
+        // 1.4: relayfee, scripthash.*, no unsubscribe before 1.4.2, no 1.6/1.7 methods.
+        assert!(v14.call(1, "blockchain.relayfee", json!([]))["result"].is_number());
+        assert!(v14.call(2, "blockchain.scripthash.get_balance", json!([hash]))["result"].is_object());
+        assert!(is_unknown_method(&v14.call(
+            3,
+            "blockchain.scripthash.unsubscribe",
+            json!([hash])
+        )));
+        assert!(is_unknown_method(&v14.call(4, "mempool.get_info", json!([]))));
+        assert!(is_unknown_method(&v14.call(5, "mempool.recent", json!([]))));
+        let headers = v14.call(6, "blockchain.block.headers", json!([0, 3]));
+        assert_eq!(
+            headers["result"]["hex"].as_str().unwrap().len(),
+            3 * 160,
+            "{headers}"
+        );
+        let features = v14.call(7, "server.features", json!([]));
+        assert_eq!(features["result"]["hash_function"], "sha256");
+        assert_eq!(features["result"]["protocol_min"], "1.4");
+        assert_eq!(features["result"]["protocol_max"], "1.7");
+        assert_eq!(v14.call(8, "server.ping", json!([]))["result"], Value::Null);
+
+        // 1.6: no relayfee; mempool.get_info; headers as an array.
+        assert!(is_unknown_method(&v16.call(1, "blockchain.relayfee", json!([]))));
+        let info = v16.call(2, "mempool.get_info", json!([]));
+        assert_eq!(
+            info["result"],
+            json!({ "mempoolminfee": 0.00001, "minrelaytxfee": 0.00001, "incrementalrelayfee": 0.00001 })
+        );
+        let headers = v16.call(3, "blockchain.block.headers", json!([0, 3]));
+        let array = headers["result"]["headers"]
+            .as_array()
+            .expect("an array of headers");
+        assert_eq!((array.len(), headers["result"]["count"].clone()), (3, json!(3)));
+        assert!(array.iter().all(|header| header.as_str().unwrap().len() == 160));
+        assert!(headers["result"].get("hex").is_none());
+        assert!(v16.call(4, "blockchain.scripthash.get_balance", json!([hash]))["result"].is_object());
+        assert!(is_unknown_method(&v16.call(5, "mempool.recent", json!([]))));
+
+        // 1.7: scripthash.* are gone; ping pongs; features drop hash_function.
+        for method in [
+            "blockchain.scripthash.get_balance",
+            "blockchain.scripthash.get_history",
+            "blockchain.scripthash.get_mempool",
+            "blockchain.scripthash.listunspent",
+            "blockchain.scripthash.subscribe",
+            "blockchain.scripthash.unsubscribe",
+        ] {
+            assert!(
+                is_unknown_method(&v17.call(1, method, json!([hash]))),
+                "{method} in 1.7"
+            );
+        }
+        let pong = v17.call(2, "server.ping", json!([5, "abcd"]));
+        assert_eq!(pong["result"], json!({ "data": "00000" }), "{pong}");
+        assert!(v17.call(3, "server.ping", json!([0, "xyz"]))["error"].is_object());
+        let features = v17.call(4, "server.features", json!([]));
+        assert!(features["result"].get("hash_function").is_none(), "{features}");
+        assert_eq!(v17.call(5, "mempool.recent", json!([]))["result"], json!([]));
+        (v14, v16, v17)
+    })
+    .await;
+    server.shutdown().await;
+}
+
+/// A spend of one P2WPKH output of `key` back to `key`, `fee` sat fee; the
+/// raw transaction and its txid (internal byte order).
+fn spend(key: &TestKey, txid: [u8; 32], vout: u32, value: u64, fee: u64) -> (Vec<u8>, [u8; 32]) {
+    let raw = key.sign_p2wpkh_spend(&[(txid, vout, value)], &[(key.script_pubkey(), value - fee)]);
+    let tx: bitcoin::Transaction = deserialize(&raw).unwrap();
+    (raw, tx.compute_txid().to_byte_array())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_and_test_accepts_use_the_chains_mempool_rules() {
+    let key = TestKey::from_seed([40; 32]);
+    let pay = format!("{}:1", key.address());
+    let server = start(&["--blocks", "105", "--pay-to", &pay]).await;
+    let addr = server.listen_addr();
+    let coin = {
+        let chain = server.node().chain();
+        let sh = crate::chain::script_hash(&key.script_pubkey());
+        chain.utxos(&sh)[0]
+    };
+    let (parent, parent_txid) = spend(&key, coin.txid, coin.vout, coin.value, 1_000);
+    let (child, _) = spend(&key, parent_txid, 0, coin.value - 1_000, 1_000);
+    // Pays out more than it spends.
+    let greedy_child = key.sign_p2wpkh_spend(
+        &[(parent_txid, 0, coin.value - 1_000)],
+        &[(key.script_pubkey(), coin.value)],
+    );
+    let hex = |raw: &Vec<u8>| indexer_sessions::encode_hex(raw);
+    let (mut client, _) = client(addr, json!("1.7")).await;
+    let node = server.node().clone();
+    blocking(move || {
+        // testmempoolaccept: the child is tested after its parent; nothing stays.
+        let tested = client.call(
+            1,
+            "blockchain.transaction.testmempoolaccept",
+            json!([[hex(&parent), hex(&child)]]),
+        );
+        let results = tested["result"].as_array().unwrap_or_else(|| panic!("{tested}"));
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|item| item["allowed"] == true), "{tested}");
+        assert_eq!(results[0]["txid"].as_str().unwrap().len(), 64);
+        assert_eq!(
+            node.chain().mempool_len(),
+            0,
+            "a test leaves the mempool as it was"
+        );
+        let refused = client.call(
+            2,
+            "blockchain.transaction.testmempoolaccept",
+            json!([[hex(&child)]]),
+        );
+        assert_eq!(refused["result"][0]["allowed"], false, "{refused}");
+        assert!(
+            refused["result"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("bad-txns-inputs-missingorspent"),
+            "{refused}"
+        );
+
+        // A package whose child overspends: nothing is accepted.
+        let failed = client.call(
+            3,
+            "blockchain.transaction.broadcast_package",
+            json!([[hex(&parent), hex(&greedy_child)]]),
+        );
+        assert_eq!(failed["result"]["success"], false, "{failed}");
+        assert_eq!(
+            failed["result"]["errors"].as_array().unwrap().len(),
+            1,
+            "{failed}"
+        );
+        assert_eq!(node.chain().mempool_len(), 0, "all or nothing");
+        // A child alone is not a package; two unrelated transactions neither.
+        let shape = client.call(
+            4,
+            "blockchain.transaction.broadcast_package",
+            json!([[hex(&child)]]),
+        );
+        assert!(
+            shape["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rejected by network rules"),
+            "{shape}"
+        );
+
+        // The package: accepted, and listed by mempool.recent, newest first.
+        let sent = client.call(
+            5,
+            "blockchain.transaction.broadcast_package",
+            json!([[hex(&parent), hex(&child)]]),
+        );
+        assert_eq!(sent["result"], json!({ "success": true }), "{sent}");
+        assert_eq!(node.chain().mempool_len(), 2);
+        let recent = client.call(6, "mempool.recent", json!([]));
+        let recent = recent["result"].as_array().unwrap().clone();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(
+            recent[1]["txid"],
+            bitcoin::Txid::from_byte_array(parent_txid).to_string()
+        );
+        assert_eq!(recent[0]["fee"], 1_000);
+        assert!(recent[0]["vsize"].as_u64().unwrap() > 100);
+        client
+    })
+    .await;
+    server.shutdown().await;
+}
