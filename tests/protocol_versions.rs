@@ -239,3 +239,86 @@ async fn packages_and_test_accepts_use_the_chains_mempool_rules() {
     .await;
     server.shutdown().await;
 }
+
+/// Sends a version request, a warm-up and a mix of small and large
+/// requests on a raw socket; returns each read's (offset, length) and the
+/// replies, padding stripped.
+fn padded_exchange(addr: std::net::SocketAddr) -> (Vec<(usize, usize)>, Vec<Value>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(crate::support::TIMEOUT)).unwrap();
+    let request = |id: u64, method: &str, params: Value| {
+        let mut line = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
+        line.push('\n');
+        line
+    };
+    let mut requests = request(0, "server.version", json!(["padding test", "1.7"]));
+    requests += &request(1, "blockchain.block.headers", json!([0, 8]));
+    stream.write_all(requests.as_bytes()).unwrap();
+    // The rest once the warm-up is answered.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut requests = String::new();
+    for id in 2..7 {
+        requests += &request(id, "server.ping", json!([]));
+    }
+    requests += &request(7, "blockchain.block.headers", json!([0, 20]));
+    for id in 8..11 {
+        requests += &request(id, "server.ping", json!([]));
+    }
+    stream.write_all(requests.as_bytes()).unwrap();
+    let mut reads = Vec::new();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let replies: Vec<Value> = received
+            .split(|&byte| byte == b'\n')
+            .filter(|line: &&[u8]| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| serde_json::from_slice(line).expect("padded replies are JSON"))
+            .collect();
+        if replies.len() == 11 {
+            return (reads, replies);
+        }
+        let n = stream.read(&mut buf).expect("the replies arrive");
+        assert!(n > 0, "closed after {} replies", replies.len());
+        reads.push((received.len(), n));
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padding_leaves_no_packet_under_the_minimum_after_the_warm_up() {
+    use crate::padding::{MIN_PACKET, WARMUP};
+    let server = start(&["--blocks", "30", "--padding", "on"]).await;
+    let addr = server.listen_addr();
+    let (reads, replies) = blocking(move || padded_exchange(addr)).await;
+    let ids: Vec<u64> = replies
+        .iter()
+        .map(|reply| reply["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 11);
+    assert!(
+        replies.iter().all(|reply| reply.get("error").is_none()),
+        "{replies:?}"
+    );
+    let after_warm_up: Vec<usize> = reads
+        .iter()
+        .filter(|(at, _)| *at >= WARMUP)
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(!after_warm_up.is_empty(), "{reads:?}");
+    assert!(
+        after_warm_up.iter().all(|&n| n >= MIN_PACKET),
+        "reads after the warm-up: {reads:?}"
+    );
+    server.shutdown().await;
+
+    // Without padding, the small replies go out as they are.
+    let server = start(&["--blocks", "30", "--padding", "off"]).await;
+    let addr = server.listen_addr();
+    let (reads, _) = blocking(move || padded_exchange(addr)).await;
+    assert!(
+        reads.iter().any(|&(at, n)| at >= WARMUP && n < MIN_PACKET),
+        "unpadded, some reply is small: {reads:?}"
+    );
+    server.shutdown().await;
+}

@@ -124,6 +124,12 @@ struct Flags {
     /// session.
     #[arg(long, help_heading = "Network")]
     proxy_protocol: bool,
+    /// Pad output against traffic analysis, as ElectrumX does: after a 1 KiB warm-up, TCP
+    /// and TLS output goes in packets of at least 1 KiB (messages wait up to 1 s to gather),
+    /// WebSocket messages are each padded to at least 1 KiB. `tls` pads the TLS listeners
+    /// (ssl, wss), `on` every listener but HTTP, `off` none.
+    #[arg(long, value_name = "MODE", help_heading = "Listeners", value_parser = padding_mode)]
+    padding: Option<crate::padding::PaddingMode>,
     /// Longest request line; longer ones are dropped.
     #[arg(long, value_name = "BYTES", env = "MAX_RECV", help_heading = "Network", value_parser = positive::<usize>)]
     max_recv: Option<usize>,
@@ -255,6 +261,7 @@ fn command() -> clap::Command {
         ("tls_key", "generated".to_owned()),
         ("admin", options.admin.to_string()),
         ("proxy_protocol", "off".to_owned()),
+        ("padding", "tls".to_owned()),
         ("max_recv", options.max_recv.to_string()),
         ("max_send", config.max_send.to_string()),
         ("max_queued", options.max_queued.to_string()),
@@ -437,6 +444,7 @@ impl Flags {
         options.tls_cert = self.tls_cert;
         options.tls_key = self.tls_key;
         options.proxy_protocol = self.proxy_protocol;
+        set(&mut options.padding, self.padding);
         set(&mut options.max_recv, self.max_recv);
         set(&mut config.max_send, self.max_send);
         set(&mut options.max_queued, self.max_queued);
@@ -515,6 +523,16 @@ fn text(value: &str) -> Result<String, String> {
 
 fn service_list(value: &str) -> Result<Services, String> {
     services::parse_list(value).map(Services)
+}
+
+fn padding_mode(value: &str) -> Result<crate::padding::PaddingMode, String> {
+    use crate::padding::PaddingMode;
+    match value.trim() {
+        "off" => Ok(PaddingMode::Off),
+        "tls" => Ok(PaddingMode::Tls),
+        "on" => Ok(PaddingMode::On),
+        _ => Err("expected `off`, `tls` or `on`".to_owned()),
+    }
 }
 
 fn log_format(value: &str) -> Result<LogFormat, String> {

@@ -18,6 +18,7 @@ mod http_rpc;
 #[allow(dead_code)] // shared with the tests and the fuzz target, which use more of it
 mod jsonrpc;
 mod observe;
+mod padding;
 mod protocol;
 mod proxy;
 mod rpc;

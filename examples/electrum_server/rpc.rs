@@ -48,6 +48,7 @@ use crate::jsonrpc::{
     quote, quote_json,
 };
 use crate::observe;
+use crate::padding::{self, Padding};
 use crate::protocol::{self, Version};
 use crate::server::{ServerHost, Shared};
 use crate::services::ServiceKind;
@@ -96,6 +97,8 @@ pub struct Writer {
     send_delay: Duration,
     /// Traffic is recorded on the session (weak: the session owns the transport that owns this).
     session: OnceLock<Weak<SessionHandle<ServerHost>>>,
+    /// Whether (and how) output is padded (`--padding`).
+    padding: Padding,
 }
 
 /// Messages waiting to be written.
@@ -109,7 +112,7 @@ struct Queue {
 }
 
 impl Writer {
-    fn new(max_queued: usize, send_delay: Duration) -> Self {
+    fn new(max_queued: usize, send_delay: Duration, padding: Padding) -> Self {
         Writer {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
@@ -117,6 +120,7 @@ impl Writer {
             max_queued,
             send_delay,
             session: OnceLock::new(),
+            padding,
         }
     }
 
@@ -184,8 +188,9 @@ impl Writer {
         }
     }
 
-    /// The next message to write, waiting for one.
-    async fn next(&self) -> Vec<u8> {
+    /// The next message to write, waiting for one until `until` (forever
+    /// without); `None` when the wait ran out.
+    async fn next(&self, until: Option<tokio::time::Instant>) -> Option<Vec<u8>> {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
@@ -197,19 +202,83 @@ impl Writer {
                         // A burst is over: give its slots back.
                         queue.messages = std::collections::VecDeque::new();
                     }
-                    return bytes;
+                    return Some(bytes);
                 }
             }
-            ready.await;
+            match until {
+                None => ready.await,
+                Some(until) => tokio::time::timeout_at(until, ready).await.ok()?,
+            }
+        }
+    }
+
+    /// The next bytes to write and how many queued bytes they carry: one
+    /// message, or with padding past the warm-up, a padded packet of
+    /// messages gathered for up to [`padding::WAIT`] since the last write
+    /// (`gathered` keeps what waits for the next packet).
+    async fn next_write(
+        &self,
+        sent: usize,
+        gathered: &mut Vec<u8>,
+        last_write: tokio::time::Instant,
+    ) -> (Vec<u8>, usize) {
+        let padded = match self.padding {
+            Padding::Off => false,
+            _ => sent >= padding::WARMUP,
+        };
+        if !padded && gathered.is_empty() {
+            let bytes = self.next(None).await.unwrap_or_default();
+            let len = bytes.len();
+            return (bytes, len);
+        }
+        if self.padding == Padding::Messages {
+            let bytes = match gathered.is_empty() {
+                true => self.next(None).await.unwrap_or_default(),
+                false => std::mem::take(gathered),
+            };
+            let len = bytes.len();
+            return match padding::next_packet(&bytes, true) {
+                Some((packet, _)) => (packet, len),
+                None => (bytes, len),
+            };
+        }
+        if gathered.is_empty() {
+            gathered.extend(self.next(None).await.unwrap_or_default());
+        }
+        let until = last_write + padding::WAIT;
+        while gathered.len() < padding::MIN_PACKET {
+            match self.next(Some(until)).await {
+                Some(bytes) => gathered.extend(bytes),
+                None => break,
+            }
+        }
+        match padding::next_packet(gathered, false) {
+            Some((packet, used)) => {
+                gathered.drain(..used);
+                if gathered.is_empty() {
+                    *gathered = Vec::new();
+                }
+                (packet, used)
+            }
+            // Not whole messages (never, from this server): sent as they are.
+            None => {
+                let bytes = std::mem::take(gathered);
+                let len = bytes.len();
+                (bytes, len)
+            }
         }
     }
 
     /// Writes queued messages in order, each within `max_send_delay`; a
     /// write that misses it (the client stopped reading) or fails ends the
-    /// session.
+    /// session. With padding, past the warm-up, messages are gathered
+    /// into padded packets.
     async fn run(self: Arc<Self>, mut half: WriteHalf) {
+        let mut sent = 0;
+        let mut gathered = Vec::new();
+        let mut last_write = tokio::time::Instant::now();
         let failure = loop {
-            let bytes = self.next().await;
+            let (bytes, carried) = self.next_write(sent, &mut gathered, last_write).await;
             // TLS holds written bytes until flushed; a socket's flush does nothing.
             let write = async {
                 half.write_all(&bytes).await?;
@@ -217,7 +286,9 @@ impl Writer {
             };
             match tokio::time::timeout(self.send_delay, write).await {
                 Ok(Ok(())) => {
-                    self.lock().bytes -= bytes.len();
+                    sent += bytes.len();
+                    last_write = tokio::time::Instant::now();
+                    self.lock().bytes -= carried;
                     self.drained.notify_waiters();
                 }
                 Ok(Err(error)) => break DisconnectReason::TransportError(Arc::new(error)),
@@ -663,6 +734,7 @@ pub fn open_session(
     let writer = Writer::new(
         shared.options.max_queued,
         shared.options.config.limits.max_send_delay,
+        shared.options.padding.for_kind(kind),
     );
     let writer = Arc::new(writer);
     let (closed, closed_rx) = watch::channel(None);

@@ -134,6 +134,9 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Log connections, refusals and disconnections (as `tracing` events).
     pub log: bool,
+    /// Which listeners pad their output against traffic analysis
+    /// (`--padding`; by default the TLS ones).
+    pub padding: crate::padding::PaddingMode,
     /// Expect a PROXY protocol header (v1 or v2) on every Electrum
     /// connection, and take the client's address from it
     /// (`--proxy-protocol`).
@@ -240,6 +243,7 @@ impl Default for Options {
             status: None,
             log_format: LogFormat::Text,
             log: true,
+            padding: crate::padding::PaddingMode::default(),
             proxy_protocol: false,
             proxy_header_timeout: Duration::from_secs(5),
             tls_cert: None,

@@ -26,6 +26,9 @@ mod jsonrpc;
 #[path = "../../examples/electrum_server/observe.rs"]
 mod observe;
 #[allow(dead_code)]
+#[path = "../../examples/electrum_server/padding.rs"]
+mod padding;
+#[allow(dead_code)]
 #[path = "../../examples/electrum_server/protocol.rs"]
 mod protocol;
 #[allow(dead_code)]
