@@ -186,6 +186,12 @@ pub struct Config {
     pub txids_cache_bytes: u64,
     /// Byte budget of the merkle middle-level cache. Default 8 MiB.
     pub merkle_cache_bytes: u64,
+    /// Byte budget of the outpoint cache (the confirmed part of each
+    /// outpoint status). Default 8 MiB.
+    pub outpoint_cache_bytes: u64,
+    /// Noise pings against traffic analysis (protocol 1.7), for the
+    /// sessions that turn them on. Default `None`: off.
+    pub noise: Option<crate::core::noise::NoisePolicy>,
 }
 
 #[cfg(feature = "serde")]
@@ -229,6 +235,8 @@ impl Default for Config {
             history_cache_bytes: 64 << 20,
             txids_cache_bytes: 32 << 20,
             merkle_cache_bytes: 8 << 20,
+            outpoint_cache_bytes: 8 << 20,
+            noise: None,
         }
     }
 }
@@ -263,6 +271,9 @@ impl Config {
         non_zero("close_timeout", self.close_timeout)?;
         if self.max_send < 1000 {
             return Err(ConfigError::new("max_send", "must be at least 1000 bytes"));
+        }
+        if let Some(noise) = &self.noise {
+            noise.validate()?;
         }
         Ok(())
     }

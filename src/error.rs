@@ -127,6 +127,59 @@ impl Refusal {
     }
 }
 
+/// A request parameter that cannot be what the method expects, named as
+/// the Electrum protocol names it. Carried in [`Error::BadParam`] (JSON-RPC
+/// code 1, as ElectrumX answers a bad request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// Not hex: a character other than `0-9a-fA-F`, or an odd length.
+    #[error("{param} should be a hex string")]
+    NotHex {
+        /// The parameter.
+        param: &'static str,
+    },
+    /// Hex of the wrong length.
+    #[error("{param} should be {expected} hex digits, not {found}")]
+    Length {
+        /// The parameter.
+        param: &'static str,
+        /// Hex digits expected.
+        expected: usize,
+        /// Hex digits given.
+        found: usize,
+    },
+    /// Hex longer than accepted.
+    #[error("{param} is {found} hex digits, over the limit of {max}")]
+    TooLong {
+        /// The parameter.
+        param: &'static str,
+        /// Most hex digits accepted.
+        max: usize,
+        /// Hex digits given.
+        found: usize,
+    },
+    /// An index below 0 or too large for its type.
+    #[error("{param} {index} is out of range")]
+    IndexOutOfRange {
+        /// The parameter.
+        param: &'static str,
+        /// The index given.
+        index: i64,
+    },
+}
+
+/// The error a host trait's default method returns for an operation the
+/// host does not implement (such as [`crate::Db::outpoint`]). The manager
+/// answers the request with [`Error::Unsupported`], which a host maps to
+/// "unknown method".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} is not supported by this host")]
+pub struct Unsupported {
+    /// The host operation.
+    pub operation: &'static str,
+}
+
 /// A host error shared by everyone waiting on the call that failed (one
 /// cache load serves many requests): the host's error itself, not a copy
 /// of its text. [`Error::host_source`] reaches it for downcasting.
@@ -171,6 +224,17 @@ pub enum Error {
     /// A request parameter is invalid.
     #[error("invalid request: {0}")]
     BadRequest(String),
+    /// A request parameter is malformed (typed).
+    #[error("invalid request: {0}")]
+    BadParam(#[from] ParamError),
+    /// The host does not implement what the request needs (a host trait's
+    /// default method answered [`Unsupported`]): answer it as an unknown
+    /// method (JSON-RPC −32601).
+    #[error("{operation} is not supported by this server")]
+    Unsupported {
+        /// The host operation.
+        operation: &'static str,
+    },
     /// The history of a script is too large to send.
     #[error("history too large ({len} entries, limit {limit})")]
     HistoryTooLarge {
@@ -218,6 +282,7 @@ impl Error {
             Error::HistoryTooLarge { .. } => codes::HISTORY_TOO_LARGE,
             Error::Host { .. } | Error::HostTimeout { .. } => codes::DAEMON_ERROR,
             Error::UnknownSession(_) => codes::INTERNAL_ERROR,
+            Error::Unsupported { .. } => codes::METHOD_NOT_FOUND,
             _ => codes::BAD_REQUEST,
         }
     }
@@ -244,6 +309,11 @@ impl Error {
     }
 
     pub(crate) fn host(operation: &'static str, source: HostError) -> Self {
+        if let Some(unsupported) = source.downcast_ref::<Unsupported>() {
+            return Error::Unsupported {
+                operation: unsupported.operation,
+            };
+        }
         Error::Host {
             operation,
             source: Arc::from(source),

@@ -9,11 +9,12 @@
 //! [`HostError`]; the manager turns it into [`crate::Error::Host`] and never
 //! caches or records anything from a failed call.
 
-use crate::error::HostError;
+use crate::error::{HostError, Unsupported};
 use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{
-    DisconnectReason, HashX, Height, HistoryEntry, MempoolEntry, Notification, PeerInfo, Tip, TxHash,
+    ConfirmedOutpoint, DisconnectReason, ExtendedNotification, HashX, Height, HistoryEntry, MempoolEntry,
+    MempoolOutpoint, Notification, OutPoint, PeerInfo, Tip, TxHash,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -30,6 +31,22 @@ pub trait Transport: Send + Sync + 'static {
     /// Writes one notification to the client. May wait while the client is
     /// slow to read; the manager disconnects it after `max_send_delay`.
     async fn send(&self, notification: Notification) -> Result<(), HostError>;
+    /// Writes one notification of protocol 1.7 to the client: a script
+    /// status by scriptPubKey, an outpoint status or a noise ping. As
+    /// [`Transport::send`] otherwise (same ordering, same timeout).
+    ///
+    /// The manager only sends these to a session that used
+    /// [`crate::SessionHandle::subscribe_scriptpubkey`] or
+    /// [`crate::SessionHandle::subscribe_outpoint`], or turned noise on
+    /// ([`crate::SessionHandle::set_noise`]). The default fails with
+    /// [`Unsupported`], which closes the session as a transport error: a
+    /// host that offers those methods implements this one.
+    async fn send_extended(&self, notification: ExtendedNotification) -> Result<(), HostError> {
+        let _ = notification;
+        Err(Box::new(Unsupported {
+            operation: "send_extended",
+        }))
+    }
     /// Closes the connection; the host's read loop should end.
     async fn close(&self, reason: DisconnectReason);
 }
@@ -95,6 +112,25 @@ pub trait Db: Send + Sync + 'static {
     async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError>;
     /// The txids of the block at `height`, in block order; `None` above the tip.
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError>;
+    /// The confirmed state of an outpoint: `None` when the output never
+    /// existed in the chain (no such transaction confirmed, or no output at
+    /// that index); else the height of the block that confirmed its
+    /// transaction and, if a confirmed transaction spent it, that spender
+    /// and its height. Mempool transactions are left out (see
+    /// [`Mempool::outpoint`]).
+    ///
+    /// The manager caches the answer until a `notify` touches the outpoint
+    /// or the tip hash changes, and charges a cache miss as two node
+    /// lookups in ElectrumX (existence, then spender).
+    ///
+    /// The default fails with [`Unsupported`]: outpoint requests are then
+    /// answered with [`crate::Error::Unsupported`].
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<Option<ConfirmedOutpoint>, HostError> {
+        let _ = outpoint;
+        Err(Box::new(Unsupported {
+            operation: "outpoint",
+        }))
+    }
     /// The confirmed histories of several scripts, one result per script in
     /// the order given, each as [`Db::history`] returns it. A notification
     /// pass asks for the scripts it must recompute in batches of up to 256.
@@ -142,6 +178,18 @@ pub trait Mempool: Send + Sync + 'static {
     async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError>;
     /// The fee histogram: `(fee rate sat/vB, cumulative vsize)` pairs, highest rate first.
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError>;
+    /// An outpoint's state in the mempool: whether the transaction creating
+    /// it is unconfirmed, and which unconfirmed transaction spends it.
+    /// Consulted only for outpoints with no confirmed spender.
+    ///
+    /// The default fails with [`Unsupported`]: outpoint requests are then
+    /// answered with [`crate::Error::Unsupported`].
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
+        let _ = outpoint;
+        Err(Box::new(Unsupported {
+            operation: "mempool outpoint",
+        }))
+    }
 }
 
 /// Vets a raw transaction before the manager hands it to the node.
@@ -234,6 +282,9 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     async fn send(&self, notification: Notification) -> Result<(), HostError> {
         (**self).send(notification).await
     }
+    async fn send_extended(&self, notification: ExtendedNotification) -> Result<(), HostError> {
+        (**self).send_extended(notification).await
+    }
     async fn close(&self, reason: DisconnectReason) {
         (**self).close(reason).await
     }
@@ -272,6 +323,9 @@ impl<T: Db + ?Sized> Db for Arc<T> {
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
         (**self).block_txids(height).await
     }
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<Option<ConfirmedOutpoint>, HostError> {
+        (**self).outpoint(outpoint).await
+    }
     async fn histories(
         &self,
         hashxs: &[HashX],
@@ -288,6 +342,9 @@ impl<T: Mempool + ?Sized> Mempool for Arc<T> {
     }
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
         (**self).fee_histogram().await
+    }
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
+        (**self).outpoint(outpoint).await
     }
 }
 

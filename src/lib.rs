@@ -290,6 +290,7 @@ pub use crate::core::{cost, groups, merkle, status, tx};
 pub use edge::{admin, caches, fees};
 
 pub use crate::core::meter::{CostMeter, Throttle};
+pub use crate::core::noise::NoisePolicy;
 pub use admin::{BanRow, GroupRow, Info, Selector, SessionRow};
 pub use config::{Config, Limits, default_exempt_networks};
 pub use edge::builder::{
@@ -301,14 +302,15 @@ pub use edge::chain::{
 pub use edge::dyn_host::{DynDaemon, DynDb, DynLedger, DynMempool, DynTimer, DynValidator};
 pub use edge::listener::{ListenerEvents, ListenerState};
 pub use edge::manager::SessionManager;
-pub use edge::notify::NotifyReport;
+pub use edge::notify::{Changes, NotifyReport, Touched};
 #[cfg(feature = "metrics")]
 pub use edge::observe::describe_metrics;
 #[cfg(feature = "redis")]
 pub use edge::redis_ledger;
 pub use edge::session::{Counters, MAX_CLIENT_CHARS, Permit, SessionCost, SessionHandle};
 pub use error::{
-    ConfigError, Error, HostError, InvalidCost, Refusal, Result, SharedHostError, SubscriptionScope, codes,
+    ConfigError, Error, HostError, InvalidCost, ParamError, Refusal, Result, SharedHostError,
+    SubscriptionScope, Unsupported, codes,
 };
 pub use groups::InProcessLedger;
 pub use host::{BroadcastFailure, Daemon, Db, FeeMode, Host, Mempool, Transport, TxValidator};
@@ -321,6 +323,8 @@ pub use timer::Timer;
 pub use timer::TokioTimer;
 pub use tx::StructuralValidator;
 pub use types::{
-    Ban, BlockHash, Cost, DisconnectReason, HASHX_LEN, HashX, Height, HistoryEntry, MempoolEntry,
-    Notification, PeerInfo, SessionId, Tip, TransportKind, TxHash, decode_hex, encode_hex,
+    Ban, BlockHash, ConfirmedOutpoint, ConfirmedSpender, Cost, DisconnectReason, ExtendedNotification,
+    HASHX_LEN, HashX, Height, HistoryEntry, MAX_SCRIPT_LEN, MempoolEntry, MempoolFunder, MempoolOutpoint,
+    MempoolSpender, Notification, OutPoint, OutpointSpender, OutpointStatus, PeerInfo, SessionId, Tip,
+    TransportKind, TxHash, decode_hex, encode_hex, scripthash_of_scriptpubkey,
 };

@@ -28,9 +28,10 @@ use crate::error::HostError;
 use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, Mempool, Transport};
 use crate::timer::Timer;
 use crate::types::{
-    BlockHash, DisconnectReason, HashX, Height, Notification, PeerInfo, Tip, TransportKind, TxHash,
+    BlockHash, DisconnectReason, ExtendedNotification, HashX, Height, Notification, PeerInfo, Tip,
+    TransportKind, TxHash,
 };
-use crate::types::{HistoryEntry, MempoolEntry};
+use crate::types::{ConfirmedOutpoint, HistoryEntry, MempoolEntry, MempoolOutpoint, OutPoint};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
@@ -172,6 +173,7 @@ impl Timer for ManualTimer {
 #[derive(Default)]
 pub struct TransportLog {
     sent: Mutex<Vec<Notification>>,
+    extended: Mutex<Vec<ExtendedNotification>>,
     closed: Mutex<Option<DisconnectReason>>,
     stalled: AtomicBool,
     stall_wakers: Mutex<Vec<Waker>>,
@@ -188,6 +190,16 @@ impl TransportLog {
     /// Takes the notifications sent so far.
     pub fn take_sent(&self) -> Vec<Notification> {
         std::mem::take(&mut *lock(&self.sent))
+    }
+
+    /// Notifications sent through [`Transport::send_extended`] so far.
+    pub fn sent_extended(&self) -> Vec<ExtendedNotification> {
+        lock(&self.extended).clone()
+    }
+
+    /// Takes the notifications sent through [`Transport::send_extended`] so far.
+    pub fn take_sent_extended(&self) -> Vec<ExtendedNotification> {
+        std::mem::take(&mut *lock(&self.extended))
     }
 
     /// Why the manager closed the connection, if it did.
@@ -248,6 +260,26 @@ impl Transport for MemoryTransport {
     }
 
     async fn send(&self, notification: Notification) -> Result<(), HostError> {
+        self.before_send().await?;
+        lock(&self.log.sent).push(notification);
+        Ok(())
+    }
+
+    async fn send_extended(&self, notification: ExtendedNotification) -> Result<(), HostError> {
+        self.before_send().await?;
+        lock(&self.log.extended).push(notification);
+        Ok(())
+    }
+
+    async fn close(&self, reason: DisconnectReason) {
+        lock(&self.log.closed).get_or_insert(reason);
+    }
+}
+
+impl MemoryTransport {
+    /// What every send does before it records: yields, stalls or fails as
+    /// the log says.
+    async fn before_send(&self) -> Result<(), HostError> {
         if self.log.yielding.load(Ordering::SeqCst) {
             yield_to_executor().await;
         }
@@ -265,12 +297,7 @@ impl Transport for MemoryTransport {
         if self.log.fail.load(Ordering::SeqCst) {
             return Err("connection reset".into());
         }
-        lock(&self.log.sent).push(notification);
         Ok(())
-    }
-
-    async fn close(&self, reason: DisconnectReason) {
-        lock(&self.log.closed).get_or_insert(reason);
     }
 }
 
@@ -302,6 +329,8 @@ pub(crate) async fn yield_to_executor() {
 struct Behaviour {
     mode: Mutex<HostBehaviour>,
     calls: AtomicUsize,
+    /// Outpoint lookups among `calls`.
+    outpoint_calls: AtomicUsize,
 }
 
 impl Behaviour {
@@ -325,6 +354,7 @@ struct ChainData {
     headers: Vec<Vec<u8>>,
     block_txids: Vec<Vec<TxHash>>,
     history: HashMap<HashX, Vec<HistoryEntry>>,
+    outpoints: HashMap<OutPoint, ConfirmedOutpoint>,
 }
 
 /// An in-memory index. Headers are whatever bytes the test stores; the
@@ -374,6 +404,17 @@ impl MemoryDb {
         lock(&self.data).history.entry(hashx).or_default().push(entry);
     }
 
+    /// Sets the confirmed state of an outpoint ([`Db::outpoint`]); `None`
+    /// forgets it (the output never existed in the chain, or a reorg
+    /// removed it).
+    pub fn set_outpoint(&self, outpoint: OutPoint, confirmed: Option<ConfirmedOutpoint>) {
+        let mut data = lock(&self.data);
+        match confirmed {
+            Some(confirmed) => data.outpoints.insert(outpoint, confirmed),
+            None => data.outpoints.remove(&outpoint),
+        };
+    }
+
     /// Makes every later call answer normally, fail or hang.
     pub fn set_behaviour(&self, behaviour: HostBehaviour) {
         *lock(&self.behaviour.mode) = behaviour;
@@ -382,6 +423,11 @@ impl MemoryDb {
     /// Calls made so far.
     pub fn calls(&self) -> usize {
         self.behaviour.calls.load(Ordering::SeqCst)
+    }
+
+    /// [`Db::outpoint`] calls made so far (also counted by [`MemoryDb::calls`]).
+    pub fn outpoint_calls(&self) -> usize {
+        self.behaviour.outpoint_calls.load(Ordering::SeqCst)
     }
 }
 
@@ -429,12 +475,19 @@ impl Db for MemoryDb {
         self.behaviour.enter("block txids").await?;
         Ok(lock(&self.data).block_txids.get(height.0 as usize).cloned())
     }
+
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<Option<ConfirmedOutpoint>, HostError> {
+        self.behaviour.outpoint_calls.fetch_add(1, Ordering::SeqCst);
+        self.behaviour.enter("outpoint").await?;
+        Ok(lock(&self.data).outpoints.get(&outpoint).copied())
+    }
 }
 
 /// An in-memory mempool.
 #[derive(Clone, Default)]
 pub struct MemoryMempool {
     entries: Arc<Mutex<HashMap<HashX, Vec<MempoolEntry>>>>,
+    outpoints: Arc<Mutex<HashMap<OutPoint, MempoolOutpoint>>>,
     histogram: Arc<Mutex<Vec<(f64, u64)>>>,
     behaviour: Arc<Behaviour>,
 }
@@ -450,13 +503,40 @@ impl MemoryMempool {
         lock(&self.entries).entry(hashx).or_default().push(entry);
     }
 
-    /// Removes a transaction from every script (it confirmed or was dropped).
+    /// Removes a transaction from every script (it confirmed or was
+    /// dropped), and from the outpoints it created or spent.
     pub fn remove(&self, txid: TxHash) {
         let mut entries = lock(&self.entries);
         entries
             .values_mut()
             .for_each(|list| list.retain(|e| e.txid != txid));
         entries.retain(|_, list| !list.is_empty());
+        let mut outpoints = lock(&self.outpoints);
+        for (outpoint, state) in outpoints.iter_mut() {
+            if outpoint.txid == txid {
+                state.funder = None;
+            }
+            if state.spender.is_some_and(|s| s.txid == txid) {
+                state.spender = None;
+            }
+        }
+        outpoints.retain(|_, state| *state != MempoolOutpoint::default());
+    }
+
+    /// Sets the mempool state of an outpoint ([`Mempool::outpoint`]); the
+    /// default state forgets it.
+    pub fn set_outpoint(&self, outpoint: OutPoint, state: MempoolOutpoint) {
+        let mut outpoints = lock(&self.outpoints);
+        if state == MempoolOutpoint::default() {
+            outpoints.remove(&outpoint);
+        } else {
+            outpoints.insert(outpoint, state);
+        }
+    }
+
+    /// [`Mempool::outpoint`] calls made so far (also counted by [`MemoryMempool::calls`]).
+    pub fn outpoint_calls(&self) -> usize {
+        self.behaviour.outpoint_calls.load(Ordering::SeqCst)
     }
 
     /// Sets the fee histogram.
@@ -485,6 +565,12 @@ impl Mempool for MemoryMempool {
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
         self.behaviour.enter("fee histogram").await?;
         Ok(lock(&self.histogram).clone())
+    }
+
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
+        self.behaviour.outpoint_calls.fetch_add(1, Ordering::SeqCst);
+        self.behaviour.enter("mempool outpoint").await?;
+        Ok(lock(&self.outpoints).get(&outpoint).copied().unwrap_or_default())
     }
 }
 

@@ -308,6 +308,237 @@ pub enum Notification {
     },
 }
 
+/// A notification of Electrum protocol 1.7, sent through
+/// [`crate::Transport::send_extended`]: kept apart from [`Notification`] so
+/// that a host speaking protocols 1.4 to 1.6 (which never subscribes by
+/// scriptPubKey or to outpoints, nor turns on noise) needs no change.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ExtendedNotification {
+    /// `blockchain.scriptpubkey.subscribe`: the status of a script
+    /// subscribed by [`crate::SessionHandle::subscribe_scriptpubkey`] changed.
+    /// Params: `[script, status]`.
+    ScriptPubKeyStatus {
+        /// The scriptPubKey hex exactly as the client subscribed with it.
+        script: String,
+        /// The new status (lowercase hex), `None` for no history.
+        status: Option<String>,
+    },
+    /// `blockchain.outpoint.subscribe`: the status of a subscribed outpoint
+    /// changed. Params: `[tx_hash, txout_idx, status]`, the status as
+    /// [`OutpointStatus`] describes it.
+    OutpointStatus {
+        /// The outpoint (its `txid` shown as Electrum shows txids).
+        outpoint: OutPoint,
+        /// Its new status.
+        status: OutpointStatus,
+    },
+    /// `server.ping` sent as a notification, as noise against traffic
+    /// analysis ([`crate::NoisePolicy`]). Params: one string of `padding`
+    /// characters (the reference server sends 128 zeros), so the message is
+    /// about as long as a script status notification.
+    Ping {
+        /// Characters of padding in the ping's one parameter.
+        padding: usize,
+    },
+}
+
+/// A transaction output: the transaction and the output's index in it.
+///
+/// ```
+/// use indexer_sessions::OutPoint;
+/// let txid = "ef1d870d24c85b89d92ad50f4631026f585d6a34e972eaf427475e5d60acf3a3";
+/// let outpoint = OutPoint::parse(txid, 1).unwrap();
+/// assert_eq!(outpoint.to_string(), format!("{txid}:1"));
+/// assert!(OutPoint::parse(txid, -1).is_err());
+/// assert!(OutPoint::parse(txid, 1 << 32).is_err());
+/// assert!(OutPoint::parse("zz", 0).is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Debug)]
+pub struct OutPoint {
+    /// The transaction that created the output.
+    pub txid: TxHash,
+    /// The output's index in that transaction.
+    pub vout: u32,
+}
+
+impl OutPoint {
+    /// An outpoint from a client's `tx_hash` (64 hex digits, display order)
+    /// and `txout_idx`.
+    ///
+    /// # Errors
+    /// [`crate::ParamError::NotHex`] or [`crate::ParamError::Length`] for a
+    /// malformed `tx_hash`; [`crate::ParamError::IndexOutOfRange`] for an
+    /// index below 0 or above `u32::MAX`.
+    pub fn parse(tx_hash: &str, txout_idx: i64) -> Result<Self, crate::error::ParamError> {
+        let txid = parse_txid("tx_hash", tx_hash)?;
+        let vout = u32::try_from(txout_idx).map_err(|_| crate::error::ParamError::IndexOutOfRange {
+            param: "txout_idx",
+            index: txout_idx,
+        })?;
+        Ok(OutPoint { txid, vout })
+    }
+}
+
+impl fmt::Display for OutPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.txid, self.vout)
+    }
+}
+
+/// Parses a txid in display order, naming `param` in the error.
+pub(crate) fn parse_txid(param: &'static str, text: &str) -> Result<TxHash, crate::error::ParamError> {
+    if text.len() != 64 {
+        return Err(crate::error::ParamError::Length {
+            param,
+            expected: 64,
+            found: text.len(),
+        });
+    }
+    TxHash::from_hex(text).ok_or(crate::error::ParamError::NotHex { param })
+}
+
+/// The transaction that spent an outpoint, in an [`OutpointStatus`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct OutpointSpender {
+    /// The spending transaction (`spender_txhash`).
+    pub txid: TxHash,
+    /// Its height (`spender_height`): the confirming block's, or for a
+    /// mempool transaction −1 when it spends unconfirmed outputs, else 0.
+    pub height: i64,
+}
+
+/// The status of an outpoint, as `blockchain.outpoint.subscribe` and
+/// `get_status` return it and its notifications carry it. As JSON:
+///
+/// - `{}` when the output never existed in the chain nor the mempool
+///   (`funder_height` is `None`);
+/// - `{"funder_height": h}` while unspent;
+/// - `{"funder_height": h, "spender_txhash": txid, "spender_height": s}`
+///   once spent.
+///
+/// Heights follow the script-history convention: a block height when
+/// confirmed; for a mempool transaction −1 when it spends unconfirmed
+/// outputs, else 0.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct OutpointStatus {
+    /// Height of the transaction that created the output; `None` when it
+    /// never existed.
+    pub funder_height: Option<i64>,
+    /// The transaction that spent it, if any (never set without
+    /// `funder_height`).
+    pub spender: Option<OutpointSpender>,
+}
+
+impl OutpointStatus {
+    /// Whether the status is `{}`: the output never existed.
+    pub fn is_unknown(&self) -> bool {
+        self.funder_height.is_none()
+    }
+
+    /// Whether the status involves the mempool (a height ≤ 0): such a
+    /// status is checked again whenever the tip changes.
+    pub fn involves_mempool(&self) -> bool {
+        self.funder_height.is_some_and(|h| h <= 0) || self.spender.is_some_and(|s| s.height <= 0)
+    }
+}
+
+/// An outpoint's confirmed state, as [`crate::Db::outpoint`] reads it: the
+/// output exists in the chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConfirmedOutpoint {
+    /// Height of the block that confirmed the transaction creating it.
+    pub height: Height,
+    /// The confirmed transaction that spent it, if any.
+    pub spender: Option<ConfirmedSpender>,
+}
+
+/// A confirmed spender, in a [`ConfirmedOutpoint`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConfirmedSpender {
+    /// The spending transaction.
+    pub txid: TxHash,
+    /// Height of the block that confirmed it.
+    pub height: Height,
+}
+
+/// An outpoint's state in the mempool, as [`crate::Mempool::outpoint`]
+/// reads it. The default is "the mempool knows nothing of it".
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct MempoolOutpoint {
+    /// Set when the transaction creating the output is in the mempool
+    /// (and has an output at that index).
+    pub funder: Option<MempoolFunder>,
+    /// Set when a mempool transaction spends the output.
+    pub spender: Option<MempoolSpender>,
+}
+
+/// The mempool transaction that created an outpoint, in a [`MempoolOutpoint`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct MempoolFunder {
+    /// Whether it spends outputs of other unconfirmed transactions
+    /// (its height is then −1 instead of 0).
+    pub has_unconfirmed_inputs: bool,
+}
+
+/// The mempool transaction that spends an outpoint, in a [`MempoolOutpoint`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct MempoolSpender {
+    /// The spending transaction.
+    pub txid: TxHash,
+    /// Whether it spends outputs of other unconfirmed transactions
+    /// (its height is then −1 instead of 0).
+    pub has_unconfirmed_inputs: bool,
+}
+
+/// Longest scriptPubKey accepted, in bytes (the consensus limit on a
+/// script that can be spent): it bounds what a subscription by script
+/// stores.
+pub const MAX_SCRIPT_LEN: usize = 10_000;
+
+/// The Electrum scripthash (64 hex digits: the SHA-256 of the script, in
+/// reversed byte order) of the scriptPubKey `script_hex`, as a client of
+/// protocol 1.7 sends it to the `blockchain.scriptpubkey.*` methods. A host
+/// serves `get_balance`, `get_history`, `get_mempool` and `listunspent` by
+/// script through the scripthash methods with it
+/// ([`crate::SessionHandle::history`], [`crate::SessionHandle::mempool`]).
+///
+/// ```
+/// use indexer_sessions::scripthash_of_scriptpubkey;
+/// // The scripthash Electrum documents for the P2PKH script of
+/// // 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa.
+/// let script = "76a91462e907b15cbf27d5425399ebf6f0fb50ebb88f1888ac";
+/// assert_eq!(
+///     scripthash_of_scriptpubkey(script).unwrap(),
+///     "8b01df4e368ea28f8dc0423bcf7a4923e3a12d307c875e47a0cfbf90b5c39161",
+/// );
+/// assert!(scripthash_of_scriptpubkey("abc").is_err());
+/// ```
+///
+/// # Errors
+/// [`crate::ParamError::NotHex`] for odd-length or non-hex text;
+/// [`crate::ParamError::TooLong`] for a script over [`MAX_SCRIPT_LEN`] bytes.
+pub fn scripthash_of_scriptpubkey(script_hex: &str) -> Result<String, crate::error::ParamError> {
+    let mut hash = script_sha256(script_hex)?;
+    hash.reverse();
+    Ok(encode_hex(&hash))
+}
+
+/// The SHA-256 of a scriptPubKey given in hex (internal byte order).
+pub(crate) fn script_sha256(script_hex: &str) -> Result<[u8; 32], crate::error::ParamError> {
+    use sha2::Digest;
+    const PARAM: &str = "scriptpubkey";
+    if script_hex.len() > 2 * MAX_SCRIPT_LEN {
+        return Err(crate::error::ParamError::TooLong {
+            param: PARAM,
+            max: 2 * MAX_SCRIPT_LEN,
+            found: script_hex.len(),
+        });
+    }
+    let script = decode_hex(script_hex).ok_or(crate::error::ParamError::NotHex { param: PARAM })?;
+    Ok(sha2::Sha256::digest(&script).into())
+}
+
 /// The peer address and kind of a connection, as given by its [`crate::Transport`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PeerInfo {

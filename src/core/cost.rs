@@ -51,6 +51,22 @@ pub const UNSUBSCRIBE: Cost = Cost::constant(0.1);
 pub const TRANSACTION_GET: Cost = Cost::constant(1.0);
 /// `mempool.get_fee_histogram`.
 pub const FEE_HISTOGRAM: Cost = Cost::constant(1.0);
+/// `blockchain.outpoint.subscribe` and `get_status`, always: 0.1 per status
+/// (a cache miss adds [`outpoint_lookup`], a mempool read
+/// [`OUTPOINT_MEMPOOL`]).
+pub const OUTPOINT_STATUS: Cost = Cost::constant(0.1);
+/// An outpoint status that had to consult the mempool (the output has no
+/// confirmed spender).
+pub const OUTPOINT_MEMPOOL: Cost = Cost::constant(0.1);
+/// `blockchain.outpoint.unsubscribe`.
+pub const OUTPOINT_UNSUBSCRIBE: Cost = Cost::constant(0.1);
+
+/// The confirmed part of an outpoint status read from the index (a cache
+/// miss): 1 for the existence lookup, plus 1 for the spender lookup when
+/// the output exists (ElectrumX asks its node twice).
+pub fn outpoint_lookup(exists: bool) -> Cost {
+    Cost::saturating(if exists { 2.0 } else { 1.0 })
+}
 
 /// `blockchain.block.header`: 0.25, or 1.25 with a checkpoint proof (`cp_height > 0`).
 pub fn block_header(cp_height: u32) -> Cost {

@@ -11,6 +11,7 @@ pub mod groups;
 pub(crate) mod hashing;
 pub mod merkle;
 pub(crate) mod meter;
+pub(crate) mod noise;
 pub(crate) mod outbox;
 pub mod status;
 pub(crate) mod subscriptions;

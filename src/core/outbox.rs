@@ -2,11 +2,13 @@
 //! and the client has not yet been sent.
 //!
 //! The manager only ever fills it (never awaits the client); the session's
-//! delivery future drains it in order. Pending notifications coalesce: at
-//! most one header (the newest) and one status per subscribed script (the
-//! newest), so a client that stops reading holds bounded memory. A status
-//! that changes back to what the client already has before it was sent is
-//! dropped, so the client never receives the same status twice in a row.
+//! delivery future drains it in order: the header, then statuses in the
+//! order they were first queued, then noise pings. Pending notifications
+//! coalesce: at most one header (the newest), one status per subscribed
+//! script or outpoint (the newest) and [`MAX_PENDING_PINGS`] pings, so a
+//! client that stops reading holds bounded memory. A status that changes
+//! back to what the client already has before it was sent is dropped, so
+//! the client never receives the same status twice in a row.
 //!
 //! Delivery is *peek, send, acknowledge*: a notification leaves the outbox
 //! only once [`Outbox::acknowledge`] says its send completed. A delivery
@@ -15,7 +17,8 @@
 //! replaced meanwhile).
 
 use crate::core::hashing::HashMap;
-use crate::types::{BlockHash, HashX, Height, Notification};
+use crate::core::subscriptions::Alias;
+use crate::types::{BlockHash, ExtendedNotification, HashX, Height, Notification, OutPoint, OutpointStatus};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -28,10 +31,64 @@ pub(crate) type StatusPrint = u64;
 /// client is never sent a header older than, or equal to, one it has.
 pub(crate) type TipGeneration = u64;
 
+/// Most noise pings an outbox holds: more are dropped (a client that does
+/// not read gains nothing from more noise).
+pub(crate) const MAX_PENDING_PINGS: u32 = 4;
+
+/// What a status is about: a script or an outpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum StatusKey {
+    Script(HashX),
+    Outpoint(OutPoint),
+}
+
+/// A status as it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// A script's status (lowercase hex, `None` for no history), named as
+    /// the session named the script.
+    Script { alias: Alias, status: Option<String> },
+    /// An outpoint's status.
+    Outpoint {
+        outpoint: OutPoint,
+        status: OutpointStatus,
+    },
+}
+
+impl Payload {
+    fn to_message(&self) -> Outgoing {
+        match self {
+            Payload::Script { alias, status } => match alias {
+                Alias::ScriptHash(alias) => Outgoing::Notification(Notification::ScriptHashStatus {
+                    alias: alias.clone(),
+                    status: status.clone(),
+                }),
+                Alias::ScriptPubKey(script) => Outgoing::Extended(ExtendedNotification::ScriptPubKeyStatus {
+                    script: script.clone(),
+                    status: status.clone(),
+                }),
+            },
+            Payload::Outpoint { outpoint, status } => {
+                Outgoing::Extended(ExtendedNotification::OutpointStatus {
+                    outpoint: *outpoint,
+                    status: *status,
+                })
+            }
+        }
+    }
+}
+
+/// A notification on its way out: through `Transport::send` or
+/// `Transport::send_extended`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    Notification(Notification),
+    Extended(ExtendedNotification),
+}
+
 #[derive(Debug)]
 struct PendingStatus {
-    alias: String,
-    status: Option<String>,
+    payload: Payload,
     /// Fingerprint of `status`.
     print: StatusPrint,
     /// Fingerprint of the status the client has (sent and acknowledged).
@@ -57,12 +114,14 @@ pub(crate) enum Taken {
         generation: TipGeneration,
         hash: BlockHash,
     },
-    /// The pending status of this script, at this version.
+    /// The pending status of this script or outpoint, at this version.
     Status {
-        hashx: HashX,
+        key: StatusKey,
         version: u64,
         print: StatusPrint,
     },
+    /// One pending noise ping.
+    Ping,
 }
 
 /// The pending notifications of one session, as plain data: the edge
@@ -74,8 +133,11 @@ pub(crate) struct Outbox {
     header_seen: TipGeneration,
     /// The block whose header the client has (sent or given in a reply).
     header_has: Option<BlockHash>,
-    order: VecDeque<HashX>,
-    statuses: HashMap<HashX, PendingStatus>,
+    order: VecDeque<StatusKey>,
+    statuses: HashMap<StatusKey, PendingStatus>,
+    /// Noise pings to send after everything else, and their padding.
+    pings: u32,
+    ping_padding: usize,
     next_version: u64,
     /// What the delivery future last took and has not acknowledged: it may
     /// be on its way to the client.
@@ -87,7 +149,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.header.is_none() && self.order.is_empty()
+        self.header.is_none() && self.order.is_empty() && self.pings == 0
     }
 
     fn version(&mut self) -> u64 {
@@ -95,16 +157,16 @@ impl Outbox {
         self.next_version
     }
 
-    fn is_in_flight(&self, hashx: &HashX) -> bool {
-        matches!(self.in_flight, Some(Taken::Status { hashx: h, .. }) if h == *hashx)
+    fn is_in_flight(&self, key: &StatusKey) -> bool {
+        matches!(self.in_flight, Some(Taken::Status { key: k, .. }) if k == *key)
     }
 
-    fn remove_status(&mut self, hashx: &HashX) {
-        if self.statuses.remove(hashx).is_some() {
-            if self.order.front() == Some(hashx) {
+    fn remove_status(&mut self, key: &StatusKey) {
+        if self.statuses.remove(key).is_some() {
+            if self.order.front() == Some(key) {
                 self.order.pop_front();
             } else {
-                self.order.retain(|h| h != hashx);
+                self.order.retain(|k| k != key);
             }
         }
         if self.is_empty() {
@@ -183,15 +245,15 @@ impl Outbox {
         self.header_has = Some(hash);
     }
 
-    /// Queues a status change from `base` to `print`. A pending status for
-    /// the same script is replaced; if the result is what the client already
-    /// has, the pending status is dropped. Returns true when a notification
-    /// was added (the delivery future has something new to wait for).
+    /// Queues a status change from `base` to `print` (sent as `payload`).
+    /// A pending status for the same script or outpoint is replaced; if the
+    /// result is what the client already has, the pending status is
+    /// dropped. Returns true when a notification was added (the delivery
+    /// future has something new to wait for).
     pub(crate) fn push_status(
         &mut self,
-        hashx: HashX,
-        alias: String,
-        status: Option<String>,
+        key: StatusKey,
+        payload: Payload,
         print: StatusPrint,
         base: StatusPrint,
         now: Instant,
@@ -200,16 +262,16 @@ impl Outbox {
             return false;
         }
         let version = self.version();
-        let in_flight = self.is_in_flight(&hashx);
-        match self.statuses.get_mut(&hashx) {
+        let in_flight = self.is_in_flight(&key);
+        match self.statuses.get_mut(&key) {
             // Back to what the client has, and not possibly on its way:
             // nothing to send.
             Some(pending) if pending.base == print && !in_flight => {
-                self.remove_status(&hashx);
+                self.remove_status(&key);
                 return false;
             }
             Some(pending) => {
-                pending.status = status;
+                pending.payload = payload;
                 pending.print = print;
                 pending.version = version;
                 return false;
@@ -219,19 +281,30 @@ impl Outbox {
                     return false;
                 }
                 self.statuses.insert(
-                    hashx,
+                    key,
                     PendingStatus {
-                        alias,
-                        status,
+                        payload,
                         print,
                         base,
                         version,
                     },
                 );
-                self.order.push_back(hashx);
+                self.order.push_back(key);
                 self.pending_since.get_or_insert(now);
             }
         }
+        true
+    }
+
+    /// Queues `count` noise pings of `padding` characters, up to
+    /// [`MAX_PENDING_PINGS`] pending. Returns true when one was added.
+    pub(crate) fn push_pings(&mut self, count: u32, padding: usize, now: Instant) -> bool {
+        if self.closed || count == 0 || self.pings >= MAX_PENDING_PINGS {
+            return false;
+        }
+        self.pings = (self.pings + count).min(MAX_PENDING_PINGS);
+        self.ping_padding = padding;
+        self.pending_since.get_or_insert(now);
         true
     }
 
@@ -243,38 +316,38 @@ impl Outbox {
         }
     }
 
-    /// Records that the client was given `status` (fingerprint `print`) for
-    /// `hashx` directly, in a subscribe reply: a pending status for it is
-    /// dropped, unless it may be on its way to the client, in which case
-    /// the given status is sent after it.
-    pub(crate) fn status_given(&mut self, hashx: HashX, status: &Option<String>, print: StatusPrint) {
-        let in_flight = self.is_in_flight(&hashx);
-        if !self.statuses.contains_key(&hashx) {
+    /// Records that the client was given the status `payload` (fingerprint
+    /// `print`) for `key` directly, in a subscribe reply: a pending status
+    /// for it is dropped, unless it may be on its way to the client, in
+    /// which case the given status is sent after it.
+    pub(crate) fn status_given(&mut self, key: StatusKey, payload: Payload, print: StatusPrint) {
+        let in_flight = self.is_in_flight(&key);
+        if !self.statuses.contains_key(&key) {
             return;
         }
         if in_flight {
             // Sent after the one on its way if that one arrives (it is then
             // based on it); dropped at the next peek if that send was abandoned.
             let version = self.version();
-            if let Some(pending) = self.statuses.get_mut(&hashx) {
-                pending.status.clone_from(status);
+            if let Some(pending) = self.statuses.get_mut(&key) {
+                pending.payload = payload;
                 pending.print = print;
                 pending.base = print;
                 pending.version = version;
             }
         } else {
-            self.remove_status(&hashx);
+            self.remove_status(&key);
         }
     }
 
-    /// Drops a pending status (the script was unsubscribed).
-    pub(crate) fn forget(&mut self, hashx: HashX) {
-        self.remove_status(&hashx);
+    /// Drops a pending status (the script or outpoint was unsubscribed).
+    pub(crate) fn forget(&mut self, key: StatusKey) {
+        self.remove_status(&key);
     }
 
     /// Number of undelivered notifications.
     pub(crate) fn len(&self) -> usize {
-        self.order.len() + usize::from(self.header.is_some())
+        self.order.len() + usize::from(self.header.is_some()) + self.pings as usize
     }
 
     /// When the oldest undelivered notification was queued.
@@ -290,7 +363,7 @@ impl Outbox {
     /// acknowledged, was abandoned (its delivery future was dropped): what
     /// was kept only to follow it, and now equals what the client has, is
     /// dropped instead of sent.
-    pub(crate) fn next(&mut self) -> Option<(Taken, Notification)> {
+    pub(crate) fn next(&mut self) -> Option<(Taken, Outgoing)> {
         if self.closed {
             return None;
         }
@@ -303,10 +376,10 @@ impl Outbox {
             self.header = None;
         }
         if let Some(pending) = &self.header {
-            let notification = Notification::Header {
+            let notification = Outgoing::Notification(Notification::Header {
                 height: pending.height,
                 header: pending.header.clone(),
-            };
+            });
             let taken = Taken::Header {
                 generation: pending.generation,
                 hash: pending.hash,
@@ -314,22 +387,19 @@ impl Outbox {
             self.in_flight = Some(taken);
             return Some((taken, notification));
         }
-        while let Some(hashx) = self.order.front().copied() {
+        while let Some(key) = self.order.front().copied() {
             if self
                 .statuses
-                .get(&hashx)
+                .get(&key)
                 .is_some_and(|pending| pending.print == pending.base)
             {
-                self.remove_status(&hashx);
+                self.remove_status(&key);
                 continue;
             }
-            if let Some(pending) = self.statuses.get(&hashx) {
-                let notification = Notification::ScriptHashStatus {
-                    alias: pending.alias.clone(),
-                    status: pending.status.clone(),
-                };
+            if let Some(pending) = self.statuses.get(&key) {
+                let notification = pending.payload.to_message();
                 let taken = Taken::Status {
-                    hashx,
+                    key,
                     version: pending.version,
                     print: pending.print,
                 };
@@ -337,6 +407,13 @@ impl Outbox {
                 return Some((taken, notification));
             }
             self.order.pop_front();
+        }
+        if self.pings > 0 {
+            self.in_flight = Some(Taken::Ping);
+            let ping = ExtendedNotification::Ping {
+                padding: self.ping_padding,
+            };
+            return Some((Taken::Ping, Outgoing::Extended(ping)));
         }
         self.pending_since = None;
         None
@@ -359,22 +436,19 @@ impl Outbox {
                     self.header = None;
                 }
             }
-            Taken::Status {
-                hashx,
-                version,
-                print,
-            } => {
-                if let Some(pending) = self.statuses.get_mut(&hashx) {
+            Taken::Status { key, version, print } => {
+                if let Some(pending) = self.statuses.get_mut(&key) {
                     if pending.version == version {
-                        self.remove_status(&hashx);
+                        self.remove_status(&key);
                     } else if pending.print == print {
                         // Replaced by an equal status while being sent.
-                        self.remove_status(&hashx);
+                        self.remove_status(&key);
                     } else {
                         pending.base = print;
                     }
                 }
             }
+            Taken::Ping => self.pings = self.pings.saturating_sub(1),
         }
         self.pending_since = if self.is_empty() { None } else { Some(now) };
     }
@@ -385,6 +459,7 @@ impl Outbox {
         self.header = None;
         self.order.clear();
         self.statuses.clear();
+        self.pings = 0;
         self.pending_since = None;
     }
 
@@ -403,7 +478,10 @@ mod tests {
     }
 
     fn peek(outbox: &mut Outbox) -> Option<(Taken, Notification)> {
-        outbox.next()
+        outbox.next().map(|(taken, outgoing)| match outgoing {
+            Outgoing::Notification(notification) => (taken, notification),
+            Outgoing::Extended(other) => panic!("expected a 1.4 notification, got {other:?}"),
+        })
     }
 
     fn status_of(notification: &Notification) -> Option<String> {
@@ -413,11 +491,18 @@ mod tests {
         }
     }
 
+    fn script(alias: &str, status: Option<&str>) -> Payload {
+        Payload::Script {
+            alias: Alias::ScriptHash(alias.into()),
+            status: status.map(Into::into),
+        }
+    }
+
     #[test]
     fn a_peeked_notification_stays_until_acknowledged() {
         let mut outbox = Outbox::default();
         let now = Instant::now();
-        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s1")), 1, 0, now);
         let (taken, first) = peek(&mut outbox).unwrap();
         // The send was dropped: the next peek returns the same notification.
         let (again, second) = peek(&mut outbox).unwrap();
@@ -432,9 +517,9 @@ mod tests {
     fn a_replacement_during_the_send_is_sent_next() {
         let mut outbox = Outbox::default();
         let now = Instant::now();
-        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s1")), 1, 0, now);
         let (taken, _) = peek(&mut outbox).unwrap();
-        outbox.push_status(hx(1), "a".into(), Some("s2".into()), 2, 1, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s2")), 2, 1, now);
         outbox.acknowledge(taken, now);
         let (_, next) = peek(&mut outbox).unwrap();
         assert_eq!(status_of(&next).as_deref(), Some("s2"));
@@ -446,9 +531,9 @@ mod tests {
         // reverts to 0. After the send the client has 1, so 0 must follow.
         let mut outbox = Outbox::default();
         let now = Instant::now();
-        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s1")), 1, 0, now);
         let (taken, _) = peek(&mut outbox).unwrap();
-        outbox.push_status(hx(1), "a".into(), None, 0, 1, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", None), 0, 1, now);
         outbox.acknowledge(taken, now);
         let (_, next) = peek(&mut outbox).unwrap();
         assert_eq!(status_of(&next), None);
@@ -460,9 +545,9 @@ mod tests {
         // future dropped): the client still has 0, so nothing is sent.
         let mut outbox = Outbox::default();
         let now = Instant::now();
-        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s1")), 1, 0, now);
         let (_abandoned, _) = peek(&mut outbox).unwrap();
-        outbox.push_status(hx(1), "a".into(), None, 0, 1, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", None), 0, 1, now);
         assert!(peek(&mut outbox).is_none());
         assert_eq!(outbox.len(), 0);
     }
@@ -472,9 +557,9 @@ mod tests {
         let now = Instant::now();
         for arrives in [true, false] {
             let mut outbox = Outbox::default();
-            outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
+            outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s1")), 1, 0, now);
             let (taken, _) = peek(&mut outbox).unwrap();
-            outbox.status_given(hx(1), &Some("s2".into()), 2);
+            outbox.status_given(StatusKey::Script(hx(1)), script("a", Some("s2")), 2);
             if arrives {
                 outbox.acknowledge(taken, now);
                 let (_, next) = peek(&mut outbox).unwrap();
@@ -489,8 +574,8 @@ mod tests {
     fn a_revert_before_the_send_is_dropped() {
         let mut outbox = Outbox::default();
         let now = Instant::now();
-        outbox.push_status(hx(1), "a".into(), Some("s1".into()), 1, 0, now);
-        outbox.push_status(hx(1), "a".into(), None, 0, 1, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", Some("s1")), 1, 0, now);
+        outbox.push_status(StatusKey::Script(hx(1)), script("a", None), 0, 1, now);
         assert!(peek(&mut outbox).is_none());
     }
 
@@ -569,6 +654,81 @@ mod tests {
         assert!(outbox.push_header(2, block(2), Height(2), vec![2], now));
         assert!(!outbox.push_header(3, block(1), Height(1), vec![1], now));
         assert!(peek(&mut outbox).is_none());
+        assert_eq!(outbox.len(), 0);
+    }
+
+    fn outpoint_payload(n: u8, funder_height: Option<i64>) -> (StatusKey, Payload) {
+        let outpoint = OutPoint {
+            txid: crate::types::TxHash([n; 32]),
+            vout: 1,
+        };
+        let status = OutpointStatus {
+            funder_height,
+            spender: None,
+        };
+        (
+            StatusKey::Outpoint(outpoint),
+            Payload::Outpoint { outpoint, status },
+        )
+    }
+
+    #[test]
+    fn outpoint_statuses_coalesce_per_outpoint_and_keep_their_order() {
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        let (a, first) = outpoint_payload(1, Some(0));
+        let (b, other) = outpoint_payload(2, Some(7));
+        assert!(outbox.push_status(a, first, 1, 0, now));
+        assert!(outbox.push_status(StatusKey::Script(hx(1)), script("s", Some("x")), 9, 0, now));
+        assert!(outbox.push_status(b, other, 3, 0, now));
+        // A newer status of the first outpoint replaces the unsent one, in place.
+        let (_, newer) = outpoint_payload(1, Some(5));
+        assert!(!outbox.push_status(a, newer.clone(), 2, 1, now));
+        assert_eq!(outbox.len(), 3);
+        let (taken, sent) = outbox.next().unwrap();
+        assert_eq!(sent, newer.to_message());
+        outbox.acknowledge(taken, now);
+        let (taken, sent) = outbox.next().unwrap();
+        assert!(matches!(
+            sent,
+            Outgoing::Notification(Notification::ScriptHashStatus { .. })
+        ));
+        outbox.acknowledge(taken, now);
+        // Back to what the client has: the pending status is dropped.
+        let (_, back) = outpoint_payload(2, None);
+        assert!(!outbox.push_status(b, back, 0, 3, now));
+        assert!(outbox.next().is_none());
+        outbox.forget(a);
+        assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn pings_follow_everything_else_and_stay_bounded() {
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        assert!(outbox.push_pings(3, 128, now));
+        assert!(outbox.push_pings(9, 128, now));
+        assert!(!outbox.push_pings(1, 128, now), "already at the cap");
+        assert!(!outbox.push_pings(0, 128, now));
+        assert_eq!(outbox.len(), MAX_PENDING_PINGS as usize);
+        outbox.push_status(StatusKey::Script(hx(1)), script("s", Some("x")), 9, 0, now);
+        let (taken, first) = outbox.next().unwrap();
+        assert!(matches!(first, Outgoing::Notification(_)));
+        outbox.acknowledge(taken, now);
+        for _ in 0..MAX_PENDING_PINGS {
+            let (taken, ping) = outbox.next().unwrap();
+            // Dropped mid-send: the same ping again.
+            assert_eq!(outbox.next().unwrap().1, ping);
+            assert_eq!(
+                ping,
+                Outgoing::Extended(ExtendedNotification::Ping { padding: 128 })
+            );
+            outbox.acknowledge(taken, now);
+        }
+        assert!(outbox.next().is_none());
+        assert_eq!(outbox.pending_since(), None);
+        outbox.push_pings(2, 1, now);
+        outbox.close();
         assert_eq!(outbox.len(), 0);
     }
 }

@@ -26,8 +26,27 @@
 //! assert_eq!(status_hex(&status).len(), 64);
 //! ```
 
-use crate::{HistoryEntry, MempoolEntry};
+use crate::{HistoryEntry, MempoolEntry, OutpointStatus};
 use sha2::{Digest, Sha256};
+
+/// A 64-bit fingerprint of an outpoint status, as the subscription index
+/// and outboxes compare statuses: 0 for `{}` (the output never existed),
+/// else the first 8 bytes of a SHA-256 of its fields, with the low bit set.
+pub(crate) fn outpoint_print(status: &OutpointStatus) -> crate::core::outbox::StatusPrint {
+    let Some(funder) = status.funder_height else {
+        return 0;
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(funder.to_le_bytes());
+    if let Some(spender) = status.spender {
+        hasher.update(spender.txid.0);
+        hasher.update(spender.height.to_le_bytes());
+    }
+    let hash = hasher.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(bytes) | 1
+}
 
 /// The height Electrum reports for a mempool transaction: `-1` when it has
 /// unconfirmed inputs, `0` otherwise.

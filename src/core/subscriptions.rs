@@ -1,7 +1,8 @@
 //! The subscription index: script → one shared entry (its subscribers, the
 //! last status they were all sent, whether that status involved the
-//! mempool), and per session the scripts it subscribed to and, only where
-//! the client used an unusual spelling, the alias it used.
+//! mempool), the same for outpoints, and per session the scripts and
+//! outpoints it subscribed to and, only where the client used an unusual
+//! spelling (or a scriptPubKey), the alias it used.
 //!
 //! Invariant: every subscriber of an entry has been sent (or has pending in
 //! its outbox) the entry's status. So a new status goes to exactly the
@@ -12,16 +13,19 @@
 //!
 //! The manager holds it under one lock, so every operation is bounded by
 //! what it touches, never by the index's size: subscribe and unsubscribe are
-//! O(1) (a session's scripts are a short list, then a hash set), plus the
-//! script's subscribers when its status changed; `update` is O(subscribers of
-//! the script); `targets` is O(min(touched, subscribed scripts)), plus the
-//! scripts whose status involved the mempool on a tip change;
-//! `remove_session` is O(scripts of that session).
+//! O(1) (a session's scripts and outpoints are short lists, then hash
+//! sets), plus the entry's subscribers when its status changed; `update` is
+//! O(subscribers of the entry); `targets` is O(min(touched, subscribed
+//! entries)), plus the entries whose status involved the mempool on a tip
+//! change; `remove_session` is O(subscriptions of that session).
+//!
+//! Outpoint subscriptions count toward the same limits and totals as
+//! script subscriptions.
 
 use crate::core::hashing::{HashMap, HashSet};
 use crate::core::outbox::StatusPrint;
 use crate::error::{Error, SubscriptionScope};
-use crate::types::{HASHX_LEN, HashX, SessionId, encode_hex};
+use crate::types::{HASHX_LEN, HashX, OutPoint, SessionId, encode_hex};
 use ipnetwork::IpNetwork;
 
 /// What the index needs of a subscriber.
@@ -93,94 +97,116 @@ struct Entry<S> {
     rest: [u8; 32 - HASHX_LEN],
     status: StatusPrint,
     mempool: bool,
-    /// Whether some subscriber used a spelling other than the canonical one
-    /// (only then are per-session aliases looked up).
+    /// Whether some subscriber used a spelling other than the canonical one,
+    /// or subscribed by scriptPubKey (only then are per-session aliases
+    /// looked up).
     unusual_aliases: bool,
     subscribers: Subscribers<S>,
 }
 
-/// Scripts a session may hold in a plain list before they move to a hash set.
+struct OutpointEntry<S> {
+    status: StatusPrint,
+    mempool: bool,
+    subscribers: Subscribers<S>,
+}
+
+/// How a session named a script, and so how it is notified.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Alias {
+    /// `blockchain.scripthash.subscribe` with this scripthash string.
+    ScriptHash(String),
+    /// `blockchain.scriptpubkey.subscribe` with this scriptPubKey hex.
+    ScriptPubKey(String),
+}
+
+impl Default for Alias {
+    fn default() -> Self {
+        Alias::ScriptHash(String::new())
+    }
+}
+
+/// Keys a session may hold in a plain list before they move to a hash set.
 const SMALL_SCRIPTS: usize = 16;
 
-/// A session's scripts: a short unsorted list while it holds at most
-/// [`SMALL_SCRIPTS`] (as much memory as a sorted `Vec`, scanned in a few
-/// nanoseconds), a hash set beyond, so inserting and removing one stays
-/// O(1) at any size. A set that shrinks to half the threshold becomes a
-/// list again (the gap keeps a session at the edge from switching back and
-/// forth).
-enum ScriptSet {
+/// A session's scripts (or outpoints): a short unsorted list while it holds
+/// at most [`SMALL_SCRIPTS`] (as much memory as a sorted `Vec`, scanned in
+/// a few nanoseconds), a hash set beyond, so inserting and removing one
+/// stays O(1) at any size. A set that shrinks to half the threshold becomes
+/// a list again (the gap keeps a session at the edge from switching back
+/// and forth).
+enum KeySet<K> {
     /// No duplicates, at most [`SMALL_SCRIPTS`].
-    Small(Vec<HashX>),
+    Small(Vec<K>),
     /// More than `SMALL_SCRIPTS / 2`.
-    Large(Box<HashSet<HashX>>),
+    Large(Box<HashSet<K>>),
 }
 
-impl Default for ScriptSet {
+impl<K> Default for KeySet<K> {
     fn default() -> Self {
-        ScriptSet::Small(Vec::new())
+        KeySet::Small(Vec::new())
     }
 }
 
-impl ScriptSet {
+impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
     fn len(&self) -> usize {
         match self {
-            ScriptSet::Small(list) => list.len(),
-            ScriptSet::Large(set) => set.len(),
+            KeySet::Small(list) => list.len(),
+            KeySet::Large(set) => set.len(),
         }
     }
 
-    fn contains(&self, hashx: &HashX) -> bool {
+    fn contains(&self, key: &K) -> bool {
         match self {
-            ScriptSet::Small(list) => list.contains(hashx),
-            ScriptSet::Large(set) => set.contains(hashx),
+            KeySet::Small(list) => list.contains(key),
+            KeySet::Large(set) => set.contains(key),
         }
     }
 
-    /// Adds `hashx`; false if it was there.
-    fn insert(&mut self, hashx: HashX) -> bool {
+    /// Adds `key`; false if it was there.
+    fn insert(&mut self, key: K) -> bool {
         match self {
-            ScriptSet::Small(list) if list.contains(&hashx) => false,
-            ScriptSet::Small(list) if list.len() < SMALL_SCRIPTS => {
-                list.push(hashx);
+            KeySet::Small(list) if list.contains(&key) => false,
+            KeySet::Small(list) if list.len() < SMALL_SCRIPTS => {
+                list.push(key);
                 true
             }
-            ScriptSet::Small(list) => {
+            KeySet::Small(list) => {
                 let mut set = HashSet::with_capacity_and_hasher(2 * SMALL_SCRIPTS, Default::default());
                 set.extend(list.drain(..));
-                set.insert(hashx);
-                *self = ScriptSet::Large(Box::new(set));
+                set.insert(key);
+                *self = KeySet::Large(Box::new(set));
                 true
             }
-            ScriptSet::Large(set) => set.insert(hashx),
+            KeySet::Large(set) => set.insert(key),
         }
     }
 
-    /// Removes `hashx`; false if it was not there.
-    fn remove(&mut self, hashx: &HashX) -> bool {
+    /// Removes `key`; false if it was not there.
+    fn remove(&mut self, key: &K) -> bool {
         match self {
-            ScriptSet::Small(list) => match list.iter().position(|h| h == hashx) {
+            KeySet::Small(list) => match list.iter().position(|h| h == key) {
                 Some(at) => {
                     list.swap_remove(at);
                     true
                 }
                 None => false,
             },
-            ScriptSet::Large(set) => {
-                let removed = set.remove(hashx);
+            KeySet::Large(set) => {
+                let removed = set.remove(key);
                 if set.len() <= SMALL_SCRIPTS / 2 {
                     let mut list = Vec::with_capacity(SMALL_SCRIPTS);
                     list.extend(set.iter().copied());
-                    *self = ScriptSet::Small(list);
+                    *self = KeySet::Small(list);
                 }
                 removed
             }
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &HashX> {
+    fn iter(&self) -> impl Iterator<Item = &K> {
         let (list, set) = match self {
-            ScriptSet::Small(list) => (&list[..], None),
-            ScriptSet::Large(set) => (&[][..], Some(&**set)),
+            KeySet::Small(list) => (&list[..], None),
+            KeySet::Large(set) => (&[][..], Some(&**set)),
         };
         list.iter().chain(set.into_iter().flatten())
     }
@@ -188,14 +214,23 @@ impl ScriptSet {
 
 #[derive(Default)]
 struct SessionSubs {
-    scripts: ScriptSet,
-    /// Aliases that differ from the entry's canonical spelling.
-    aliases: Option<Box<HashMap<HashX, String>>>,
+    scripts: KeySet<HashX>,
+    outpoints: KeySet<OutPoint>,
+    /// Aliases other than the entry's canonical scripthash spelling.
+    aliases: Option<Box<HashMap<HashX, Alias>>>,
     group: Option<IpNetwork>,
     headers: bool,
 }
 
-/// Subscription limits applied by [`SubscriptionIndex::subscribe`].
+impl SessionSubs {
+    /// Script and outpoint subscriptions.
+    fn count(&self) -> usize {
+        self.scripts.len() + self.outpoints.len()
+    }
+}
+
+/// Subscription limits applied by [`SubscriptionIndex::subscribe`] and
+/// [`SubscriptionIndex::subscribe_outpoint`].
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SubLimits {
     pub(crate) per_session: Option<usize>,
@@ -203,11 +238,20 @@ pub(crate) struct SubLimits {
     pub(crate) global: Option<usize>,
 }
 
-/// A status change to deliver: to `subscriber`, for `hashx`, from `base` to the new status.
+/// A script status change to deliver: to `subscriber`, for `hashx`, from
+/// `base` to the new status, named as `alias`.
 pub(crate) struct Delivery<S> {
     pub(crate) subscriber: S,
     pub(crate) hashx: HashX,
-    pub(crate) alias: String,
+    pub(crate) alias: Alias,
+    pub(crate) base: StatusPrint,
+}
+
+/// An outpoint status change to deliver: to `subscriber`, for `outpoint`,
+/// from `base` to the new status.
+pub(crate) struct OutpointDelivery<S> {
+    pub(crate) subscriber: S,
+    pub(crate) outpoint: OutPoint,
     pub(crate) base: StatusPrint,
 }
 
@@ -222,6 +266,13 @@ pub(crate) fn parse_scripthash(alias: &str) -> Option<(HashX, [u8; 32 - HASHX_LE
     Some((hashx, rest))
 }
 
+/// Splits a script hash (internal byte order) into hashX and the remaining bytes.
+pub(crate) fn split_scripthash(hash: &[u8; 32]) -> (HashX, [u8; 32 - HASHX_LEN]) {
+    let mut rest = [0u8; 32 - HASHX_LEN];
+    rest.copy_from_slice(&hash[HASHX_LEN..]);
+    (HashX::from_scripthash(hash), rest)
+}
+
 fn canonical_alias(hashx: &HashX, rest: &[u8; 32 - HASHX_LEN]) -> String {
     let mut bytes = [0u8; 32];
     bytes[..HASHX_LEN].copy_from_slice(hashx.as_bytes());
@@ -234,9 +285,15 @@ pub(crate) struct SubscriptionIndex<S> {
     entries: HashMap<HashX, Entry<S>>,
     /// Scripts whose last status involved the mempool.
     mempool_scripts: HashSet<HashX>,
+    outpoints: HashMap<OutPoint, OutpointEntry<S>>,
+    /// Outpoints whose last status involved the mempool.
+    mempool_outpoints: HashSet<OutPoint>,
     sessions: HashMap<SessionId, SessionSubs>,
     per_group: HashMap<IpNetwork, usize>,
     header_subscribers: HashMap<SessionId, S>,
+    /// Sessions that asked for noise pings.
+    noise: HashMap<SessionId, S>,
+    /// Script and outpoint subscriptions.
     total: usize,
 }
 
@@ -245,24 +302,64 @@ impl<S> Default for SubscriptionIndex<S> {
         SubscriptionIndex {
             entries: HashMap::default(),
             mempool_scripts: HashSet::default(),
+            outpoints: HashMap::default(),
+            mempool_outpoints: HashSet::default(),
             sessions: HashMap::default(),
             per_group: HashMap::default(),
             header_subscribers: HashMap::default(),
+            noise: HashMap::default(),
             total: 0,
         }
     }
 }
 
-/// The outcome of [`SubscriptionIndex::subscribe`].
-pub(crate) struct Subscribed<S> {
-    /// Subscriptions the session now has.
+/// The outcome of [`SubscriptionIndex::subscribe`] (`D`: [`Delivery`]) or
+/// [`SubscriptionIndex::subscribe_outpoint`] (`D`: [`OutpointDelivery`]).
+pub(crate) struct Subscribed<D> {
+    /// Subscriptions the session now has (scripts and outpoints).
     pub(crate) count: usize,
     /// Other subscribers that must be sent the new status (it differed from the entry's).
-    pub(crate) deliveries: Vec<Delivery<S>>,
+    pub(crate) deliveries: Vec<D>,
+}
+
+/// Keeps `set` ∋ `key` exactly when `present`.
+fn mark<K: Eq + std::hash::Hash>(set: &mut HashSet<K>, key: K, present: bool) {
+    if present {
+        set.insert(key);
+    } else {
+        set.remove(&key);
+    }
+}
+
+/// The keys to recompute for an event: `touched ∩ subscribed` (iterating
+/// the smaller side), plus, on a tip change, every key of `mempool`.
+fn targets_of<K: Copy + Eq + std::hash::Hash, V>(
+    subscribed: &HashMap<K, V>,
+    mempool: &HashSet<K>,
+    touched: &HashSet<K>,
+    tip_changed: bool,
+) -> Vec<K> {
+    let mut out: Vec<K> = if touched.len() <= subscribed.len() {
+        touched
+            .iter()
+            .filter(|k| subscribed.contains_key(*k))
+            .copied()
+            .collect()
+    } else {
+        subscribed
+            .keys()
+            .filter(|k| touched.contains(*k))
+            .copied()
+            .collect()
+    };
+    if tip_changed {
+        out.extend(mempool.iter().filter(|k| !touched.contains(*k)).copied());
+    }
+    out
 }
 
 impl<S: Subscriber> SubscriptionIndex<S> {
-    /// Total script subscriptions.
+    /// Total script and outpoint subscriptions.
     pub(crate) fn total(&self) -> usize {
         self.total
     }
@@ -272,20 +369,31 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.entries.len()
     }
 
+    /// Distinct outpoints subscribed.
+    pub(crate) fn distinct_outpoints(&self) -> usize {
+        self.outpoints.len()
+    }
+
     pub(crate) fn header_subscriber_count(&self) -> usize {
         self.header_subscribers.len()
     }
 
-    /// Subscriptions of one session.
+    /// Script and outpoint subscriptions of one session.
     pub(crate) fn session_count(&self, id: SessionId) -> usize {
-        self.sessions.get(&id).map_or(0, |s| s.scripts.len())
+        self.sessions.get(&id).map_or(0, SessionSubs::count)
     }
 
     pub(crate) fn is_subscribed(&self, id: SessionId, hashx: &HashX) -> bool {
         self.sessions.get(&id).is_some_and(|s| s.scripts.contains(hashx))
     }
 
-    /// Checks the limits for one more subscription of `id`.
+    pub(crate) fn is_subscribed_outpoint(&self, id: SessionId, outpoint: &OutPoint) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| s.outpoints.contains(outpoint))
+    }
+
+    /// Checks the limits for one more script subscription of `id`.
     pub(crate) fn check_limits(
         &self,
         id: SessionId,
@@ -293,7 +401,28 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         hashx: &HashX,
         limits: SubLimits,
     ) -> Result<(), Error> {
-        if self.is_subscribed(id, hashx) {
+        self.check_new(id, group, self.is_subscribed(id, hashx), limits)
+    }
+
+    /// Checks the limits for one more outpoint subscription of `id`.
+    pub(crate) fn check_outpoint_limits(
+        &self,
+        id: SessionId,
+        group: Option<IpNetwork>,
+        outpoint: &OutPoint,
+        limits: SubLimits,
+    ) -> Result<(), Error> {
+        self.check_new(id, group, self.is_subscribed_outpoint(id, outpoint), limits)
+    }
+
+    fn check_new(
+        &self,
+        id: SessionId,
+        group: Option<IpNetwork>,
+        already: bool,
+        limits: SubLimits,
+    ) -> Result<(), Error> {
+        if already {
             return Ok(());
         }
         let refuse = |scope, max| Err(Error::SubscriptionLimit { scope, max });
@@ -315,21 +444,33 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         Ok(())
     }
 
-    /// Subscribes `subscriber` to `hashx` with the freshly computed status
-    /// `status` (`mempool`: whether it involves unconfirmed transactions).
-    /// If the entry held a different status, the other subscribers are
-    /// returned to be sent the new one.
+    /// Counts one new subscription of a session in `group`.
+    fn count_new(&mut self, group: Option<IpNetwork>) {
+        self.total += 1;
+        if let Some(group) = group {
+            *self.per_group.entry(group).or_insert(0) += 1;
+        }
+    }
+
+    /// Subscribes `subscriber` to the script `hashx` (the rest of its
+    /// scripthash: `rest`), named as `alias`, with the freshly computed
+    /// status `status` (`mempool`: whether it involves unconfirmed
+    /// transactions). If the entry held a different status, the other
+    /// subscribers are returned to be sent the new one. A session holds one
+    /// subscription per script: subscribing again (by either alias) keeps
+    /// it and makes `alias` the one it is notified with.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn subscribe(
         &mut self,
         subscriber: S,
         group: Option<IpNetwork>,
-        alias: &str,
+        hashx: HashX,
+        rest: [u8; 32 - HASHX_LEN],
+        alias: Alias,
         status: StatusPrint,
         mempool: bool,
         limits: SubLimits,
-    ) -> Result<Subscribed<S>, Error> {
-        let (hashx, rest) = parse_scripthash(alias)
-            .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
+    ) -> Result<Subscribed<Delivery<S>>, Error> {
         let id = subscriber.id();
         self.check_limits(id, group, &hashx, limits)?;
         let mut deliveries = Vec::new();
@@ -343,7 +484,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                             deliveries.push(Delivery {
                                 subscriber: other.clone(),
                                 hashx,
-                                alias: String::new(),
+                                alias: Alias::default(),
                                 base,
                             });
                         }
@@ -362,41 +503,92 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 subscribers: Subscribers::One(subscriber),
             }),
         };
-        let canonical = alias.len() == 64
-            && alias
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-            && entry.rest == rest;
+        let canonical = match &alias {
+            Alias::ScriptHash(text) => {
+                text.len() == 64
+                    && text
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                    && entry.rest == rest
+            }
+            Alias::ScriptPubKey(_) => false,
+        };
         entry.unusual_aliases |= !canonical;
-        if mempool {
-            self.mempool_scripts.insert(hashx);
-        } else {
-            self.mempool_scripts.remove(&hashx);
-        }
+        mark(&mut self.mempool_scripts, hashx, mempool);
         let subs = self.sessions.entry(id).or_default();
         subs.group = group;
-        if subs.scripts.insert(hashx) {
-            self.total += 1;
-            if let Some(group) = group {
-                *self.per_group.entry(group).or_insert(0) += 1;
-            }
-        }
+        let added = subs.scripts.insert(hashx);
         if canonical {
             if let Some(aliases) = subs.aliases.as_mut() {
                 aliases.remove(&hashx);
             }
         } else {
-            subs.aliases
-                .get_or_insert_default()
-                .insert(hashx, alias.to_owned());
+            subs.aliases.get_or_insert_default().insert(hashx, alias);
         }
-        let count = subs.scripts.len();
+        let count = subs.count();
+        if added {
+            self.count_new(group);
+        }
         self.fill_aliases(&hashx, &mut deliveries);
         Ok(Subscribed { count, deliveries })
     }
 
+    /// Subscribes `subscriber` to `outpoint` with the freshly computed
+    /// status `status` (`mempool`: whether it involves unconfirmed
+    /// transactions). If the entry held a different status, the other
+    /// subscribers are returned to be sent the new one.
+    pub(crate) fn subscribe_outpoint(
+        &mut self,
+        subscriber: S,
+        group: Option<IpNetwork>,
+        outpoint: OutPoint,
+        status: StatusPrint,
+        mempool: bool,
+        limits: SubLimits,
+    ) -> Result<Subscribed<OutpointDelivery<S>>, Error> {
+        let id = subscriber.id();
+        self.check_outpoint_limits(id, group, &outpoint, limits)?;
+        let mut deliveries = Vec::new();
+        match self.outpoints.entry(outpoint) {
+            hashbrown::hash_map::Entry::Occupied(occupied) => {
+                let entry = occupied.into_mut();
+                if entry.status != status {
+                    let base = entry.status;
+                    entry.subscribers.for_each(|other| {
+                        if other.id() != id {
+                            deliveries.push(OutpointDelivery {
+                                subscriber: other.clone(),
+                                outpoint,
+                                base,
+                            });
+                        }
+                    });
+                    entry.status = status;
+                }
+                entry.mempool = mempool;
+                entry.subscribers.insert(subscriber);
+            }
+            hashbrown::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(OutpointEntry {
+                    status,
+                    mempool,
+                    subscribers: Subscribers::One(subscriber),
+                });
+            }
+        }
+        mark(&mut self.mempool_outpoints, outpoint, mempool);
+        let subs = self.sessions.entry(id).or_default();
+        subs.group = group;
+        let added = subs.outpoints.insert(outpoint);
+        let count = subs.count();
+        if added {
+            self.count_new(group);
+        }
+        Ok(Subscribed { count, deliveries })
+    }
+
     /// The alias session `id` used for `hashx`.
-    pub(crate) fn alias_of(&self, id: SessionId, hashx: &HashX) -> String {
+    pub(crate) fn alias_of(&self, id: SessionId, hashx: &HashX) -> Alias {
         if let Some(alias) = self
             .sessions
             .get(&id)
@@ -406,8 +598,8 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             return alias.clone();
         }
         match self.entries.get(hashx) {
-            Some(entry) => canonical_alias(hashx, &entry.rest),
-            None => String::new(),
+            Some(entry) => Alias::ScriptHash(canonical_alias(hashx, &entry.rest)),
+            None => Alias::default(),
         }
     }
 
@@ -421,8 +613,41 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
     }
 
-    /// Unsubscribes; returns the session's remaining count, or `None` if it
-    /// was not subscribed.
+    fn drop_outpoint_subscriber(&mut self, id: SessionId, outpoint: &OutPoint) {
+        if let Some(entry) = self.outpoints.get_mut(outpoint)
+            && entry.subscribers.contains(id)
+            && entry.subscribers.remove(id)
+        {
+            self.outpoints.remove(outpoint);
+            self.mempool_outpoints.remove(outpoint);
+        }
+    }
+
+    /// Forgets the session's entry if it holds nothing; then counts one
+    /// subscription of it less. Returns the session's remaining count.
+    fn after_unsubscribe(&mut self, id: SessionId) -> usize {
+        let (count, group) = match self.sessions.get(&id) {
+            Some(subs) => {
+                let count = subs.count();
+                if count == 0 && !subs.headers {
+                    let group = subs.group;
+                    self.sessions.remove(&id);
+                    (0, group)
+                } else {
+                    (count, subs.group)
+                }
+            }
+            None => (0, None),
+        };
+        self.total -= 1;
+        if let Some(group) = group {
+            self.decrement_group(group, 1);
+        }
+        count
+    }
+
+    /// Unsubscribes from a script (however it was named); returns the
+    /// session's remaining count, or `None` if it was not subscribed.
     pub(crate) fn unsubscribe(&mut self, id: SessionId, hashx: &HashX) -> Option<usize> {
         let subs = self.sessions.get_mut(&id)?;
         if !subs.scripts.remove(hashx) {
@@ -431,15 +656,20 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         if let Some(aliases) = subs.aliases.as_mut() {
             aliases.remove(hashx);
         }
-        let (count, group) = (subs.scripts.len(), subs.group);
-        if count == 0 && !subs.headers {
-            self.sessions.remove(&id);
-        }
-        self.total -= 1;
-        if let Some(group) = group {
-            self.decrement_group(group, 1);
-        }
+        let count = self.after_unsubscribe(id);
         self.drop_subscriber(id, hashx);
+        Some(count)
+    }
+
+    /// Unsubscribes from an outpoint; returns the session's remaining
+    /// count, or `None` if it was not subscribed.
+    pub(crate) fn unsubscribe_outpoint(&mut self, id: SessionId, outpoint: &OutPoint) -> Option<usize> {
+        let subs = self.sessions.get_mut(&id)?;
+        if !subs.outpoints.remove(outpoint) {
+            return None;
+        }
+        let count = self.after_unsubscribe(id);
+        self.drop_outpoint_subscriber(id, outpoint);
         Some(count)
     }
 
@@ -466,7 +696,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
         if let Some(subs) = self.sessions.get_mut(&id) {
             subs.headers = false;
-            if subs.scripts.len() == 0 {
+            if subs.count() == 0 {
                 self.sessions.remove(&id);
             }
         }
@@ -478,18 +708,37 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.header_subscribers.values().cloned().collect()
     }
 
+    /// Turns noise pings on or off for a session; returns whether it changed.
+    pub(crate) fn set_noise(&mut self, subscriber: S, on: bool) -> bool {
+        let id = subscriber.id();
+        if on {
+            self.noise.insert(id, subscriber).is_none()
+        } else {
+            self.noise.remove(&id).is_some()
+        }
+    }
+
+    /// Every session that asked for noise pings.
+    pub(crate) fn noise_sessions(&self) -> Vec<S> {
+        self.noise.values().cloned().collect()
+    }
+
     /// Drops every subscription of a session.
     pub(crate) fn remove_session(&mut self, id: SessionId) {
         self.header_subscribers.remove(&id);
+        self.noise.remove(&id);
         let Some(subs) = self.sessions.remove(&id) else {
             return;
         };
-        self.total -= subs.scripts.len();
+        self.total -= subs.count();
         if let Some(group) = subs.group {
-            self.decrement_group(group, subs.scripts.len());
+            self.decrement_group(group, subs.count());
         }
         for hashx in subs.scripts.iter() {
             self.drop_subscriber(id, hashx);
+        }
+        for outpoint in subs.outpoints.iter() {
+            self.drop_outpoint_subscriber(id, outpoint);
         }
     }
 
@@ -497,28 +746,12 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// (iterating the smaller side), plus, on a tip change, every script
     /// whose last status involved the mempool.
     pub(crate) fn targets(&self, touched: &HashSet<HashX>, tip_changed: bool) -> Vec<HashX> {
-        let mut out: Vec<HashX> = if touched.len() <= self.entries.len() {
-            touched
-                .iter()
-                .filter(|h| self.entries.contains_key(*h))
-                .copied()
-                .collect()
-        } else {
-            self.entries
-                .keys()
-                .filter(|h| touched.contains(*h))
-                .copied()
-                .collect()
-        };
-        if tip_changed {
-            out.extend(
-                self.mempool_scripts
-                    .iter()
-                    .filter(|h| !touched.contains(*h))
-                    .copied(),
-            );
-        }
-        out
+        targets_of(&self.entries, &self.mempool_scripts, touched, tip_changed)
+    }
+
+    /// The outpoints to recompute for an event, as [`Self::targets`].
+    pub(crate) fn outpoint_targets(&self, touched: &HashSet<OutPoint>, tip_changed: bool) -> Vec<OutPoint> {
+        targets_of(&self.outpoints, &self.mempool_outpoints, touched, tip_changed)
     }
 
     /// Records a newly computed status. If it differs from the entry's, the
@@ -529,11 +762,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         };
         if mempool != entry.mempool {
             entry.mempool = mempool;
-            if mempool {
-                self.mempool_scripts.insert(*hashx);
-            } else {
-                self.mempool_scripts.remove(hashx);
-            }
+            mark(&mut self.mempool_scripts, *hashx, mempool);
         }
         if entry.status == status {
             return Vec::new();
@@ -545,11 +774,41 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             deliveries.push(Delivery {
                 subscriber: s.clone(),
                 hashx: *hashx,
-                alias: String::new(),
+                alias: Alias::default(),
                 base,
             })
         });
         self.fill_aliases(hashx, &mut deliveries);
+        deliveries
+    }
+
+    /// As [`Self::update`], for an outpoint.
+    pub(crate) fn update_outpoint(
+        &mut self,
+        outpoint: &OutPoint,
+        status: StatusPrint,
+        mempool: bool,
+    ) -> Vec<OutpointDelivery<S>> {
+        let Some(entry) = self.outpoints.get_mut(outpoint) else {
+            return Vec::new();
+        };
+        if mempool != entry.mempool {
+            entry.mempool = mempool;
+            mark(&mut self.mempool_outpoints, *outpoint, mempool);
+        }
+        if entry.status == status {
+            return Vec::new();
+        }
+        let base = entry.status;
+        entry.status = status;
+        let mut deliveries = Vec::with_capacity(entry.subscribers.len());
+        entry.subscribers.for_each(|s| {
+            deliveries.push(OutpointDelivery {
+                subscriber: s.clone(),
+                outpoint: *outpoint,
+                base,
+            })
+        });
         deliveries
     }
 
@@ -566,9 +825,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         } else if let Some((last, rest)) = deliveries.split_last_mut() {
             let canonical = canonical_alias(hashx, &entry.rest);
             for delivery in rest {
-                delivery.alias.clone_from(&canonical);
+                delivery.alias = Alias::ScriptHash(canonical.clone());
             }
-            last.alias = canonical;
+            last.alias = Alias::ScriptHash(canonical);
         }
     }
 
@@ -578,27 +837,41 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.entries.get(hashx).map(|e| e.status)
     }
 
+    /// The status fingerprint the outpoint's entry holds (test support).
+    #[cfg(test)]
+    pub(crate) fn outpoint_status_of(&self, outpoint: &OutPoint) -> Option<StatusPrint> {
+        self.outpoints.get(outpoint).map(|e| e.status)
+    }
+
     /// Checks every internal count against a recount (test support).
     #[cfg(test)]
     pub(crate) fn check_consistency(&self) {
+        fn check_set<K: Copy + Eq + std::hash::Hash>(set: &KeySet<K>) {
+            match set {
+                KeySet::Small(list) => {
+                    assert!(list.len() <= SMALL_SCRIPTS);
+                    let distinct: HashSet<&K> = list.iter().collect();
+                    assert_eq!(distinct.len(), list.len());
+                }
+                KeySet::Large(large) => assert!(large.len() > SMALL_SCRIPTS / 2),
+            }
+            assert_eq!(set.iter().count(), set.len());
+        }
         let mut total = 0;
         let mut per_group: HashMap<IpNetwork, usize> = HashMap::default();
         for (id, subs) in &self.sessions {
-            match &subs.scripts {
-                ScriptSet::Small(list) => {
-                    assert!(list.len() <= SMALL_SCRIPTS);
-                    let distinct: HashSet<&HashX> = list.iter().collect();
-                    assert_eq!(distinct.len(), list.len());
-                }
-                ScriptSet::Large(set) => assert!(set.len() > SMALL_SCRIPTS / 2),
-            }
-            assert_eq!(subs.scripts.iter().count(), subs.scripts.len());
-            total += subs.scripts.len();
+            check_set(&subs.scripts);
+            check_set(&subs.outpoints);
+            assert!(subs.count() > 0 || subs.headers, "an empty session entry is kept");
+            total += subs.count();
             if let Some(group) = subs.group {
-                *per_group.entry(group).or_insert(0) += subs.scripts.len();
+                *per_group.entry(group).or_insert(0) += subs.count();
             }
             for hashx in subs.scripts.iter() {
                 assert!(self.entries[hashx].subscribers.contains(*id));
+            }
+            for outpoint in subs.outpoints.iter() {
+                assert!(self.outpoints[outpoint].subscribers.contains(*id));
             }
         }
         per_group.retain(|_, n| *n > 0);
@@ -609,6 +882,24 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             from_entries += entry.subscribers.len();
             assert_eq!(entry.mempool, self.mempool_scripts.contains(hashx));
         }
+        assert_eq!(
+            self.mempool_scripts.len(),
+            self.mempool_scripts
+                .iter()
+                .filter(|h| self.entries.contains_key(*h))
+                .count()
+        );
+        for (outpoint, entry) in &self.outpoints {
+            from_entries += entry.subscribers.len();
+            assert_eq!(entry.mempool, self.mempool_outpoints.contains(outpoint));
+        }
+        assert_eq!(
+            self.mempool_outpoints.len(),
+            self.mempool_outpoints
+                .iter()
+                .filter(|o| self.outpoints.contains_key(*o))
+                .count()
+        );
         assert_eq!(from_entries, total);
     }
 }
@@ -634,24 +925,41 @@ mod tests {
         parse_scripthash(&alias(n)).unwrap().0
     }
 
+    impl SubscriptionIndex<Sub> {
+        /// Subscribes by a scripthash string.
+        fn subscribe_alias(
+            &mut self,
+            subscriber: Sub,
+            group: Option<IpNetwork>,
+            alias: &str,
+            status: StatusPrint,
+            mempool: bool,
+            limits: SubLimits,
+        ) -> Result<Subscribed<Delivery<Sub>>, Error> {
+            let (hashx, rest) = parse_scripthash(alias).unwrap();
+            let alias = Alias::ScriptHash(alias.to_owned());
+            self.subscribe(subscriber, group, hashx, rest, alias, status, mempool, limits)
+        }
+    }
+
     #[test]
     fn a_changed_status_on_subscribe_goes_to_the_others() {
         let mut index = SubscriptionIndex::default();
         let limits = SubLimits::default();
         index
-            .subscribe(Sub(1), None, &alias(1), 10, false, limits)
+            .subscribe_alias(Sub(1), None, &alias(1), 10, false, limits)
             .unwrap();
         let same = index
-            .subscribe(Sub(2), None, &alias(1), 10, false, limits)
+            .subscribe_alias(Sub(2), None, &alias(1), 10, false, limits)
             .unwrap();
         assert!(same.deliveries.is_empty());
         let changed = index
-            .subscribe(Sub(3), None, &alias(1), 11, true, limits)
+            .subscribe_alias(Sub(3), None, &alias(1), 11, true, limits)
             .unwrap();
         let mut to: Vec<u64> = changed.deliveries.iter().map(|d| d.subscriber.0).collect();
         to.sort();
         assert_eq!(to, vec![1, 2]);
-        assert_eq!(changed.deliveries[0].alias, alias(1));
+        assert_eq!(changed.deliveries[0].alias, Alias::ScriptHash(alias(1)));
         assert_eq!(changed.deliveries[0].base, 10);
         index.check_consistency();
     }
@@ -661,18 +969,21 @@ mod tests {
         let mut index = SubscriptionIndex::default();
         let upper = alias(0xab).to_uppercase();
         index
-            .subscribe(Sub(1), None, &alias(0xab), 0, false, SubLimits::default())
+            .subscribe_alias(Sub(1), None, &alias(0xab), 0, false, SubLimits::default())
             .unwrap();
         index
-            .subscribe(Sub(2), None, &upper, 0, false, SubLimits::default())
+            .subscribe_alias(Sub(2), None, &upper, 0, false, SubLimits::default())
             .unwrap();
         let deliveries = index.update(&hx(0xab), 5, false);
-        let mut aliases: Vec<(u64, String)> = deliveries
+        let mut aliases: Vec<(u64, Alias)> = deliveries
             .into_iter()
             .map(|d| (d.subscriber.0, d.alias))
             .collect();
         aliases.sort();
-        assert_eq!(aliases, vec![(1, alias(0xab)), (2, upper)]);
+        assert_eq!(
+            aliases,
+            vec![(1, Alias::ScriptHash(alias(0xab))), (2, Alias::ScriptHash(upper))]
+        );
     }
 
     #[test]
@@ -685,17 +996,17 @@ mod tests {
             global: Some(4),
         };
         index
-            .subscribe(Sub(1), Some(group), &alias(1), 0, false, limits)
+            .subscribe_alias(Sub(1), Some(group), &alias(1), 0, false, limits)
             .unwrap();
         index
-            .subscribe(Sub(1), Some(group), &alias(2), 0, false, limits)
+            .subscribe_alias(Sub(1), Some(group), &alias(2), 0, false, limits)
             .unwrap();
         // Re-subscribing is not a new subscription.
         index
-            .subscribe(Sub(1), Some(group), &alias(2), 0, false, limits)
+            .subscribe_alias(Sub(1), Some(group), &alias(2), 0, false, limits)
             .unwrap();
         let err = index
-            .subscribe(Sub(1), Some(group), &alias(3), 0, false, limits)
+            .subscribe_alias(Sub(1), Some(group), &alias(3), 0, false, limits)
             .err()
             .unwrap();
         assert!(matches!(
@@ -706,10 +1017,10 @@ mod tests {
             }
         ));
         index
-            .subscribe(Sub(2), Some(group), &alias(3), 0, false, limits)
+            .subscribe_alias(Sub(2), Some(group), &alias(3), 0, false, limits)
             .unwrap();
         let err = index
-            .subscribe(Sub(2), Some(group), &alias(4), 0, false, limits)
+            .subscribe_alias(Sub(2), Some(group), &alias(4), 0, false, limits)
             .err()
             .unwrap();
         assert!(matches!(
@@ -720,10 +1031,10 @@ mod tests {
             }
         ));
         index
-            .subscribe(Sub(3), None, &alias(4), 0, false, limits)
+            .subscribe_alias(Sub(3), None, &alias(4), 0, false, limits)
             .unwrap();
         let err = index
-            .subscribe(Sub(4), None, &alias(5), 0, false, limits)
+            .subscribe_alias(Sub(4), None, &alias(5), 0, false, limits)
             .err()
             .unwrap();
         assert!(matches!(
@@ -742,7 +1053,7 @@ mod tests {
         let mut index = SubscriptionIndex::default();
         for n in 0..10 {
             index
-                .subscribe(Sub(1), None, &alias(n), 0, n == 9, SubLimits::default())
+                .subscribe_alias(Sub(1), None, &alias(n), 0, n == 9, SubLimits::default())
                 .unwrap();
         }
         let touched: HashSet<HashX> = [hx(1), hx(2), hx(200)].into_iter().collect();
@@ -758,19 +1069,19 @@ mod tests {
 
     #[test]
     fn script_sets_switch_between_list_and_set() {
-        let mut set = ScriptSet::default();
+        let mut set = KeySet::default();
         let n = SMALL_SCRIPTS as u8;
         for i in 0..=n {
             assert!(set.insert(hx(i)));
             assert!(!set.insert(hx(i)));
-            assert_eq!(matches!(set, ScriptSet::Large(_)), i == n, "after {i}");
+            assert_eq!(matches!(set, KeySet::Large(_)), i == n, "after {i}");
         }
         assert_eq!(set.len(), SMALL_SCRIPTS + 1);
         // Down to half the threshold it stays a set, then becomes a list.
         for i in 0..=n / 2 {
             assert!(set.remove(&hx(i)));
             assert!(!set.remove(&hx(i)));
-            assert_eq!(matches!(set, ScriptSet::Small(_)), i == n / 2, "after {i}");
+            assert_eq!(matches!(set, KeySet::Small(_)), i == n / 2, "after {i}");
         }
         let mut left: Vec<HashX> = set.iter().copied().collect();
         left.sort();
@@ -830,7 +1141,7 @@ mod tests {
                 match op {
                     Op::SubscribeRun(..) | Op::UnsubscribeRun(..) => unreachable!("expanded above"),
                     Op::Subscribe(s, h, st) => {
-                        let out = index.subscribe(Sub(s), Some(group), &alias(h), st, st == 2, SubLimits::default()).unwrap();
+                        let out = index.subscribe_alias(Sub(s), Some(group), &alias(h), st, st == 2, SubLimits::default()).unwrap();
                         for d in out.deliveries {
                             let last = model.get_mut(&d.subscriber.0).unwrap().get_mut(&h).unwrap();
                             prop_assert_ne!(*last, st);
@@ -869,6 +1180,226 @@ mod tests {
                     }
                 }
                 let total: usize = model.values().map(|m| m.len()).sum();
+                prop_assert_eq!(index.total(), total);
+            }
+        }
+    }
+
+    fn op_of(n: u8) -> OutPoint {
+        OutPoint {
+            txid: crate::types::TxHash([n / 4; 32]),
+            vout: u32::from(n % 4),
+        }
+    }
+
+    #[test]
+    fn outpoints_share_entries_and_count_toward_limits() {
+        let mut index = SubscriptionIndex::default();
+        let group: IpNetwork = "8.8.8.0/24".parse().unwrap();
+        let limits = SubLimits {
+            per_session: Some(2),
+            per_group: None,
+            global: None,
+        };
+        index
+            .subscribe_alias(Sub(1), Some(group), &alias(1), 0, false, limits)
+            .unwrap();
+        index
+            .subscribe_outpoint(Sub(1), Some(group), op_of(1), 5, true, limits)
+            .unwrap();
+        let err = index
+            .subscribe_outpoint(Sub(1), Some(group), op_of(2), 5, false, limits)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            Error::SubscriptionLimit {
+                scope: SubscriptionScope::Session,
+                max: 2
+            }
+        ));
+        // Re-subscribing is not a new subscription.
+        assert_eq!(
+            index
+                .subscribe_outpoint(Sub(1), Some(group), op_of(1), 5, true, limits)
+                .unwrap()
+                .count,
+            2
+        );
+        let other = index
+            .subscribe_outpoint(Sub(2), None, op_of(1), 6, false, limits)
+            .unwrap();
+        assert_eq!(other.deliveries.len(), 1);
+        assert_eq!(other.deliveries[0].base, 5);
+        assert_eq!(index.distinct_outpoints(), 1);
+        assert_eq!(index.total(), 3);
+        let touched: HashSet<OutPoint> = [op_of(1), op_of(9)].into_iter().collect();
+        assert_eq!(index.outpoint_targets(&touched, false), vec![op_of(1)]);
+        assert!(index.outpoint_targets(&HashSet::default(), true).is_empty());
+        assert_eq!(index.update_outpoint(&op_of(1), 6, true).len(), 0);
+        assert_eq!(index.outpoint_targets(&HashSet::default(), true), vec![op_of(1)]);
+        assert_eq!(index.update_outpoint(&op_of(1), 7, false).len(), 2);
+        assert_eq!(index.unsubscribe_outpoint(SessionId(1), &op_of(1)), Some(1));
+        assert_eq!(index.unsubscribe_outpoint(SessionId(1), &op_of(1)), None);
+        index.remove_session(SessionId(2));
+        assert_eq!(index.distinct_outpoints(), 0);
+        index.check_consistency();
+    }
+
+    #[test]
+    fn a_script_subscribed_both_ways_is_one_subscription_notified_the_last_way() {
+        let mut index = SubscriptionIndex::default();
+        let limits = SubLimits::default();
+        index
+            .subscribe_alias(Sub(1), None, &alias(1), 0, false, limits)
+            .unwrap();
+        let (hashx, rest) = parse_scripthash(&alias(1)).unwrap();
+        let spk = Alias::ScriptPubKey("51".into());
+        let again = index
+            .subscribe(Sub(1), None, hashx, rest, spk.clone(), 0, false, limits)
+            .unwrap();
+        assert_eq!(again.count, 1);
+        let told = index.update(&hashx, 3, false);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].alias, spk);
+        index
+            .subscribe_alias(Sub(1), None, &alias(1), 3, false, limits)
+            .unwrap();
+        assert_eq!(
+            index.update(&hashx, 4, false)[0].alias,
+            Alias::ScriptHash(alias(1))
+        );
+        assert_eq!(index.unsubscribe(SessionId(1), &hashx), Some(0));
+        index.check_consistency();
+    }
+
+    #[derive(Debug, Clone)]
+    enum OutpointOp {
+        Subscribe(u64, u8, u64),
+        Unsubscribe(u64, u8),
+        Update(u8, u64),
+        SubscribeScript(u64, u8),
+        RemoveSession(u64),
+    }
+
+    /// Outpoints the outpoint model test uses (a few per transaction).
+    const OUTPOINTS: u8 = 24;
+
+    fn outpoint_op() -> impl Strategy<Value = OutpointOp> {
+        prop_oneof![
+            3 => (0..4u64, 0..OUTPOINTS, 0..3u64).prop_map(|(s, o, st)| OutpointOp::Subscribe(s, o, st)),
+            2 => (0..4u64, 0..OUTPOINTS).prop_map(|(s, o)| OutpointOp::Unsubscribe(s, o)),
+            3 => (0..OUTPOINTS, 0..3u64).prop_map(|(o, st)| OutpointOp::Update(o, st)),
+            1 => (0..4u64, 0..8u8).prop_map(|(s, h)| OutpointOp::SubscribeScript(s, h)),
+            1 => (0..4u64).prop_map(OutpointOp::RemoveSession),
+        ]
+    }
+
+    proptest! {
+        /// The outpoint part of the index against a model (per session:
+        /// outpoint → last status sent; scripts → count): deliveries go
+        /// exactly to subscribers whose status changed, with the status
+        /// they had as base; targets are `touched ∩ subscribed` plus the
+        /// mempool outpoints on a tip change; the per-session limit counts
+        /// scripts and outpoints together.
+        #[test]
+        fn outpoint_index_matches_a_model(ops in proptest::collection::vec(outpoint_op(), 1..120)) {
+            const MAX: usize = 6;
+            let limits = SubLimits { per_session: Some(MAX), per_group: None, global: None };
+            let mut index = SubscriptionIndex::default();
+            let mut model: std::collections::HashMap<u64, std::collections::HashMap<u8, u64>> = Default::default();
+            let mut scripts: std::collections::HashMap<u64, std::collections::HashSet<u8>> = Default::default();
+            let group: IpNetwork = "9.9.9.0/24".parse().unwrap();
+            let count = |model: &std::collections::HashMap<u64, std::collections::HashMap<u8, u64>>,
+                         scripts: &std::collections::HashMap<u64, std::collections::HashSet<u8>>,
+                         s: u64| {
+                model.get(&s).map_or(0, |m| m.len()) + scripts.get(&s).map_or(0, |m| m.len())
+            };
+            for op in ops {
+                match op {
+                    OutpointOp::Subscribe(s, o, st) => {
+                        let known = model.get(&s).is_some_and(|m| m.contains_key(&o));
+                        let result = index.subscribe_outpoint(Sub(s), Some(group), op_of(o), st, st == 2, limits);
+                        if !known && count(&model, &scripts, s) >= MAX {
+                            prop_assert!(result.is_err());
+                            continue;
+                        }
+                        let out = result.unwrap();
+                        for d in out.deliveries {
+                            prop_assert_ne!(d.subscriber.0, s);
+                            let last = model.get_mut(&d.subscriber.0).unwrap().get_mut(&o).unwrap();
+                            prop_assert_ne!(*last, st);
+                            prop_assert_eq!(d.base, *last);
+                            *last = st;
+                        }
+                        model.entry(s).or_default().insert(o, st);
+                        prop_assert_eq!(out.count, count(&model, &scripts, s));
+                    }
+                    OutpointOp::Unsubscribe(s, o) => {
+                        let was = model.get_mut(&s).and_then(|m| m.remove(&o)).is_some();
+                        prop_assert_eq!(index.unsubscribe_outpoint(SessionId(s), &op_of(o)).is_some(), was);
+                    }
+                    OutpointOp::Update(o, st) => {
+                        let mut told: Vec<u64> = index
+                            .update_outpoint(&op_of(o), st, st == 2)
+                            .into_iter()
+                            .map(|d| d.subscriber.0)
+                            .collect();
+                        told.sort();
+                        let mut expect = Vec::new();
+                        for (s, subs) in model.iter_mut() {
+                            if let Some(last) = subs.get_mut(&o) && *last != st {
+                                *last = st;
+                                expect.push(*s);
+                            }
+                        }
+                        expect.sort();
+                        prop_assert_eq!(told, expect);
+                    }
+                    OutpointOp::SubscribeScript(s, h) => {
+                        let known = scripts.get(&s).is_some_and(|m| m.contains(&h));
+                        let result = index.subscribe_alias(Sub(s), Some(group), &alias(h), 0, false, limits);
+                        if !known && count(&model, &scripts, s) >= MAX {
+                            prop_assert!(result.is_err());
+                        } else {
+                            prop_assert!(result.is_ok());
+                            scripts.entry(s).or_default().insert(h);
+                        }
+                    }
+                    OutpointOp::RemoveSession(s) => {
+                        index.remove_session(SessionId(s));
+                        model.remove(&s);
+                        scripts.remove(&s);
+                    }
+                }
+                index.check_consistency();
+                let mut subscribed = std::collections::HashSet::new();
+                let mut mempool = std::collections::HashSet::new();
+                for (s, subs) in &model {
+                    prop_assert_eq!(index.session_count(SessionId(*s)), count(&model, &scripts, *s));
+                    for (o, st) in subs {
+                        prop_assert_eq!(index.outpoint_status_of(&op_of(*o)), Some(*st));
+                        subscribed.insert(*o);
+                        if *st == 2 {
+                            mempool.insert(*o);
+                        }
+                    }
+                }
+                prop_assert_eq!(index.distinct_outpoints(), subscribed.len());
+                let touched: HashSet<OutPoint> = (0..OUTPOINTS).step_by(3).map(op_of).collect();
+                for tip_changed in [false, true] {
+                    let mut got = index.outpoint_targets(&touched, tip_changed);
+                    got.sort();
+                    let mut expect: Vec<OutPoint> = subscribed
+                        .iter()
+                        .filter(|o| *o % 3 == 0 || (tip_changed && mempool.contains(*o)))
+                        .map(|o| op_of(*o))
+                        .collect();
+                    expect.sort();
+                    prop_assert_eq!(got, expect);
+                }
+                let total: usize = model.keys().chain(scripts.keys()).collect::<std::collections::HashSet<_>>()
+                    .into_iter().map(|s| count(&model, &scripts, *s)).sum();
                 prop_assert_eq!(index.total(), total);
             }
         }

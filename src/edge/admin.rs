@@ -149,10 +149,12 @@ pub struct Info {
     pub sessions_ended: u64,
     /// Groups held by the ledger.
     pub groups: usize,
-    /// Script subscriptions across all sessions.
+    /// Script and outpoint subscriptions across all sessions.
     pub subs: usize,
     /// Distinct scripts subscribed.
     pub distinct_subs: usize,
+    /// Distinct outpoints subscribed.
+    pub distinct_outpoint_subs: usize,
     /// Sessions subscribed to headers.
     pub header_subs: usize,
     /// Requests being processed now.
@@ -262,7 +264,7 @@ impl<H: Host> SessionManager<H> {
             in_flight += u64::from(state.in_flight);
             logged += usize::from(state.log);
         }
-        let (subs, distinct_subs, header_subs) = self.subscription_counts();
+        let (subs, distinct_subs, distinct_outpoint_subs, header_subs) = self.subscription_counts();
         let info = Info {
             sessions: sessions.len(),
             sessions_with_subs: with_subs,
@@ -273,6 +275,7 @@ impl<H: Host> SessionManager<H> {
             groups: self.inner.ctx.ledger().entries().len(),
             subs,
             distinct_subs,
+            distinct_outpoint_subs,
             header_subs,
             in_flight,
             counters,

@@ -7,9 +7,11 @@
 //! | txids | height | the block's txids | `txids_cache_bytes` |
 //! | merkle | height | [`crate::core::merkle::MerkleLevels`] of blocks with ≥ [`crate::core::merkle::MIN_TXS_FOR_LEVELS`] txs | `merkle_cache_bytes` |
 //! | fees | (bucketed target, mode) | the node's estimate | [`FEE_CACHE_BYTES`] |
+//! | outpoints | outpoint | its confirmed state ([`crate::Db::outpoint`]) | `outpoint_cache_bytes` |
 //!
 //! Invalidation follows the tip *hash*: touched scripts leave the history
-//! cache on every event, fee estimates are dropped whenever the tip hash
+//! cache and touched outpoints the outpoint cache on every event, fee
+//! estimates and every outpoint are dropped whenever the tip hash
 //! changes, and a reorg (the new tip does not extend the old one, even at
 //! the same height) clears the block caches (txids and merkle) and every
 //! history. Block and fee keys carry an *epoch* bumped at each such
@@ -32,7 +34,7 @@ use crate::config::Config;
 use crate::core::merkle::MerkleLevels;
 use crate::host::FeeMode;
 use crate::host::Host;
-use crate::types::HistoryEntry;
+use crate::types::{ConfirmedOutpoint, HistoryEntry, OutPoint};
 use crate::types::{HashX, TxHash};
 use moka::future::Cache;
 use std::sync::Arc;
@@ -52,6 +54,76 @@ const ENTRY_OVERHEAD: usize = 256;
 /// history survives about 260 events on average before a neighbour's touch
 /// sends it back to the `Db` once.
 const STAMP_SLOTS: usize = 1 << 18;
+
+/// Slots of the outpoint touch stamps (512 KiB).
+const OUTPOINT_STAMP_SLOTS: usize = 1 << 16;
+
+/// Touch stamps: which cached entries are stale, without a cache operation
+/// per touched key.
+///
+/// Entries are not invalidated one by one when a block or mempool refresh
+/// touches them (that costs a cache operation per touched key on every
+/// event). Instead each event moves the generation and stamps the touched
+/// keys' slots with it; an entry loaded before its slot's stamp is stale
+/// and is read again on its next lookup. This also catches a load that
+/// overlapped the event (it began before the stamp), which would otherwise
+/// cache what the host said before the event. Keys share a slot by a few
+/// bits of the key, so a touch also ages the other entries of its slot.
+struct Stamps {
+    /// Moved by every event.
+    generation: AtomicU64,
+    /// Per slot, the generation of the last touch.
+    slots: Box<[AtomicU64]>,
+    /// Entries loaded before this generation are all stale.
+    floor: AtomicU64,
+}
+
+impl Stamps {
+    fn new(slots: usize) -> Self {
+        Stamps {
+            generation: AtomicU64::new(0),
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            floor: AtomicU64::new(0),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn slot(&self, bits: usize) -> &AtomicU64 {
+        &self.slots[bits % self.slots.len()]
+    }
+
+    /// Stamps the slots of `touched` (a few key bits each) with a new generation.
+    fn touch(&self, touched: impl Iterator<Item = usize>) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        for bits in touched {
+            self.slot(bits).fetch_max(generation, Ordering::AcqRel);
+        }
+    }
+
+    fn is_current(&self, bits: usize, loaded_at: u64) -> bool {
+        loaded_at >= self.slot(bits).load(Ordering::Acquire)
+            && loaded_at >= self.floor.load(Ordering::Acquire)
+    }
+
+    /// Marks every entry stale.
+    fn touch_all(&self) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.floor.fetch_max(generation, Ordering::AcqRel);
+    }
+}
+
+fn hashx_bits(hashx: &HashX) -> usize {
+    let [a, b, c, ..] = hashx.0;
+    u32::from_le_bytes([a, b, c, 0]) as usize
+}
+
+fn outpoint_bits(outpoint: &OutPoint) -> usize {
+    let [a, b, c, d, ..] = outpoint.txid.0;
+    (u32::from_le_bytes([a, b, c, d]) ^ outpoint.vout.rotate_left(16)) as usize
+}
 
 /// Hit and miss counts of one cache, and its size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -87,6 +159,8 @@ pub struct CacheReport {
     pub checkpoints: CacheStats,
     /// Fee estimates.
     pub fees: CacheStats,
+    /// The confirmed part of outpoint statuses.
+    pub outpoints: CacheStats,
 }
 
 pub(crate) struct Counter {
@@ -155,6 +229,14 @@ pub(crate) struct HistorySlot {
     pub(crate) loaded_at: u64,
 }
 
+/// A cached confirmed outpoint state and the outpoint generation when its
+/// load began (see [`Stamps`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutpointSlot {
+    pub(crate) confirmed: Option<ConfirmedOutpoint>,
+    pub(crate) loaded_at: u64,
+}
+
 /// Key of the block caches: a height within one reorg epoch.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct BlockKey {
@@ -212,12 +294,14 @@ pub(crate) struct Caches {
     block_epoch: AtomicU64,
     /// Bumped whenever the tip hash changes.
     fee_epoch: AtomicU64,
-    /// Moved by every event that touches histories.
-    history_generation: AtomicU64,
-    /// Per slot (hashX prefix), the generation of the last touch.
-    history_stamps: Box<[AtomicU64]>,
-    /// Histories loaded before this generation are all stale (a reorg).
-    history_floor: AtomicU64,
+    /// Which histories are stale (slots by hashX prefix; a reorg makes
+    /// them all stale).
+    history_stamps: Stamps,
+    pub(crate) outpoints: Cache<OutPoint, OutpointSlot>,
+    pub(crate) outpoints_counter: Counter,
+    pub(crate) outpoints_budget: u64,
+    /// Which outpoint states are stale (a tip change makes them all stale).
+    outpoint_stamps: Stamps,
 }
 
 impl Caches {
@@ -254,9 +338,13 @@ impl Caches {
             fees_counter: Counter::new("fees"),
             block_epoch: AtomicU64::new(0),
             fee_epoch: AtomicU64::new(0),
-            history_generation: AtomicU64::new(0),
-            history_stamps: (0..STAMP_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            history_floor: AtomicU64::new(0),
+            history_stamps: Stamps::new(STAMP_SLOTS),
+            outpoints: byte_cache("outpoints", config.outpoint_cache_bytes, |_: &OutpointSlot| {
+                std::mem::size_of::<(OutPoint, OutpointSlot)>()
+            }),
+            outpoints_counter: Counter::new("outpoints"),
+            outpoints_budget: config.outpoint_cache_bytes,
+            outpoint_stamps: Stamps::new(OUTPOINT_STAMP_SLOTS),
         }
     }
 
@@ -267,6 +355,9 @@ impl Caches {
             merkle: self.merkle_counter.stats(&self.merkle, self.merkle_budget),
             checkpoints: self.checkpoint_stats(),
             fees: self.fees_counter.stats(&self.fees, FEE_CACHE_BYTES),
+            outpoints: self
+                .outpoints_counter
+                .stats(&self.outpoints, self.outpoints_budget),
         }
     }
 
@@ -292,34 +383,45 @@ impl Caches {
 
     /// The history generation now (a load records it before reading the `Db`).
     pub(crate) fn history_generation(&self) -> u64 {
-        self.history_generation.load(Ordering::Acquire)
-    }
-
-    fn stamp(&self, hashx: &HashX) -> &AtomicU64 {
-        let [a, b, c, ..] = hashx.0;
-        let prefix = u32::from_le_bytes([a, b, c, 0]) as usize;
-        &self.history_stamps[prefix % STAMP_SLOTS]
+        self.history_stamps.generation()
     }
 
     /// Marks the histories of `touched` stale: O(1) per script, no cache operation.
     pub(crate) fn touch_histories<'a>(&self, touched: impl Iterator<Item = &'a HashX>) {
-        let generation = self.history_generation.fetch_add(1, Ordering::AcqRel) + 1;
-        for hashx in touched {
-            self.stamp(hashx).fetch_max(generation, Ordering::AcqRel);
-        }
+        self.history_stamps.touch(touched.map(hashx_bits));
     }
 
     /// Whether a history of `hashx` loaded at generation `loaded_at` is still current.
     pub(crate) fn history_is_current(&self, hashx: &HashX, loaded_at: u64) -> bool {
-        loaded_at >= self.stamp(hashx).load(Ordering::Acquire)
-            && loaded_at >= self.history_floor.load(Ordering::Acquire)
+        self.history_stamps.is_current(hashx_bits(hashx), loaded_at)
     }
 
     /// Marks every history stale and drops them all (a reorg).
     pub(crate) fn invalidate_all_histories(&self) {
-        let generation = self.history_generation.fetch_add(1, Ordering::AcqRel) + 1;
-        self.history_floor.fetch_max(generation, Ordering::AcqRel);
+        self.history_stamps.touch_all();
         self.history.invalidate_all();
+    }
+
+    /// The outpoint generation now (a load records it before reading the `Db`).
+    pub(crate) fn outpoint_generation(&self) -> u64 {
+        self.outpoint_stamps.generation()
+    }
+
+    /// Marks the cached states of `touched` stale: O(1) per outpoint, no cache operation.
+    pub(crate) fn touch_outpoints<'a>(&self, touched: impl Iterator<Item = &'a OutPoint>) {
+        self.outpoint_stamps.touch(touched.map(outpoint_bits));
+    }
+
+    /// Whether the state of `outpoint` loaded at generation `loaded_at` is still current.
+    pub(crate) fn outpoint_is_current(&self, outpoint: &OutPoint, loaded_at: u64) -> bool {
+        self.outpoint_stamps
+            .is_current(outpoint_bits(outpoint), loaded_at)
+    }
+
+    /// Marks every outpoint state stale and drops them all (the tip hash changed).
+    pub(crate) fn invalidate_all_outpoints(&self) {
+        self.outpoint_stamps.touch_all();
+        self.outpoints.invalidate_all();
     }
 
     /// The current tip epoch of the fee cache.
@@ -347,6 +449,7 @@ impl Caches {
         self.txids.run_pending_tasks().await;
         self.merkle.run_pending_tasks().await;
         self.fees.run_pending_tasks().await;
+        self.outpoints.run_pending_tasks().await;
     }
 }
 

@@ -11,11 +11,12 @@ use crate::core::merkle::{MIN_TXS_FOR_LEVELS, merkle_branch};
 use crate::core::status;
 use crate::core::subscriptions::parse_scripthash;
 use crate::core::sync::lock;
-use crate::edge::caches::{BlockKey, CachedHistory, HistorySlot};
+use crate::edge::caches::{BlockKey, CachedHistory, HistorySlot, OutpointSlot};
 use crate::edge::manager::SessionManager;
 use crate::edge::session::SessionHandle;
 use crate::error::{Error, HostError, Result};
 use crate::host::{Db, Host, Mempool};
+use crate::types::{ConfirmedOutpoint, OutPoint, OutpointSpender, OutpointStatus};
 use crate::types::{Cost, HashX, Height, Tip, TxHash};
 use crate::types::{HistoryEntry, MempoolEntry};
 use std::sync::Arc;
@@ -160,6 +161,30 @@ impl ScriptStatus {
     pub(crate) fn hex(&self) -> Option<String> {
         self.status.as_ref().map(status::status_hex)
     }
+}
+
+/// The status of an outpoint, computed once and shared by every subscriber.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ComputedOutpoint {
+    pub(crate) status: OutpointStatus,
+    /// What computing it cost.
+    pub(crate) cost: Cost,
+}
+
+impl ComputedOutpoint {
+    pub(crate) fn print(&self) -> crate::core::outbox::StatusPrint {
+        status::outpoint_print(&self.status)
+    }
+
+    /// Whether the status involves the mempool (rechecked on a tip change).
+    pub(crate) fn mempool(&self) -> bool {
+        self.status.involves_mempool()
+    }
+}
+
+/// The height Electrum shows for an unconfirmed transaction.
+fn unconfirmed_height(has_unconfirmed_inputs: bool) -> i64 {
+    if has_unconfirmed_inputs { -1 } else { 0 }
 }
 
 /// A 64-bit fingerprint of a status (0 for none).
@@ -374,6 +399,87 @@ impl<H: Host> SessionManager<H> {
         })
     }
 
+    /// The confirmed state of `outpoint` through the outpoint cache, and
+    /// what the lookup cost (nothing on a hit, [`cost::outpoint_lookup`] on
+    /// a miss). A failed lookup is not cached.
+    async fn confirmed_outpoint(&self, outpoint: OutPoint) -> Result<(Option<ConfirmedOutpoint>, Cost)> {
+        let caches = &self.inner.caches;
+        let mut loaded = false;
+        // As for histories: a state loaded before the outpoint was last
+        // touched (or before the tip changed) is read again; a third
+        // overlap in a row is served.
+        let mut attempts = 0;
+        let confirmed = loop {
+            attempts += 1;
+            let slot = caches
+                .outpoints
+                .try_get_with(outpoint, async {
+                    loaded = true;
+                    let generation = caches.outpoint_generation();
+                    let db = self.inner.db();
+                    let confirmed = self.host_call("outpoint", db.outpoint(outpoint)).await?;
+                    Ok::<_, Error>(OutpointSlot {
+                        confirmed,
+                        loaded_at: generation,
+                    })
+                })
+                .await;
+            match slot {
+                Ok(slot) if attempts == 3 || caches.outpoint_is_current(&outpoint, slot.loaded_at) => {
+                    break slot.confirmed;
+                }
+                Ok(_) => caches.outpoints.invalidate(&outpoint).await,
+                Err(shared) => return Err(unshare(shared)),
+            }
+        };
+        caches.outpoints_counter.record(!loaded);
+        let cost = if loaded {
+            cost::outpoint_lookup(confirmed.is_some())
+        } else {
+            Cost::ZERO
+        };
+        Ok((confirmed, cost))
+    }
+
+    /// The status of `outpoint`: its confirmed state (cached), then, unless
+    /// a confirmed transaction spent it, the mempool's. Confirmed facts win
+    /// over the mempool's (a transaction that confirmed while the mempool
+    /// lags is shown confirmed), and a spender is shown only for an output
+    /// known to exist.
+    ///
+    /// Cost: [`cost::OUTPOINT_STATUS`], plus [`cost::outpoint_lookup`] on a
+    /// cache miss, plus [`cost::OUTPOINT_MEMPOOL`] when the mempool is read.
+    pub(crate) async fn outpoint_status(&self, outpoint: OutPoint) -> Result<ComputedOutpoint> {
+        let (confirmed, mut cost) = self.confirmed_outpoint(outpoint).await?;
+        cost += cost::OUTPOINT_STATUS;
+        let mut status = OutpointStatus {
+            funder_height: confirmed.map(|c| i64::from(c.height.0)),
+            spender: confirmed.and_then(|c| c.spender).map(|s| OutpointSpender {
+                txid: s.txid,
+                height: i64::from(s.height.0),
+            }),
+        };
+        if status.spender.is_none() {
+            cost += cost::OUTPOINT_MEMPOOL;
+            let mempool = self.inner.mempool();
+            let unconfirmed = self
+                .host_call("mempool outpoint", mempool.outpoint(outpoint))
+                .await?;
+            if status.funder_height.is_none() {
+                status.funder_height = unconfirmed
+                    .funder
+                    .map(|f| unconfirmed_height(f.has_unconfirmed_inputs));
+            }
+            if status.funder_height.is_some() {
+                status.spender = unconfirmed.spender.map(|s| OutpointSpender {
+                    txid: s.txid,
+                    height: unconfirmed_height(s.has_unconfirmed_inputs),
+                });
+            }
+        }
+        Ok(ComputedOutpoint { status, cost })
+    }
+
     /// The tip requests are checked against: the last one given to
     /// `notify`, or the `Db`'s before the first.
     pub(crate) async fn known_tip(&self) -> Result<Tip> {
@@ -457,22 +563,21 @@ impl<H: Host> SessionManager<H> {
         )
     }
 
-    /// Records a new tip. Touched scripts leave the history cache; a
-    /// changed tip hash drops the shared header result and the fee
-    /// estimates. Returns the tip it replaces (`Some(None)` for the first)
+    /// Records a new tip. Touched scripts leave the history cache and
+    /// touched outpoints the outpoint cache; a changed tip hash drops the
+    /// shared header result, the fee estimates and every cached outpoint. Returns the tip it replaces (`Some(None)` for the first)
     /// if the tip changed: the caller then settles the block caches with
     /// [`SessionManager::settle_tip_change`].
-    pub(crate) fn record_tip(
-        &self,
-        tip: Tip,
-        touched: &crate::core::hashing::HashSet<HashX>,
-    ) -> Option<Option<Tip>> {
+    pub(crate) fn record_tip(&self, tip: Tip, touched: &crate::edge::notify::Changes) -> Option<Option<Tip>> {
         let caches = &self.inner.caches;
-        caches.touch_histories(touched.iter());
+        caches.touch_histories(touched.scripts.iter());
+        caches.touch_outpoints(touched.outpoints.iter());
         let previous = lock(&self.inner.last_tip).record(tip)?;
         *lock(&self.inner.tip_header) = None;
         caches.clear_fees();
         crate::edge::observe::cache_cleared("fees", "tip");
+        caches.invalidate_all_outpoints();
+        crate::edge::observe::cache_cleared("outpoints", "tip");
         Some(previous)
     }
 

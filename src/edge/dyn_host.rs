@@ -14,7 +14,9 @@ use crate::error::HostError;
 use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, Mempool, TxValidator};
 use crate::ledger::{GroupEntry, GroupFull, GroupLedger, SharedBan};
 use crate::timer::Timer;
-use crate::types::{HashX, Height, HistoryEntry, MempoolEntry, Tip, TxHash};
+use crate::types::{
+    ConfirmedOutpoint, HashX, Height, HistoryEntry, MempoolEntry, MempoolOutpoint, OutPoint, Tip, TxHash,
+};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use ipnetwork::IpNetwork;
@@ -75,6 +77,9 @@ impl Db for DynDb {
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
         self.0.block_txids(height).await
     }
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<Option<ConfirmedOutpoint>, HostError> {
+        self.0.outpoint(outpoint).await
+    }
     async fn histories(
         &self,
         hashxs: &[HashX],
@@ -107,6 +112,9 @@ impl Mempool for DynMempool {
     }
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
         self.0.fee_histogram().await
+    }
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
+        self.0.outpoint(outpoint).await
     }
 }
 

@@ -5,9 +5,9 @@
 //! The coalescing rules live in [`crate::core::outbox`]; this file only
 //! locks, wakes and waits.
 
-use crate::core::outbox::{Outbox, StatusPrint, Taken, TipGeneration};
+use crate::core::outbox::{Outbox, Outgoing, Payload, StatusKey, StatusPrint, Taken, TipGeneration};
 use crate::core::sync::lock;
-use crate::types::{BlockHash, HashX, Height, Notification};
+use crate::types::{BlockHash, Height};
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Instant;
@@ -48,19 +48,29 @@ impl Mailbox {
     /// [`Outbox::push_status`], waking the delivery future when queued.
     pub(crate) fn push_status(
         &self,
-        hashx: HashX,
-        alias: String,
-        status: Option<String>,
+        key: StatusKey,
+        payload: Payload,
         print: StatusPrint,
         base: StatusPrint,
         now: Instant,
     ) {
         let waker = {
             let mut state = lock(&self.state);
-            let queued = state.outbox.push_status(hashx, alias, status, print, base, now);
+            let queued = state.outbox.push_status(key, payload, print, base, now);
             queued.then(|| state.deliver_waker.take()).flatten()
         };
         waker.into_iter().for_each(Waker::wake);
+    }
+
+    /// [`Outbox::push_pings`], waking the delivery future when queued.
+    pub(crate) fn push_pings(&self, count: u32, padding: usize, now: Instant) -> bool {
+        let (queued, waker) = {
+            let mut state = lock(&self.state);
+            let queued = state.outbox.push_pings(count, padding, now);
+            (queued, queued.then(|| state.deliver_waker.take()).flatten())
+        };
+        waker.into_iter().for_each(Waker::wake);
+        queued
     }
 
     /// [`Outbox::header_given`].
@@ -77,8 +87,8 @@ impl Mailbox {
     }
 
     /// [`Outbox::status_given`].
-    pub(crate) fn status_given(&self, hashx: HashX, status: &Option<String>, print: StatusPrint) {
-        lock(&self.state).outbox.status_given(hashx, status, print);
+    pub(crate) fn status_given(&self, key: StatusKey, payload: Payload, print: StatusPrint) {
+        lock(&self.state).outbox.status_given(key, payload, print);
     }
 
     /// [`Outbox::forget_header`].
@@ -87,8 +97,8 @@ impl Mailbox {
     }
 
     /// [`Outbox::forget`].
-    pub(crate) fn forget(&self, hashx: HashX) {
-        lock(&self.state).outbox.forget(hashx);
+    pub(crate) fn forget(&self, key: StatusKey) {
+        lock(&self.state).outbox.forget(key);
     }
 
     /// [`Outbox::len`].
@@ -111,7 +121,7 @@ impl Mailbox {
     ///
     /// # Cancel safety
     /// Cancel-safe: it takes nothing.
-    pub(crate) async fn peek(&self) -> Option<(Taken, Notification)> {
+    pub(crate) async fn peek(&self) -> Option<(Taken, Outgoing)> {
         std::future::poll_fn(|cx| {
             let mut state = lock(&self.state);
             if state.outbox.is_closed() {

@@ -41,6 +41,10 @@ pub(crate) struct Inner<H: Host> {
     pub(crate) tip_header: Mutex<Option<crate::core::tip::TipHeader>>,
     /// When retained group cost was last refunded.
     last_refund: Mutex<Instant>,
+    /// The noise policy with its seed, if noise is on.
+    pub(crate) noise: Option<crate::core::noise::Noise>,
+    /// Noise steps so far, and when the last one ran.
+    pub(crate) noise_step: Mutex<(u64, Instant)>,
 }
 
 impl<H: Host> Inner<H> {
@@ -56,6 +60,14 @@ impl<H: Host> Inner<H> {
     pub(crate) fn validator(&self) -> &H::Validator {
         self.ctx.host.validator()
     }
+}
+
+/// A seed from the process's random hash keys (no extra dependency).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x6e6f_6973_65);
+    hasher.finish()
 }
 
 /// The session manager: a cheap-to-clone handle on shared state.
@@ -128,6 +140,11 @@ impl<H: Host> SessionManager<H> {
                 last_tip: Mutex::new(crate::core::tip::RecordedTip::default()),
                 tip_header: Mutex::new(None),
                 last_refund: Mutex::new(started),
+                noise: config
+                    .noise
+                    .clone()
+                    .map(|policy| crate::core::noise::Noise::new(policy, random_seed())),
+                noise_step: Mutex::new((0, started)),
                 config,
             }),
         })

@@ -1,25 +1,131 @@
 //! Subscriptions and notification fan-out.
 //!
-//! `notify(tip, touched)` computes the status of each script in
-//! `touched ∩ subscribed` (plus, on a tip change, every script whose status
+//! `notify(tip, touched)` computes the status of each script and outpoint
+//! in `touched ∩ subscribed` (plus, on a tip change, every one whose status
 //! involved the mempool) **once**, and queues it in the outbox of each
 //! subscriber whose last status differs. It never awaits a client: each
 //! session's delivery future ([`SessionHandle::deliver`]) drains its outbox.
 //! Calls that arrive while one is running are merged into the next pass.
 
 use crate::core::hashing::HashSet;
-use crate::core::subscriptions::{Delivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash};
+use crate::core::outbox::{Outgoing, Payload, StatusKey};
+use crate::core::subscriptions::{
+    Alias, Delivery, OutpointDelivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash,
+    split_scripthash,
+};
 use crate::core::sync::lock;
+use crate::edge::chain::{ComputedOutpoint, ScriptStatus};
 use crate::edge::deadline::within;
 use crate::edge::manager::SessionManager;
 use crate::edge::session::{SessionHandle, SessionShared};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::timer::Timer;
-use crate::types::{DisconnectReason, HashX, Height, SessionId, Tip};
+use crate::types::{DisconnectReason, HASHX_LEN, HashX, Height, OutPoint, OutpointStatus, SessionId, Tip};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+
+/// What a block or a mempool refresh touched: scripts and outpoints, as
+/// [`SessionManager::notify`] takes them.
+///
+/// ```
+/// use indexer_sessions::{Changes, HashX, OutPoint, TxHash};
+/// let mut changes = Changes::new();
+/// changes.add_script(HashX([1; 11]));
+/// changes.add_outpoint(OutPoint { txid: TxHash([2; 32]), vout: 0 });
+/// changes.extend([HashX([3; 11])]);
+/// assert_eq!((changes.scripts().count(), changes.outpoints().count()), (2, 1));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub(crate) scripts: HashSet<HashX>,
+    pub(crate) outpoints: HashSet<OutPoint>,
+}
+
+impl Changes {
+    /// Nothing touched.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a touched script.
+    pub fn add_script(&mut self, hashx: HashX) {
+        self.scripts.insert(hashx);
+    }
+
+    /// Adds a touched outpoint: one created or spent by a transaction that
+    /// entered or left the mempool, or was connected or disconnected in a
+    /// block.
+    pub fn add_outpoint(&mut self, outpoint: OutPoint) {
+        self.outpoints.insert(outpoint);
+    }
+
+    /// The touched scripts, in no order.
+    pub fn scripts(&self) -> impl Iterator<Item = &HashX> {
+        self.scripts.iter()
+    }
+
+    /// The touched outpoints, in no order.
+    pub fn outpoints(&self) -> impl Iterator<Item = &OutPoint> {
+        self.outpoints.iter()
+    }
+
+    /// Whether nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.scripts.is_empty() && self.outpoints.is_empty()
+    }
+
+    /// Adds everything `other` holds.
+    pub fn merge(&mut self, other: Changes) {
+        if self.is_empty() {
+            *self = other;
+        } else {
+            self.scripts.extend(other.scripts);
+            self.outpoints.extend(other.outpoints);
+        }
+    }
+}
+
+impl Extend<HashX> for Changes {
+    fn extend<I: IntoIterator<Item = HashX>>(&mut self, iter: I) {
+        self.scripts.extend(iter);
+    }
+}
+
+impl Extend<OutPoint> for Changes {
+    fn extend<I: IntoIterator<Item = OutPoint>>(&mut self, iter: I) {
+        self.outpoints.extend(iter);
+    }
+}
+
+/// What [`SessionManager::notify`] accepts as "what changed": any
+/// collection of `&HashX` (a set, a slice, a vector: scripts only, as
+/// before outpoints existed), or a [`Changes`] (scripts and outpoints), by
+/// value or by reference.
+pub trait Touched {
+    /// Adds what was touched to `changes`.
+    fn add_to(self, changes: &mut Changes);
+}
+
+impl<'a, I: IntoIterator<Item = &'a HashX>> Touched for I {
+    fn add_to(self, changes: &mut Changes) {
+        changes.scripts.extend(self.into_iter().copied());
+    }
+}
+
+impl Touched for Changes {
+    fn add_to(self, changes: &mut Changes) {
+        changes.merge(self);
+    }
+}
+
+impl Touched for &Changes {
+    fn add_to(self, changes: &mut Changes) {
+        changes.scripts.extend(self.scripts.iter().copied());
+        changes.outpoints.extend(self.outpoints.iter().copied());
+    }
+}
 
 impl<H: Host> Subscriber for Arc<SessionShared<H>> {
     fn id(&self) -> SessionId {
@@ -34,7 +140,7 @@ pub(crate) type Index<H> = SubscriptionIndex<Arc<SessionShared<H>>>;
 #[derive(Default)]
 pub(crate) struct PendingEvents {
     tip: Option<Tip>,
-    touched: HashSet<HashX>,
+    pub(crate) touched: Changes,
     running: bool,
     /// A tip change whose header notifications and mempool rechecks were
     /// not all queued (the pass was dropped, or the tip header could not be
@@ -56,7 +162,7 @@ struct Pass {
     /// The last event this pass applies.
     event: u64,
     tip: Tip,
-    touched: HashSet<HashX>,
+    touched: Changes,
     tip_changed: bool,
     settle: Option<Option<Tip>>,
 }
@@ -90,7 +196,7 @@ impl PendingEvents {
     /// queued meanwhile wins.
     fn restore(&mut self, pass: Pass) {
         self.tip.get_or_insert(pass.tip);
-        self.touched.extend(pass.touched);
+        self.touched.merge(pass.touched);
         self.redo_tip_change |= pass.tip_changed;
         if self.redo_settle.is_none() {
             self.redo_settle = pass.settle;
@@ -109,13 +215,34 @@ pub struct NotifyReport {
     pub status_notifications: usize,
     /// Header notifications queued.
     pub header_notifications: usize,
-    /// Scripts whose status could not be computed (host error); they keep
-    /// their old status and are retried on the next event that touches them.
+    /// Outpoints whose status was computed.
+    pub outpoints_computed: usize,
+    /// Outpoints whose status changed.
+    pub outpoints_changed: usize,
+    /// Outpoint status notifications queued (one per subscriber of a
+    /// changed outpoint).
+    pub outpoint_notifications: usize,
+    /// Noise pings queued ([`crate::NoisePolicy`]).
+    pub noise_pings: usize,
+    /// Scripts and outpoints whose status could not be computed (host
+    /// error); they keep their old status and are retried by the next
+    /// `notify`.
     pub failures: usize,
     /// Whether the event was merged into a pass already running: that pass
     /// applied it before this call completed, and reports the work (this
     /// report is otherwise empty).
     pub merged: bool,
+}
+
+/// Parses an outpoint request's parameters.
+fn parse_outpoint(tx_hash: &str, txout_idx: i64, spk_hint: Option<&str>) -> Result<OutPoint> {
+    let outpoint = OutPoint::parse(tx_hash, txout_idx)?;
+    if let Some(hint) = spk_hint
+        && crate::types::decode_hex(hint).is_none()
+    {
+        return Err(crate::error::ParamError::NotHex { param: "spk_hint" }.into());
+    }
+    Ok(outpoint)
 }
 
 /// How many statuses are computed concurrently in one pass.
@@ -138,42 +265,87 @@ impl<H: Host> SessionManager<H> {
         lock(&self.inner.index).remove_session(session.id);
     }
 
-    /// (subscriptions, distinct scripts, header subscribers).
-    pub(crate) fn subscription_counts(&self) -> (usize, usize, usize) {
+    /// (subscriptions, distinct scripts, distinct outpoints, header subscribers).
+    pub(crate) fn subscription_counts(&self) -> (usize, usize, usize, usize) {
         let index = lock(&self.inner.index);
-        (index.total(), index.distinct(), index.header_subscriber_count())
+        (
+            index.total(),
+            index.distinct(),
+            index.distinct_outpoints(),
+            index.header_subscriber_count(),
+        )
     }
 
-    fn queue(
-        &self,
-        deliveries: Vec<Delivery<Arc<SessionShared<H>>>>,
-        status: &crate::edge::chain::ScriptStatus,
-    ) -> usize {
+    fn queue(&self, deliveries: Vec<Delivery<Arc<SessionShared<H>>>>, status: &ScriptStatus) -> usize {
         let now = self.now();
         let print = status.print();
         let hex = status.hex();
         let charge = crate::core::cost::status(0);
         let count = deliveries.len();
         for delivery in deliveries {
-            delivery.subscriber.outbox.push_status(
-                delivery.hashx,
-                delivery.alias,
-                hex.clone(),
+            let payload = Payload::Script {
+                alias: delivery.alias,
+                status: hex.clone(),
+            };
+            let session = &delivery.subscriber;
+            session.outbox.push_status(
+                StatusKey::Script(delivery.hashx),
+                payload,
                 print,
                 delivery.base,
                 now,
             );
-            delivery.subscriber.add_cost(charge);
+            session.count_queued();
+            session.add_cost(charge);
         }
         count
     }
 
-    /// Tells the manager what changed: the new tip and the scripts touched
-    /// by a block or a mempool refresh (any collection of [`HashX`]: a set,
-    /// a slice, a vector). Pass them together when both happened, or in two
-    /// calls: a status is only sent when it differs from what the client
-    /// was last sent, and a mempool entry already confirmed is left out of
-    /// the status, so a confirming transaction is announced once.
+    fn queue_outpoints(
+        &self,
+        deliveries: Vec<OutpointDelivery<Arc<SessionShared<H>>>>,
+        computed: &ComputedOutpoint,
+    ) -> usize {
+        let now = self.now();
+        let print = computed.print();
+        let charge = crate::core::cost::OUTPOINT_STATUS;
+        let count = deliveries.len();
+        for delivery in deliveries {
+            let payload = Payload::Outpoint {
+                outpoint: delivery.outpoint,
+                status: computed.status,
+            };
+            let session = &delivery.subscriber;
+            session.outbox.push_status(
+                StatusKey::Outpoint(delivery.outpoint),
+                payload,
+                print,
+                delivery.base,
+                now,
+            );
+            session.count_queued();
+            session.add_cost(charge);
+        }
+        count
+    }
+
+    /// Tells the manager what changed: the new tip and the scripts and
+    /// outpoints touched by a block or a mempool refresh ([`Touched`]: any
+    /// collection of `&HashX` — a set, a slice, a vector — for scripts
+    /// alone, or a [`Changes`] for scripts and outpoints). Pass them
+    /// together when both happened, or in two calls: a status is only sent
+    /// when it differs from what the client was last sent, and a mempool
+    /// entry already confirmed is left out of the status, so a confirming
+    /// transaction is announced once. On a reorg, pass what the removed
+    /// blocks touched too.
+    ///
+    /// Each status is computed once per event, whatever the number of
+    /// subscribers: a script's from one [`crate::Db::histories`] batch entry
+    /// and one [`crate::Mempool::entries`] call, an outpoint's from one
+    /// [`crate::Db::outpoint`] and (unless confirmed spent) one
+    /// [`crate::Mempool::outpoint`] call. On a tip change, every status that
+    /// involved the mempool is computed again. With a [`crate::NoisePolicy`],
+    /// the pass then queues noise pings to the sessions that asked for them.
     ///
     /// **The event is recorded when `notify` is called**, before the
     /// returned future is first polled: a caller that drops the future
@@ -202,15 +374,15 @@ impl<H: Host> SessionManager<H> {
     /// for another call's pass (a merged call) loses nothing either: its
     /// event was recorded when it was called and that pass, or the next
     /// `notify`, applies it; only the wait for it is given up.
-    pub fn notify<'a>(
+    pub fn notify(
         &self,
         tip: Tip,
-        touched: impl IntoIterator<Item = &'a HashX>,
+        touched: impl Touched,
     ) -> impl std::future::Future<Output = NotifyReport> + Send + '_ {
         let event = {
             let mut pending = lock(&self.inner.pending_events);
             pending.tip = Some(tip);
-            pending.touched.extend(touched.into_iter().copied());
+            touched.add_to(&mut pending.touched);
             pending.recorded += 1;
             pending.recorded
         };
@@ -283,7 +455,7 @@ impl<H: Host> SessionManager<H> {
                 let mut pending = lock(&self.inner.pending_events);
                 // Left for the next `notify`: not retried now, so a failing
                 // host does not spin this loop.
-                pending.touched.extend(failed);
+                pending.touched.merge(failed);
                 pending.redo_tip_change |= finished.tip_changed;
                 pending.applied(finished.event)
             };
@@ -292,6 +464,10 @@ impl<H: Host> SessionManager<H> {
             report.statuses_changed += done.statuses_changed;
             report.status_notifications += done.status_notifications;
             report.header_notifications += done.header_notifications;
+            report.outpoints_computed += done.outpoints_computed;
+            report.outpoints_changed += done.outpoints_changed;
+            report.outpoint_notifications += done.outpoint_notifications;
+            report.noise_pings += done.noise_pings;
             report.failures += done.failures;
         }
         report
@@ -302,13 +478,13 @@ impl<H: Host> SessionManager<H> {
     fn apply_status(
         &self,
         hashx: HashX,
-        result: Result<crate::edge::chain::ScriptStatus>,
+        result: Result<ScriptStatus>,
         report: &mut NotifyReport,
-        failed: &mut Vec<HashX>,
+        failed: &mut Changes,
     ) {
         let Ok(status) = result else {
             report.failures += 1;
-            failed.push(hashx);
+            failed.add_script(hashx);
             return;
         };
         let deliveries = lock(&self.inner.index).update(&hashx, status.print(), status.mempool);
@@ -318,22 +494,105 @@ impl<H: Host> SessionManager<H> {
         }
     }
 
+    /// Records one computed outpoint status and queues it for the
+    /// subscribers whose status differs.
+    fn apply_outpoint(
+        &self,
+        outpoint: OutPoint,
+        result: Result<ComputedOutpoint>,
+        report: &mut NotifyReport,
+        failed: &mut Changes,
+    ) {
+        let Ok(computed) = result else {
+            report.failures += 1;
+            failed.add_outpoint(outpoint);
+            return;
+        };
+        let deliveries =
+            lock(&self.inner.index).update_outpoint(&outpoint, computed.print(), computed.mempool());
+        if !deliveries.is_empty() {
+            report.outpoints_changed += 1;
+            report.outpoint_notifications += self.queue_outpoints(deliveries, &computed);
+        }
+    }
+
+    /// Computes the status of each outpoint of `targets` (at most
+    /// `STATUS_CONCURRENCY` at a time) and queues the changes.
+    async fn notify_outpoints(&self, targets: &[OutPoint], report: &mut NotifyReport, failed: &mut Changes) {
+        report.outpoints_computed = targets.len();
+        let mut waiting = futures::stream::FuturesUnordered::new();
+        for &outpoint in targets {
+            let mut status = Box::pin(async move { (outpoint, self.outpoint_status(outpoint).await) });
+            match futures::poll!(status.as_mut()) {
+                Poll::Ready((outpoint, result)) => self.apply_outpoint(outpoint, result, report, failed),
+                Poll::Pending => waiting.push(status),
+            }
+            if waiting.len() >= STATUS_CONCURRENCY
+                && let Some((outpoint, result)) = waiting.next().await
+            {
+                self.apply_outpoint(outpoint, result, report, failed);
+            }
+        }
+        while let Some((outpoint, result)) = waiting.next().await {
+            self.apply_outpoint(outpoint, result, report, failed);
+        }
+    }
+
+    /// Queues noise pings to the sessions that asked for them, as the
+    /// [`crate::NoisePolicy`] decides for this event (`block`: the tip
+    /// changed). Synchronous, so it runs whole or not at all.
+    fn add_noise(&self, block: bool, report: &mut NotifyReport) {
+        let Some(noise) = &self.inner.noise else {
+            return;
+        };
+        let sessions = lock(&self.inner.index).noise_sessions();
+        let now = self.now();
+        let (event, elapsed) = {
+            let mut step = lock(&self.inner.noise_step);
+            step.0 += 1;
+            let elapsed = now.saturating_duration_since(step.1);
+            step.1 = now;
+            (step.0, elapsed)
+        };
+        for session in sessions {
+            let sent = session
+                .queued_since_noise
+                .swap(0, std::sync::atomic::Ordering::Relaxed);
+            let pings = if block {
+                noise.block_pings(event, session.id, sent)
+            } else {
+                noise.mempool_pings(event, session.id, elapsed)
+            };
+            if session.outbox.push_pings(pings, noise.padding(), now) {
+                report.noise_pings += pings as usize;
+            }
+        }
+    }
+
     /// One pass over `pass`'s event. Every step is idempotent, so a pass
-    /// redone after an interruption queues nothing twice. On return,
-    /// `pass.tip_changed` is still set if the header could not be sent;
-    /// the scripts whose status failed are returned.
-    async fn notify_pass(&self, pass: &mut Pass) -> (NotifyReport, Vec<HashX>) {
+    /// redone after an interruption queues nothing twice (its noise step,
+    /// last and synchronous, runs once). On return, `pass.tip_changed` is
+    /// still set if the header could not be sent; the scripts and
+    /// outpoints whose status failed are returned.
+    async fn notify_pass(&self, pass: &mut Pass) -> (NotifyReport, Changes) {
         let mut report = NotifyReport::default();
-        let mut failed = Vec::new();
+        let mut failed = Changes::default();
         if let Some(previous) = self.record_tip(pass.tip, &pass.touched) {
             pass.tip_changed = true;
             pass.settle.get_or_insert(previous);
         }
+        let block = pass.tip_changed;
         if let Some(previous) = pass.settle {
             self.settle_tip_change(previous, pass.tip).await;
             pass.settle = None;
         }
-        let targets = lock(&self.inner.index).targets(&pass.touched, pass.tip_changed);
+        let (targets, outpoint_targets) = {
+            let index = lock(&self.inner.index);
+            (
+                index.targets(&pass.touched.scripts, pass.tip_changed),
+                index.outpoint_targets(&pass.touched.outpoints, pass.tip_changed),
+            )
+        };
         report.statuses_computed = targets.len();
         // The histories come in batches (one `Db::histories` call each);
         // each status future is then polled once in place: a mempool that
@@ -367,6 +626,8 @@ impl<H: Host> SessionManager<H> {
                 self.apply_status(hashx, result, &mut report, &mut failed);
             }
         }
+        self.notify_outpoints(&outpoint_targets, &mut report, &mut failed)
+            .await;
         if pass.tip_changed {
             match self.tip_header().await {
                 Ok(tip_header) => {
@@ -380,6 +641,9 @@ impl<H: Host> SessionManager<H> {
                             tip_header.header.clone(),
                             now,
                         );
+                        if queued {
+                            session.count_queued();
+                        }
                         report.header_notifications += usize::from(queued);
                     }
                     pass.tip_changed = false;
@@ -387,6 +651,7 @@ impl<H: Host> SessionManager<H> {
                 Err(_) => report.failures += 1,
             }
         }
+        self.add_noise(block, &mut report);
         (report, failed)
     }
 }
@@ -395,7 +660,14 @@ impl<H: Host> SessionHandle<H> {
     /// `blockchain.scripthash.subscribe`: subscribes to the script with the
     /// scripthash string `alias` (64 hex digits, as the client sent it) and
     /// returns its current status (lowercase hex; `None` for no history).
-    /// Re-subscribing returns the status again.
+    /// Re-subscribing returns the status again. Notifications are
+    /// [`crate::Notification::ScriptHashStatus`] with `alias` as sent.
+    ///
+    /// A session holds one subscription per script: subscribing to a
+    /// script it already follows by scriptPubKey
+    /// ([`SessionHandle::subscribe_scriptpubkey`]) keeps that one
+    /// subscription (it counts once) and switches its notifications to
+    /// this method and spelling; the last subscribe wins.
     ///
     /// **Cost:** the history lookup (0.1, plus 0.1 + 0.001 × entries on a
     /// cache miss) plus `0.1 + preimage × 0.00002`.
@@ -412,10 +684,49 @@ impl<H: Host> SessionHandle<H> {
     /// subscription, index entry or count behind. What it had charged for
     /// history lookups stays charged (the work was done).
     pub async fn subscribe(&self, alias: &str) -> Result<Option<String>> {
+        let (hashx, rest) = parse_scripthash(alias)
+            .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
+        self.subscribe_script(hashx, rest, Alias::ScriptHash(alias.to_owned()))
+            .await
+    }
+
+    /// `blockchain.scriptpubkey.subscribe` (protocol 1.7): subscribes to the
+    /// script `script_hex` (the scriptPubKey in hex, as the client sent
+    /// it; its scripthash is the SHA-256 of the script, as
+    /// [`crate::scripthash_of_scriptpubkey`] gives it) and returns its
+    /// current status, the same status a scripthash subscription gets.
+    /// Notifications are [`crate::ExtendedNotification::ScriptPubKeyStatus`]
+    /// carrying `script_hex` exactly as sent, through
+    /// [`crate::Transport::send_extended`].
+    ///
+    /// One subscription per script and session, whichever way it was made:
+    /// subscribing by scriptPubKey to a script the session follows by
+    /// scripthash (or with another spelling) keeps one subscription and
+    /// switches its notifications to this method and spelling.
+    ///
+    /// **Cost:** as [`SessionHandle::subscribe`].
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] for text that is not hex or a script over
+    /// [`crate::MAX_SCRIPT_LEN`] bytes; otherwise as
+    /// [`SessionHandle::subscribe`].
+    ///
+    /// # Cancel safety
+    /// As [`SessionHandle::subscribe`].
+    pub async fn subscribe_scriptpubkey(&self, script_hex: &str) -> Result<Option<String>> {
+        let (hashx, rest) = split_scripthash(&crate::types::script_sha256(script_hex)?);
+        self.subscribe_script(hashx, rest, Alias::ScriptPubKey(script_hex.to_owned()))
+            .await
+    }
+
+    async fn subscribe_script(
+        &self,
+        hashx: HashX,
+        rest: [u8; 32 - HASHX_LEN],
+        alias: Alias,
+    ) -> Result<Option<String>> {
         let manager = &self.manager;
         let session = &self.session;
-        let (hashx, _) = parse_scripthash(alias)
-            .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
         let limits = manager.sub_limits();
         lock(&manager.inner.index).check_limits(session.id, session.group, &hashx, limits)?;
         let caches = &manager.inner.caches;
@@ -449,7 +760,9 @@ impl<H: Host> SessionHandle<H> {
                 let subscribed = index.subscribe(
                     session.clone(),
                     session.group,
-                    alias,
+                    hashx,
+                    rest,
+                    alias.clone(),
                     status.print(),
                     status.mempool,
                     limits,
@@ -458,35 +771,220 @@ impl<H: Host> SessionHandle<H> {
                 state.indexed = true;
                 if !current {
                     // Still racing events: the next `notify` recomputes it.
-                    lock(&manager.inner.pending_events).touched.insert(hashx);
+                    lock(&manager.inner.pending_events).touched.add_script(hashx);
                 }
                 subscribed
             };
             let hex = status.hex();
-            session.outbox.status_given(hashx, &hex, status.print());
+            let payload = Payload::Script {
+                alias,
+                status: hex.clone(),
+            };
+            session
+                .outbox
+                .status_given(StatusKey::Script(hashx), payload, status.print());
             manager.queue(subscribed.deliveries, &status);
             return Ok(hex);
         }
     }
 
     /// `blockchain.scripthash.unsubscribe`: returns whether the session was
-    /// subscribed. **Cost:** 0.1.
+    /// subscribed to the script (by scripthash or by scriptPubKey: the
+    /// session's one subscription to it ends). **Cost:** 0.1.
     ///
     /// # Errors
     /// [`Error::BadRequest`] for a malformed scripthash.
     pub fn unsubscribe(&self, alias: &str) -> Result<bool> {
         let (hashx, _) = parse_scripthash(alias)
             .ok_or_else(|| Error::BadRequest(format!("invalid scripthash {alias:?}")))?;
+        Ok(self.unsubscribe_script(hashx))
+    }
+
+    /// `blockchain.scriptpubkey.unsubscribe` (protocol 1.7): returns whether
+    /// the session was subscribed to the script `script_hex` (by
+    /// scriptPubKey or by scripthash: the session's one subscription to it
+    /// ends). **Cost:** 0.1.
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] for text that is not hex or a script over
+    /// [`crate::MAX_SCRIPT_LEN`] bytes.
+    pub fn unsubscribe_scriptpubkey(&self, script_hex: &str) -> Result<bool> {
+        let (hashx, _) = split_scripthash(&crate::types::script_sha256(script_hex)?);
+        Ok(self.unsubscribe_script(hashx))
+    }
+
+    fn unsubscribe_script(&self, hashx: HashX) -> bool {
         self.session.add_cost(crate::core::cost::UNSUBSCRIBE);
         let remaining = lock(&self.manager.inner.index).unsubscribe(self.session.id, &hashx);
         match remaining {
             Some(count) => {
                 lock(&self.session.state).subscriptions = count;
-                self.session.outbox.forget(hashx);
+                self.session.outbox.forget(StatusKey::Script(hashx));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `blockchain.outpoint.subscribe` (protocol 1.7): subscribes to the
+    /// output `txout_idx` of transaction `tx_hash` (64 hex digits, display
+    /// order) and returns its status ([`OutpointStatus`]: `{}` when it
+    /// never existed, else its funding height and, once spent, its
+    /// spender). The session is notified
+    /// ([`crate::ExtendedNotification::OutpointStatus`], through
+    /// [`crate::Transport::send_extended`]) whenever a `notify` touching
+    /// the outpoint changes its status, and on a tip change when its status
+    /// involved the mempool. `spk_hint`, the output's scriptPubKey in hex,
+    /// is checked to be hex and otherwise unused (as by ElectrumX).
+    /// Outpoint subscriptions count toward the subscription limits and the
+    /// cost decay as script subscriptions do. Re-subscribing returns the
+    /// status again.
+    ///
+    /// Needs [`crate::Db::outpoint`] and [`crate::Mempool::outpoint`].
+    ///
+    /// **Cost:** 0.1, plus 1 for the existence lookup and 1 more for the
+    /// spender lookup when the confirmed state was not cached (as ElectrumX
+    /// asks its node), plus 0.1 when the mempool is consulted (the output
+    /// has no confirmed spender).
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] for a malformed `tx_hash` or `spk_hint`, or a
+    /// `txout_idx` below 0 or above `u32::MAX`;
+    /// [`Error::SubscriptionLimit`] when a limit is reached;
+    /// [`Error::Unsupported`] when the host does not implement the outpoint
+    /// lookups; host errors. No subscription is recorded on error.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the subscription is recorded in one step after the
+    /// last await, so a future dropped before it completes leaves no
+    /// subscription, index entry or count behind. What it had charged for
+    /// lookups stays charged (the work was done).
+    pub async fn subscribe_outpoint(
+        &self,
+        tx_hash: &str,
+        txout_idx: i64,
+        spk_hint: Option<&str>,
+    ) -> Result<OutpointStatus> {
+        let outpoint = parse_outpoint(tx_hash, txout_idx, spk_hint)?;
+        let manager = &self.manager;
+        let session = &self.session;
+        let limits = manager.sub_limits();
+        lock(&manager.inner.index).check_outpoint_limits(session.id, session.group, &outpoint, limits)?;
+        let caches = &manager.inner.caches;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // As for scripts: a `notify` touching the outpoint while its
+            // status is read makes it read again.
+            let read_from = caches.outpoint_generation();
+            let computed = manager.outpoint_status(outpoint).await?;
+            session.add_cost(computed.cost);
+            if session.is_ended() {
+                return Err(Error::SessionClosed(session.id));
+            }
+            let subscribed = {
+                let mut index = lock(&manager.inner.index);
+                let current = caches.outpoint_is_current(&outpoint, read_from);
+                if !current && attempts < 3 {
+                    continue;
+                }
+                let mut state = lock(&session.state);
+                if state.closed {
+                    return Err(Error::SessionClosed(session.id));
+                }
+                let subscribed = index.subscribe_outpoint(
+                    session.clone(),
+                    session.group,
+                    outpoint,
+                    computed.print(),
+                    computed.mempool(),
+                    limits,
+                )?;
+                state.subscriptions = subscribed.count;
+                state.indexed = true;
+                if !current {
+                    lock(&manager.inner.pending_events).touched.add_outpoint(outpoint);
+                }
+                subscribed
+            };
+            let payload = Payload::Outpoint {
+                outpoint,
+                status: computed.status,
+            };
+            session
+                .outbox
+                .status_given(StatusKey::Outpoint(outpoint), payload, computed.print());
+            manager.queue_outpoints(subscribed.deliveries, &computed);
+            return Ok(computed.status);
+        }
+    }
+
+    /// `blockchain.outpoint.get_status` (protocol 1.7): the status of an
+    /// outpoint, as [`SessionHandle::subscribe_outpoint`] returns it,
+    /// without subscribing.
+    ///
+    /// **Cost:** as [`SessionHandle::subscribe_outpoint`].
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] for malformed parameters; [`Error::Unsupported`]
+    /// when the host does not implement the outpoint lookups; host errors.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: read-only. What was charged before the drop stays; a
+    /// confirmed state being loaded into the cache is finished by the next
+    /// caller.
+    pub async fn outpoint_status(
+        &self,
+        tx_hash: &str,
+        txout_idx: i64,
+        spk_hint: Option<&str>,
+    ) -> Result<OutpointStatus> {
+        let outpoint = parse_outpoint(tx_hash, txout_idx, spk_hint)?;
+        let computed = self.manager.outpoint_status(outpoint).await?;
+        self.session.add_cost(computed.cost);
+        Ok(computed.status)
+    }
+
+    /// `blockchain.outpoint.unsubscribe` (protocol 1.7): returns whether the
+    /// session was subscribed to the outpoint; a pending notification of it
+    /// is dropped. **Cost:** 0.1.
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] for a malformed `tx_hash` or an out-of-range
+    /// `txout_idx`.
+    pub fn unsubscribe_outpoint(&self, tx_hash: &str, txout_idx: i64) -> Result<bool> {
+        let outpoint = OutPoint::parse(tx_hash, txout_idx)?;
+        self.session.add_cost(crate::core::cost::OUTPOINT_UNSUBSCRIBE);
+        let remaining = lock(&self.manager.inner.index).unsubscribe_outpoint(self.session.id, &outpoint);
+        match remaining {
+            Some(count) => {
+                lock(&self.session.state).subscriptions = count;
+                self.session.outbox.forget(StatusKey::Outpoint(outpoint));
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+
+    /// Turns noise pings on or off for this session (a host turns them on
+    /// for clients that negotiated protocol 1.7). They are sent only while
+    /// the manager has a [`crate::NoisePolicy`] ([`crate::Config::noise`]),
+    /// as [`crate::ExtendedNotification::Ping`] through
+    /// [`crate::Transport::send_extended`]. Returns whether the setting
+    /// changed. Costs nothing; the pings are not charged to the session.
+    pub fn set_noise(&self, on: bool) -> bool {
+        let mut index = lock(&self.manager.inner.index);
+        let mut state = lock(&self.session.state);
+        if state.closed {
+            return false;
+        }
+        if on {
+            state.indexed = true;
+            self.session
+                .queued_since_noise
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        index.set_noise(self.session.clone(), on)
     }
 
     /// `blockchain.headers.subscribe`: subscribes to new tips and returns
@@ -579,13 +1077,29 @@ impl<H: Host> SessionHandle<H> {
         let manager = self.manager.clone();
         async move {
             let timer = session.ctx.timer();
-            while let Some((taken, notification)) = session.outbox.peek().await {
+            while let Some((taken, outgoing)) = session.outbox.peek().await {
                 let limit = session.ctx.limits().max_send_delay;
-                let header = matches!(notification, crate::types::Notification::Header { .. });
-                let reason = match within(timer, limit, session.transport.send(notification)).await {
+                let kind = match &outgoing {
+                    Outgoing::Notification(crate::types::Notification::Header { .. }) => "header",
+                    Outgoing::Notification(_) => "status",
+                    Outgoing::Extended(crate::types::ExtendedNotification::OutpointStatus { .. }) => {
+                        "outpoint"
+                    }
+                    Outgoing::Extended(crate::types::ExtendedNotification::Ping { .. }) => "ping",
+                    Outgoing::Extended(_) => "status",
+                };
+                let send = async {
+                    match outgoing {
+                        Outgoing::Notification(notification) => session.transport.send(notification).await,
+                        Outgoing::Extended(notification) => {
+                            session.transport.send_extended(notification).await
+                        }
+                    }
+                };
+                let reason = match within(timer, limit, send).await {
                     Some(Ok(())) => {
                         session.outbox.acknowledge(taken, timer.now());
-                        crate::edge::observe::notification_sent(header);
+                        crate::edge::observe::notification_sent(kind);
                         continue;
                     }
                     Some(Err(error)) => DisconnectReason::TransportError(Arc::from(error)),

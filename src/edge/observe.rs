@@ -627,9 +627,11 @@ pub(crate) fn notify_pass(
 
 /// `deliver` sent one notification.
 #[inline]
-pub(crate) fn notification_sent(header: bool) {
+pub(crate) fn notification_sent(kind: &'static str) {
     #[cfg(feature = "metrics")]
-    counter!(NOTIFICATIONS_SENT, "kind" => if header { "header" } else { "status" }).increment(1);
+    counter!(NOTIFICATIONS_SENT, "kind" => kind).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = kind;
 }
 
 // ---- Host and caches ----
@@ -702,6 +704,7 @@ pub(crate) fn sample(info: &crate::edge::admin::Info, queued_notifications: usiz
             ("merkle", &caches.merkle),
             ("checkpoints", &caches.checkpoints),
             ("fees", &caches.fees),
+            ("outpoints", &caches.outpoints),
         ] {
             gauge!(CACHE_BYTES, "cache" => name).set(stats.bytes as f64);
             gauge!(CACHE_ENTRIES, "cache" => name).set(stats.entries as f64);

@@ -12,7 +12,7 @@ use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{Cost, DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -134,6 +134,9 @@ pub(crate) struct SessionShared<H: Host> {
     pub(crate) ended: AtomicBool,
     pub(crate) outbox: crate::edge::mailbox::Mailbox,
     pub(crate) span: crate::edge::observe::SessionSpan,
+    /// Notifications queued since the last noise step (see
+    /// [`crate::NoisePolicy`]).
+    pub(crate) queued_since_noise: AtomicU32,
 }
 
 impl<H: Host> SessionShared<H> {
@@ -172,11 +175,17 @@ impl<H: Host> SessionShared<H> {
             ended: AtomicBool::new(false),
             outbox: crate::edge::mailbox::Mailbox::default(),
             span: crate::edge::observe::SessionSpan::new(id, peer, group),
+            queued_since_noise: AtomicU32::new(0),
         }
     }
 
     pub(crate) fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
+    }
+
+    /// Counts one notification queued for this session (for the noise policy).
+    pub(crate) fn count_queued(&self) {
+        self.queued_since_noise.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds `amount` to the cost, recalculating when it drifted past 100.
