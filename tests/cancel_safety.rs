@@ -15,7 +15,9 @@ use indexer_sessions::Cost;
 use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{HostBehaviour, TransportLog};
 use indexer_sessions::{
-    Config, HashX, Height, HistoryEntry, Limits, Notification, SessionHandle, Tip, TxHash,
+    Changes, Config, ConfirmedOutpoint, ExtendedNotification, HashX, Height, HistoryEntry, Limits,
+    MempoolOutpoint, MempoolSpender, Notification, OutPoint, OutpointStatus, SessionHandle, Tip, TxHash,
+    scripthash_of_scriptpubkey,
 };
 use std::future::Future;
 use std::pin::pin;
@@ -540,4 +542,168 @@ fn close_and_shutdown_dropped_after_their_first_poll_have_ended_the_sessions() {
     let _ = poll_until_pending(fx.manager.shutdown(), 1);
     assert_eq!(fx.manager.session_count(), 0);
     assert!(fx.manager.is_shutting_down());
+}
+
+// ---- Outpoints and scriptPubKey subscriptions (protocol 1.7) ----
+
+fn outpoint_1() -> OutPoint {
+    OutPoint {
+        txid: TxHash([7; 32]),
+        vout: 1,
+    }
+}
+
+/// Makes output 1 of transaction `7…7` confirmed at height 0, unspent.
+fn fund_outpoint_1(fx: &Fixture) {
+    fx.db.set_outpoint(
+        outpoint_1(),
+        Some(ConfirmedOutpoint {
+            height: Height(0),
+            spender: None,
+        }),
+    );
+}
+
+/// A mempool transaction spends output 1 of `7…7`.
+fn spend_outpoint_1_in_mempool(fx: &Fixture) {
+    fx.mempool.set_outpoint(
+        outpoint_1(),
+        MempoolOutpoint {
+            funder: None,
+            spender: Some(MempoolSpender {
+                txid: TxHash([8; 32]),
+                has_unconfirmed_inputs: false,
+            }),
+        },
+    );
+}
+
+fn outpoint_statuses(log: &TransportLog) -> Vec<OutpointStatus> {
+    log.sent_extended()
+        .into_iter()
+        .filter_map(|n| match n {
+            ExtendedNotification::OutpointStatus { status, .. } => Some(status),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn subscribe_outpoint_dropped_at_any_await_leaves_no_subscription() {
+    let tx = outpoint_1().txid.to_hex();
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        fund_outpoint_1(&fx);
+        block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+        let (session, log) = fx.connect("203.0.113.1:1");
+        let completed = poll_until_pending(session.subscribe_outpoint(&tx, 1, Some("51")), k).is_some();
+        let info = fx.manager.info();
+        if completed {
+            assert_eq!((info.subs, info.distinct_outpoint_subs), (1, 1));
+            assert_eq!(session.subscription_count(), 1);
+            return false;
+        }
+        assert_eq!((info.subs, info.distinct_outpoint_subs), (0, 0), "drop point {k}");
+        assert_eq!(session.subscription_count(), 0);
+        // A change to the outpoint is not sent to the session.
+        spend_outpoint_1_in_mempool(&fx);
+        let mut changes = Changes::new();
+        changes.add_outpoint(outpoint_1());
+        block_on(fx.manager.notify(fx.db.current_tip(), &changes));
+        drain(&session);
+        assert!(log.sent_extended().is_empty(), "drop point {k}");
+        true
+    });
+    assert!(drops >= 2, "subscribe_outpoint has await points ({drops})");
+}
+
+#[test]
+fn outpoint_status_dropped_at_any_await_changes_nothing_and_charges_at_most_once() {
+    let tx = outpoint_1().txid.to_hex();
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        fund_outpoint_1(&fx);
+        let (session, _log) = fx.connect("203.0.113.1:1");
+        let before = session.cost().own;
+        let completed = poll_until_pending(session.outpoint_status(&tx, 1, None), k);
+        let charged = session.cost().own - before;
+        assert_eq!(fx.manager.info().subs, 0);
+        if let Some(status) = completed {
+            assert_eq!(status.unwrap().funder_height, Some(0));
+            // 0.1, a miss (existence and spender: 2), the mempool (0.1).
+            assert!((charged - 2.2).abs() < 1e-9, "charged {charged}");
+            return false;
+        }
+        assert_eq!(charged, 0.0, "drop point {k}: nothing charged before the answer");
+        // A later request is served (the cache holds nothing half-loaded).
+        fx.db.set_behaviour(HostBehaviour::Normal);
+        fx.mempool.set_behaviour(HostBehaviour::Normal);
+        let status = block_on(session.outpoint_status(&tx, 1, None)).unwrap();
+        assert_eq!(status.funder_height, Some(0), "drop point {k}");
+        true
+    });
+    assert!(drops >= 2, "outpoint_status has await points ({drops})");
+}
+
+#[test]
+fn subscribe_scriptpubkey_dropped_at_any_await_leaves_no_subscription() {
+    let script = "0014".to_owned() + &"ab".repeat(20);
+    let hashx = HashX::from_scripthash_hex(&scripthash_of_scriptpubkey(&script).unwrap()).unwrap();
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+        let (session, log) = fx.connect("203.0.113.1:1");
+        let completed = poll_until_pending(session.subscribe_scriptpubkey(&script), k).is_some();
+        let info = fx.manager.info();
+        if completed {
+            assert_eq!((info.subs, info.distinct_subs), (1, 1));
+            return false;
+        }
+        assert_eq!((info.subs, info.distinct_subs), (0, 0), "drop point {k}");
+        fx.db.add_history(
+            hashx,
+            HistoryEntry {
+                txid: TxHash([9; 32]),
+                height: Height(1),
+            },
+        );
+        let tip = fx.db.push_block(header(1, 1), vec![TxHash([9; 32])]);
+        block_on(fx.manager.notify(tip, &[hashx]));
+        drain(&session);
+        assert!(log.sent_extended().is_empty(), "drop point {k}");
+        true
+    });
+    assert!(drops >= 2, "subscribe_scriptpubkey has await points ({drops})");
+}
+
+#[test]
+fn notify_with_outpoints_dropped_at_any_await_leaves_its_event_to_the_next_call() {
+    let tx = outpoint_1().txid.to_hex();
+    let drops = at_each_await(|k| {
+        let fx = yielding_fixture(Config::default());
+        fund_outpoint_1(&fx);
+        block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+        let (session, log) = fx.connect("203.0.113.1:1");
+        fx.db.set_behaviour(HostBehaviour::Normal);
+        fx.mempool.set_behaviour(HostBehaviour::Normal);
+        block_on(session.subscribe_outpoint(&tx, 1, None)).unwrap();
+        fx.db.set_behaviour(HostBehaviour::Yielding);
+        fx.mempool.set_behaviour(HostBehaviour::Yielding);
+        spend_outpoint_1_in_mempool(&fx);
+        let mut changes = Changes::new();
+        changes.add_outpoint(outpoint_1());
+        let tip = fx.db.current_tip();
+        let completed = poll_until_pending(fx.manager.notify(tip, &changes), k).is_some();
+        // The host calls notify again with nothing new.
+        block_on(fx.manager.notify(tip, &[]));
+        drain(&session);
+        let sent = outpoint_statuses(&log);
+        assert_eq!(sent.len(), 1, "drop point {k}: the changed status, once");
+        assert_eq!(sent[0].spender.map(|s| s.height), Some(0));
+        block_on(fx.manager.notify(tip, &changes));
+        drain(&session);
+        assert_eq!(outpoint_statuses(&log).len(), 1, "drop point {k}: nothing twice");
+        !completed
+    });
+    assert!(drops >= 2, "the pass has outpoint await points ({drops})");
 }

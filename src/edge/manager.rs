@@ -66,7 +66,7 @@ impl<H: Host> Inner<H> {
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0x6e6f_6973_65);
+    hasher.write(b"noise");
     hasher.finish()
 }
 
