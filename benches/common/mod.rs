@@ -8,7 +8,8 @@ use criterion::Criterion;
 use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool};
 use indexer_sessions::{
-    Config, DisconnectReason, HostError, Notification, PeerInfo, SessionManager, Transport, TransportKind,
+    Config, DisconnectReason, ExtendedNotification, HostError, Notification, PeerInfo, SessionManager,
+    Transport, TransportKind,
 };
 use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -43,6 +44,10 @@ impl Transport for Zst {
     }
 
     async fn send(&self, _notification: Notification) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    async fn send_extended(&self, _notification: ExtendedNotification) -> Result<(), HostError> {
         Ok(())
     }
 
