@@ -61,6 +61,17 @@
 //!   one header) and is drained in order by [`SessionHandle::deliver`], a
 //!   future the host runs beside its read loop: a client that stops reading
 //!   delays nobody and is disconnected after `max_send_delay`.
+//! - **Protocol 1.7.** Outpoints are subscribed like scripts
+//!   ([`SessionHandle::subscribe_outpoint`]; `notify` takes touched
+//!   outpoints in a [`Changes`]): one shared entry per outpoint, each status
+//!   computed once per event from [`Db::outpoint`] (cached) and
+//!   [`Mempool::outpoint`], one pending status per outpoint, counted by the
+//!   same limits. Scripts can be subscribed by scriptPubKey
+//!   ([`SessionHandle::subscribe_scriptpubkey`]) and are then notified with
+//!   the client's spelling and method. A [`NoisePolicy`] adds `server.ping`
+//!   notifications against traffic analysis. These notifications
+//!   ([`ExtendedNotification`]) go through [`Transport::send_extended`], so
+//!   a host that speaks only protocols 1.4 to 1.6 implements nothing new.
 //! - **Housekeeping and control.** [`SessionManager::run_housekeeping`] is a
 //!   future the host runs: stale sweeps and cost recalculation.
 //!   [`SessionManager::listener_state`] says when to pause and resume
@@ -106,8 +117,9 @@
 //! [`SessionManager::notify`] records its event when called, and a pass
 //! dropped anywhere is redone by the next call without sending anything
 //! twice; [`SessionHandle::admit`], [`Permit::run`],
-//! [`SessionHandle::subscribe`], [`SessionHandle::subscribe_headers`] and
-//! [`SessionHandle::broadcast_transaction`] leave no slot, cost,
+//! [`SessionHandle::subscribe`], [`SessionHandle::subscribe_scriptpubkey`],
+//! [`SessionHandle::subscribe_outpoint`], [`SessionHandle::subscribe_headers`]
+//! and [`SessionHandle::broadcast_transaction`] leave no slot, cost,
 //! subscription or index entry behind.
 //!
 //! ## Example
@@ -173,7 +185,7 @@
 //! | `operator disconnect` | info | `selector`, `closed` |
 //! | `listener state changed` | info | `state`, `sessions`, `max_sessions` |
 //! | `limits changed` | info | `limits` |
-//! | `notify pass` | debug | `statuses_computed`, `statuses_changed`, `status_notifications`, `header_notifications`, `failures`, `duration` |
+//! | `notify pass` | debug | `statuses_computed`, `statuses_changed`, `status_notifications`, `header_notifications`, `outpoints_computed`, `outpoint_notifications`, `noise_pings`, `failures`, `duration` |
 //! | `ledger unreachable, serving on the local view` | warn (later failures: debug) | `node`, `reason` |
 //! | `ledger reconnected` | info | `node` |
 //! | `cache cleared` | debug | `cache`, `cause` (`tip`, `first_tip`, `reorg`) |
@@ -209,7 +221,7 @@
 //! | `indexer_sessions_refusals_total` | counter | count | `reason`: `banned`, `at_capacity`, `group_full`, `shutting_down` | connections refused by [`SessionManager::add_session`] |
 //! | `indexer_sessions_disconnects_total` | counter | count | `reason`: `dropped` (the host dropped the handle), `stale`, `excessive_cost`, `send_timeout`, `admin`, `banned`, `shutdown`, `transport_error` | sessions ended |
 //! | `indexer_sessions_groups` | gauge | count | | groups held by the ledger (sampled) |
-//! | `indexer_sessions_subscriptions` | gauge | count | | script subscriptions (sampled) |
+//! | `indexer_sessions_subscriptions` | gauge | count | | script and outpoint subscriptions (sampled) |
 //! | `indexer_sessions_subscribed_scripts` | gauge | count | | distinct scripts subscribed (sampled) |
 //! | `indexer_sessions_header_subscribers` | gauge | count | | sessions subscribed to headers (sampled) |
 //! | `indexer_sessions_queued_notifications` | gauge | count | | notifications waiting in outboxes (sampled) |
@@ -225,12 +237,12 @@
 //! | `indexer_sessions_notify_pass_seconds` | histogram | seconds | | duration of each pass, on the manager's [`Timer`] |
 //! | `indexer_sessions_statuses_computed_total` | counter | count | | script statuses computed by passes |
 //! | `indexer_sessions_statuses_changed_total` | counter | count | | statuses found changed |
-//! | `indexer_sessions_notifications_queued_total` | counter | count | `kind`: `status`, `header` | notifications queued by passes |
-//! | `indexer_sessions_notifications_sent_total` | counter | count | `kind`: `status`, `header` | notifications sent by [`SessionHandle::deliver`] |
-//! | `indexer_sessions_host_errors_total` | counter | count | `operation`: the host call, one of a fixed set (`history`, `header`, `headers`, `tip`, `block txids`, `mempool entries`, `fee histogram`, `estimatefee`, `relayfee`, `getrawtransaction`, `validate transaction`, `broadcast`) | failed or timed-out host calls |
-//! | `indexer_sessions_cache_hits_total` | counter | count | `cache`: `history`, `txids`, `merkle`, `checkpoints`, `fees` | lookups answered from the cache |
+//! | `indexer_sessions_notifications_queued_total` | counter | count | `kind`: `status`, `header`, `outpoint`, `ping` | notifications queued by passes |
+//! | `indexer_sessions_notifications_sent_total` | counter | count | `kind`: `status` (by scripthash or scriptPubKey), `outpoint`, `header`, `ping` | notifications sent by [`SessionHandle::deliver`] |
+//! | `indexer_sessions_host_errors_total` | counter | count | `operation`: the host call, one of a fixed set (`history`, `header`, `headers`, `tip`, `block txids`, `mempool entries`, `outpoint`, `mempool outpoint`, `fee histogram`, `estimatefee`, `relayfee`, `getrawtransaction`, `validate transaction`, `broadcast`) | failed or timed-out host calls |
+//! | `indexer_sessions_cache_hits_total` | counter | count | `cache`: `history`, `txids`, `merkle`, `checkpoints`, `fees`, `outpoints` | lookups answered from the cache |
 //! | `indexer_sessions_cache_misses_total` | counter | count | `cache` | lookups that went to the host |
-//! | `indexer_sessions_cache_evictions_total` | counter | count | `cache` (the four byte-bounded ones) | entries evicted to hold the byte budget |
+//! | `indexer_sessions_cache_evictions_total` | counter | count | `cache` (the five byte-bounded ones) | entries evicted to hold the byte budget |
 //! | `indexer_sessions_cache_clears_total` | counter | count | `cache` | whole-cache clears on a tip change, the first tip or a reorg |
 //! | `indexer_sessions_cache_bytes` | gauge | bytes | `cache` | bytes held (sampled) |
 //! | `indexer_sessions_cache_entries` | gauge | count | `cache` | entries held (sampled) |

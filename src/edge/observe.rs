@@ -608,6 +608,9 @@ pub(crate) fn notify_pass(
         statuses_changed = report.statuses_changed,
         status_notifications = report.status_notifications,
         header_notifications = report.header_notifications,
+        outpoints_computed = report.outpoints_computed,
+        outpoint_notifications = report.outpoint_notifications,
+        noise_pings = report.noise_pings,
         failures = report.failures,
         duration = ?elapsed,
         "notify pass"
@@ -619,6 +622,8 @@ pub(crate) fn notify_pass(
         counter!(STATUSES_CHANGED).increment(report.statuses_changed as u64);
         counter!(NOTIFICATIONS_QUEUED, "kind" => "status").increment(report.status_notifications as u64);
         counter!(NOTIFICATIONS_QUEUED, "kind" => "header").increment(report.header_notifications as u64);
+        counter!(NOTIFICATIONS_QUEUED, "kind" => "outpoint").increment(report.outpoint_notifications as u64);
+        counter!(NOTIFICATIONS_QUEUED, "kind" => "ping").increment(report.noise_pings as u64);
         if let Some(elapsed) = elapsed {
             histogram!(NOTIFY_PASS_TIME).record(elapsed);
         }
