@@ -120,8 +120,9 @@ pub trait Db: Send + Sync + 'static {
     /// [`Mempool::outpoint`]).
     ///
     /// The manager caches the answer until a `notify` touches the outpoint
-    /// or the tip hash changes, and charges a cache miss as two node
-    /// lookups in ElectrumX (existence, then spender).
+    /// or the tip hash changes, and charges a cache miss as ElectrumX
+    /// charges its node lookups: 1 for the existence lookup, 1 more for
+    /// the spender lookup when the output exists.
     ///
     /// The default fails with [`Unsupported`]: outpoint requests are then
     /// answered with [`crate::Error::Unsupported`].

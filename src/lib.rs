@@ -302,9 +302,8 @@ pub use crate::core::{cost, groups, merkle, status, tx};
 pub use edge::{admin, caches, fees};
 
 pub use crate::core::meter::{CostMeter, Throttle};
-pub use crate::core::noise::NoisePolicy;
 pub use admin::{BanRow, GroupRow, Info, Selector, SessionRow};
-pub use config::{Config, Limits, default_exempt_networks};
+pub use config::{Config, Limits, NoisePolicy, default_exempt_networks};
 pub use edge::builder::{
     DynHost, DynSessionManager, HostParts, NoDaemon, NoDb, NoMempool, NoTimer, SessionManagerBuilder,
 };

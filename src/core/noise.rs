@@ -8,103 +8,12 @@
 //! session does not depend on the order sessions are visited in, and a
 //! fixed seed replays exactly.
 
-use crate::error::ConfigError;
+use crate::config::NoisePolicy;
 use crate::types::SessionId;
 use std::time::Duration;
 
-/// When the manager sends noise pings ([`crate::ExtendedNotification::Ping`])
-/// to the sessions that asked for them ([`crate::SessionHandle::set_noise`]).
-/// Off unless set in [`crate::Config::noise`]. The defaults are the
-/// reference server's:
-///
-/// - **on a block** (a `notify` whose tip hash changed), a session that was
-///   queued fewer than [`NoisePolicy::block_min_notifications`] (2)
-///   notifications since the previous event gets one ping; then, each with
-///   probability [`NoisePolicy::block_extra_probability`] (0.1), one more,
-///   again and again until a draw fails (at most 16 in all);
-/// - **on a mempool refresh** (a `notify` with the same tip), each session
-///   gets one ping with probability `elapsed / mempool_mean_interval`
-///   (capped at 1), `elapsed` being the time since the previous event on
-///   the manager's clock: one ping per ten minutes on average, however
-///   often the host calls `notify`.
-///
-/// Each ping carries [`NoisePolicy::padding`] characters (128), about the
-/// length of a script status notification. A session holds at most four
-/// pending pings (a client that does not read gains nothing from more).
-///
-/// ```
-/// use indexer_sessions::{Config, NoisePolicy};
-/// let config = Config {
-///     noise: Some(NoisePolicy { seed: Some(7), ..NoisePolicy::default() }),
-///     ..Config::default()
-/// };
-/// assert!(config.validate().is_ok());
-/// ```
-#[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct NoisePolicy {
-    /// Seed of the draws. `None` (the default) seeds each manager at
-    /// random; a fixed seed makes the pattern reproducible (tests).
-    pub seed: Option<u64>,
-    /// On a block, a session queued fewer notifications than this since the
-    /// previous event gets a ping. Default 2.
-    pub block_min_notifications: u32,
-    /// On a block, the probability of each further ping. Default 0.1.
-    pub block_extra_probability: f64,
-    /// On a mempool refresh, the mean time between pings per session.
-    /// Default 600 s.
-    pub mempool_mean_interval: Duration,
-    /// Characters of padding in each ping. Default 128.
-    pub padding: usize,
-}
-
-impl Default for NoisePolicy {
-    fn default() -> Self {
-        NoisePolicy {
-            seed: None,
-            block_min_notifications: 2,
-            block_extra_probability: 0.1,
-            mempool_mean_interval: Duration::from_secs(600),
-            padding: 128,
-        }
-    }
-}
-
 /// Most pings one session is sent for one block.
 const MAX_BLOCK_PINGS: u32 = 16;
-
-/// Most padding accepted: a ping is noise, not a payload.
-const MAX_PADDING: usize = 64 << 10;
-
-impl NoisePolicy {
-    /// Checks every value; the first problem found is returned.
-    ///
-    /// # Errors
-    /// [`ConfigError`] for a probability outside `[0, 1]`, a zero mean
-    /// interval, or padding over 64 KiB.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let p = self.block_extra_probability;
-        if !(0.0..=1.0).contains(&p) {
-            return Err(ConfigError::new(
-                "noise.block_extra_probability",
-                format!("{p} is not a probability (0 to 1)"),
-            ));
-        }
-        if self.mempool_mean_interval.is_zero() {
-            return Err(ConfigError::new(
-                "noise.mempool_mean_interval",
-                "must be longer than zero",
-            ));
-        }
-        if self.padding > MAX_PADDING {
-            return Err(ConfigError::new(
-                "noise.padding",
-                format!("{} is over {MAX_PADDING} characters", self.padding),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// SplitMix64's finaliser: a bijective mix of 64 bits.
 fn mix(mut z: u64) -> u64 {

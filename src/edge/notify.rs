@@ -1048,7 +1048,8 @@ impl<H: Host> SessionHandle<H> {
         Ok((tip_header.height(), tip_header.header))
     }
 
-    /// Subscriptions this session holds.
+    /// Script and outpoint subscriptions this session holds (what the
+    /// limits and the cost decay count).
     pub fn subscription_count(&self) -> usize {
         lock(&self.session.state).subscriptions
     }
