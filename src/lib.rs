@@ -64,8 +64,8 @@
 //! - **Protocol 1.7.** Outpoints are subscribed like scripts
 //!   ([`SessionHandle::subscribe_outpoint`]; `notify` takes touched
 //!   outpoints in a [`Changes`]): one shared entry per outpoint, each status
-//!   computed once per event from [`Db::outpoint`] (cached) and
-//!   [`Mempool::outpoint`], one pending status per outpoint, counted by the
+//!   computed once per event from [`Db::outpoint`] (cached for
+//!   requests) and [`Mempool::outpoint`], one pending status per outpoint, counted by the
 //!   same limits. Scripts can be subscribed by scriptPubKey
 //!   ([`SessionHandle::subscribe_scriptpubkey`]) and are then notified with
 //!   the client's spelling and method. A [`NoisePolicy`] adds `server.ping`

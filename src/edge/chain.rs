@@ -450,7 +450,27 @@ impl<H: Host> SessionManager<H> {
     /// Cost: [`cost::OUTPOINT_STATUS`], plus [`cost::outpoint_lookup`] on a
     /// cache miss, plus [`cost::OUTPOINT_MEMPOOL`] when the mempool is read.
     pub(crate) async fn outpoint_status(&self, outpoint: OutPoint) -> Result<ComputedOutpoint> {
-        let (confirmed, mut cost) = self.confirmed_outpoint(outpoint).await?;
+        let (confirmed, cost) = self.confirmed_outpoint(outpoint).await?;
+        self.outpoint_status_from(outpoint, confirmed, cost).await
+    }
+
+    /// The status of an outpoint a `notify` found touched, its confirmed
+    /// state read from the `Db` directly: the cached one (if any) is stale,
+    /// and filling the cache on every event would cost a cache insertion
+    /// per changed outpoint. The next request reloads it into the cache
+    /// (and pays for the miss).
+    pub(crate) async fn fresh_outpoint_status(&self, outpoint: OutPoint) -> Result<ComputedOutpoint> {
+        let db = self.inner.db();
+        let confirmed = self.host_call("outpoint", db.outpoint(outpoint)).await?;
+        self.outpoint_status_from(outpoint, confirmed, Cost::ZERO).await
+    }
+
+    async fn outpoint_status_from(
+        &self,
+        outpoint: OutPoint,
+        confirmed: Option<ConfirmedOutpoint>,
+        mut cost: Cost,
+    ) -> Result<ComputedOutpoint> {
         cost += cost::OUTPOINT_STATUS;
         let mut status = OutpointStatus {
             funder_height: confirmed.map(|c| i64::from(c.height.0)),

@@ -522,7 +522,7 @@ impl<H: Host> SessionManager<H> {
         report.outpoints_computed = targets.len();
         let mut waiting = futures::stream::FuturesUnordered::new();
         for &outpoint in targets {
-            let mut status = Box::pin(async move { (outpoint, self.outpoint_status(outpoint).await) });
+            let mut status = Box::pin(async move { (outpoint, self.fresh_outpoint_status(outpoint).await) });
             match futures::poll!(status.as_mut()) {
                 Poll::Ready((outpoint, result)) => self.apply_outpoint(outpoint, result, report, failed),
                 Poll::Pending => waiting.push(status),
