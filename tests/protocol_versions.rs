@@ -255,8 +255,26 @@ fn padded_exchange(addr: std::net::SocketAddr) -> (Vec<(usize, usize)>, Vec<Valu
     let mut requests = request(0, "server.version", json!(["padding test", "1.7"]));
     requests += &request(1, "blockchain.block.headers", json!([0, 8]));
     stream.write_all(requests.as_bytes()).unwrap();
-    // The rest once the warm-up is answered.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut reads = Vec::new();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut read_replies =
+        |stream: &mut std::net::TcpStream, count: usize, reads: &mut Vec<(usize, usize)>| loop {
+            let replies: Vec<Value> = received
+                .split(|&byte| byte == b'\n')
+                .filter(|line: &&[u8]| !line.iter().all(u8::is_ascii_whitespace))
+                .map(|line| serde_json::from_slice(line).expect("padded replies are JSON"))
+                .collect();
+            if replies.len() >= count {
+                return replies;
+            }
+            let n = stream.read(&mut buf).expect("the replies arrive");
+            assert!(n > 0, "closed after {} replies", replies.len());
+            reads.push((received.len(), n));
+            received.extend_from_slice(&buf[..n]);
+        };
+    // The warm-up is answered first (and unpadded).
+    read_replies(&mut stream, 2, &mut reads);
     let mut requests = String::new();
     for id in 2..7 {
         requests += &request(id, "server.ping", json!([]));
@@ -266,23 +284,8 @@ fn padded_exchange(addr: std::net::SocketAddr) -> (Vec<(usize, usize)>, Vec<Valu
         requests += &request(id, "server.ping", json!([]));
     }
     stream.write_all(requests.as_bytes()).unwrap();
-    let mut reads = Vec::new();
-    let mut received = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let replies: Vec<Value> = received
-            .split(|&byte| byte == b'\n')
-            .filter(|line: &&[u8]| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| serde_json::from_slice(line).expect("padded replies are JSON"))
-            .collect();
-        if replies.len() == 11 {
-            return (reads, replies);
-        }
-        let n = stream.read(&mut buf).expect("the replies arrive");
-        assert!(n > 0, "closed after {} replies", replies.len());
-        reads.push((received.len(), n));
-        received.extend_from_slice(&buf[..n]);
-    }
+    let replies = read_replies(&mut stream, 11, &mut reads);
+    (reads, replies)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,5 +323,172 @@ async fn padding_leaves_no_packet_under_the_minimum_after_the_warm_up() {
         reads.iter().any(|&(at, n)| at >= WARMUP && n < MIN_PACKET),
         "unpadded, some reply is small: {reads:?}"
     );
+    server.shutdown().await;
+}
+
+/// Reads messages until one satisfies `wanted`; the others are returned too.
+fn read_until(client: &mut LineClient, what: &str, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    let mut others = Vec::new();
+    loop {
+        let message = client
+            .recv()
+            .unwrap_or_else(|| panic!("closed while waiting for {what}; got {others:?}"));
+        if wanted(&message) {
+            return (message, others);
+        }
+        others.push(message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outpoint_is_followed_from_unspent_to_spent_to_confirmed() {
+    let key = TestKey::from_seed([41; 32]);
+    let pay = format!("{}:1", key.address());
+    let server = start(&["--blocks", "105", "--pay-to", &pay]).await;
+    let addr = server.listen_addr();
+    let coin = {
+        let chain = server.node().chain();
+        chain.utxos(&crate::chain::script_hash(&key.script_pubkey()))[0]
+    };
+    let tx_hash = bitcoin::Txid::from_byte_array(coin.txid).to_string();
+    let (spend_raw, spend_txid) = spend(&key, coin.txid, coin.vout, coin.value, 1_000);
+    let spender = bitcoin::Txid::from_byte_array(spend_txid).to_string();
+    let spk = indexer_sessions::encode_hex(&key.script_pubkey());
+    let (mut client, _) = client(addr, json!(["1.4", "1.7"])).await;
+    let client = blocking(move || {
+        let subscribed = client.call(1, "blockchain.outpoint.subscribe", json!([tx_hash, coin.vout, spk]));
+        assert_eq!(subscribed["result"], json!({ "funder_height": coin.height }), "{subscribed}");
+        // An outpoint that never existed: {}.
+        let unknown = client.call(2, "blockchain.outpoint.get_status", json!(["11".repeat(32), 0]));
+        assert_eq!(unknown["result"], json!({}), "{unknown}");
+        let bad = client.call(3, "blockchain.outpoint.get_status", json!(["zz", 0]));
+        assert!(bad["error"].is_object(), "{bad}");
+
+        // Spent by a broadcast: notified with spender height 0.
+        let sent = client.call(4, "blockchain.transaction.broadcast", json!([indexer_sessions::encode_hex(&spend_raw)]));
+        assert_eq!(sent["result"], spender.as_str(), "{sent}");
+        let (note, _) = read_until(&mut client, "the outpoint's notification", |m| {
+            m["method"] == "blockchain.outpoint.subscribe"
+        });
+        assert_eq!(
+            note["params"],
+            json!([tx_hash, coin.vout, { "funder_height": coin.height, "spender_txhash": spender, "spender_height": 0 }])
+        );
+        let status = client.call(5, "blockchain.outpoint.get_status", json!([tx_hash, coin.vout]));
+        assert_eq!(status["result"]["spender_height"], 0, "{status}");
+        (client, tx_hash, spender, coin)
+    })
+    .await;
+
+    // Confirmed by a mined block: notified with the block's height.
+    let tip = server.generate(1).await;
+    let (mut client, tx_hash, spender, coin) = client;
+    blocking(move || {
+        let (note, _) = read_until(&mut client, "the confirmation", |m| {
+            m["method"] == "blockchain.outpoint.subscribe"
+        });
+        assert_eq!(
+            note["params"][2],
+            json!({ "funder_height": coin.height, "spender_txhash": spender, "spender_height": tip.height.0 })
+        );
+        let unsubscribed = client.call(6, "blockchain.outpoint.unsubscribe", json!([tx_hash, coin.vout]));
+        assert_eq!(unsubscribed["result"], true);
+        let again = client.call(7, "blockchain.outpoint.unsubscribe", json!([tx_hash, coin.vout]));
+        assert_eq!(again["result"], false);
+        client
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_on_1_7_uses_scriptpubkey_methods_and_gets_noise() {
+    let key = TestKey::from_seed([42; 32]);
+    let pay = format!("{}:1", key.address());
+    let server = start(&["--blocks", "105", "--pay-to", &pay]).await;
+    let addr = server.listen_addr();
+    let spk = indexer_sessions::encode_hex(&key.script_pubkey());
+    let scripthash = indexer_sessions::scripthash_of_scriptpubkey(&spk).unwrap();
+    let (mut old, _) = client(addr, json!(["1.4", "1.6"])).await;
+    let (mut client, reply) = client(addr, json!(["1.4", "1.7"])).await;
+    assert_eq!(negotiated(&reply), "1.7");
+    let clients = blocking(move || {
+        let balance = client.call(1, "blockchain.scriptpubkey.get_balance", json!([spk]));
+        assert_eq!(
+            balance["result"],
+            json!({ "confirmed": 100_000_000, "unconfirmed": 0 }),
+            "{balance}"
+        );
+        let history = client.call(2, "blockchain.scriptpubkey.get_history", json!([spk]));
+        assert_eq!(
+            history["result"]["history"].as_array().unwrap().len(),
+            1,
+            "{history}"
+        );
+        let unspent = client.call(3, "blockchain.scriptpubkey.listunspent", json!([spk]));
+        let coin = unspent["result"]["utxos"][0].clone();
+        assert_eq!(coin["value"], 100_000_000, "{unspent}");
+        let status = client.call(4, "blockchain.scriptpubkey.subscribe", json!([spk]));
+        let before = status["result"].as_str().expect("a status").to_owned();
+        assert!(client.call(5, "blockchain.headers.subscribe", json!([]))["result"].is_object());
+        assert!(old.call(1, "blockchain.headers.subscribe", json!([]))["result"].is_object());
+        let bad = client.call(6, "blockchain.scriptpubkey.get_balance", json!(["not hex"]));
+        assert!(bad["error"].is_object(), "{bad}");
+
+        // A payment: notified under the scriptpubkey method with the scripthash.
+        let mut txid: [u8; 32] = indexer_sessions::decode_hex(coin["tx_hash"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        txid.reverse();
+        let (raw, _) = spend(
+            &key,
+            txid,
+            coin["tx_pos"].as_u64().unwrap() as u32,
+            100_000_000,
+            1_000,
+        );
+        let sent = client.call(
+            7,
+            "blockchain.transaction.broadcast",
+            json!([indexer_sessions::encode_hex(&raw)]),
+        );
+        assert!(sent["result"].is_string(), "{sent}");
+        let (note, _) = read_until(&mut client, "the status", |m| {
+            m["method"] == "blockchain.scriptpubkey.subscribe"
+        });
+        assert_eq!(note["params"][0], scripthash.as_str(), "{note}");
+        assert_ne!(note["params"][1], before.as_str());
+        let mempool = client.call(8, "blockchain.scriptpubkey.get_mempool", json!([spk]));
+        assert_eq!(
+            mempool["result"]["history"].as_array().unwrap().len(),
+            1,
+            "{mempool}"
+        );
+        let unsubscribed = client.call(9, "blockchain.scriptpubkey.unsubscribe", json!([spk]));
+        assert_eq!(unsubscribed["result"], true);
+        (client, old)
+    })
+    .await;
+
+    // A block: the 1.7 client, sent fewer than two notifications since the
+    // last event, gets a padded server.ping after the header; the 1.6 one
+    // gets the header and no ping.
+    server.generate(1).await;
+    let (mut client, mut old) = clients;
+    blocking(move || {
+        let (ping, _) = read_until(&mut client, "a noise ping", |m| m["method"] == "server.ping");
+        assert!(ping.get("id").is_none(), "a notification: {ping}");
+        assert_eq!(ping["params"][0].as_str().unwrap(), "0".repeat(128));
+        let (header, _) = read_until(&mut old, "the header", |m| {
+            m["method"] == "blockchain.headers.subscribe"
+        });
+        assert_eq!(header["params"][0]["height"], 106);
+        let pong = old.call(9, "server.ping", json!([]));
+        assert_eq!(pong["result"], Value::Null);
+        // Nothing but replies reached the 1.6 client after the header.
+        assert!(old.call(10, "server.ping", json!([])).get("id").is_some());
+    })
+    .await;
     server.shutdown().await;
 }

@@ -883,6 +883,58 @@ impl Chain {
         Ok(Err(failures))
     }
 
+    /// The confirmed state of output `vout` of transaction `txid` (internal
+    /// byte order): `None` when no confirmed transaction has that output;
+    /// else its block height and, once a confirmed transaction spent it,
+    /// the spender's txid and height.
+    #[allow(clippy::type_complexity)]
+    pub fn outpoint_confirmed(&self, txid: [u8; 32], vout: u32) -> Option<(u32, Option<([u8; 32], u32)>)> {
+        let txid = Txid::from_byte_array(txid);
+        let confirmed = self.txs.get(&txid)?;
+        if vout as usize >= confirmed.tx.output.len() {
+            return None;
+        }
+        let spender = self
+            .spent
+            .get(&OutPoint::new(txid, vout))
+            .map(|(spender, height)| (spender.to_byte_array(), *height));
+        Some((confirmed.height, spender))
+    }
+
+    /// The mempool's view of output `vout` of `txid`: whether a mempool
+    /// transaction created it (and whether that one has unconfirmed
+    /// inputs), and the mempool transaction spending it (and whether that
+    /// one has unconfirmed inputs).
+    #[allow(clippy::type_complexity)]
+    pub fn outpoint_in_mempool(&self, txid: [u8; 32], vout: u32) -> (Option<bool>, Option<([u8; 32], bool)>) {
+        let txid = Txid::from_byte_array(txid);
+        let funder = self
+            .mempool
+            .get(&txid)
+            .filter(|entry| (vout as usize) < entry.tx.output.len())
+            .map(|entry| entry.has_unconfirmed_inputs);
+        let spender = self
+            .mempool_spends
+            .get(&OutPoint::new(txid, vout))
+            .map(|spender| {
+                let unconfirmed = self
+                    .mempool
+                    .get(spender)
+                    .is_some_and(|entry| entry.has_unconfirmed_inputs);
+                (spender.to_byte_array(), unconfirmed)
+            });
+        (funder, spender)
+    }
+
+    /// Every outpoint the mempool's transactions create or spend (txid in
+    /// internal byte order, index): what mining them touches.
+    pub fn mempool_outpoints(&self) -> Vec<([u8; 32], u32)> {
+        self.mempool
+            .values()
+            .flat_map(|entry| outpoints_of(&entry.tx))
+            .collect()
+    }
+
     /// `mempool.recent`: the last `count` transactions to enter the
     /// mempool, newest first: txid (display hex), fee (sats), vsize.
     pub fn recent_mempool(&self, count: usize) -> Vec<(String, u64, u64)> {
@@ -1331,6 +1383,31 @@ impl Chain {
         }
         Err(ChainError::InsufficientFunds { available, needed })
     }
+}
+
+/// The outpoints a transaction creates and spends (txid in internal byte
+/// order, index): what accepting or mining it touches. Nothing for bytes
+/// that are not a transaction.
+pub fn tx_outpoints(raw: &[u8]) -> Vec<([u8; 32], u32)> {
+    deserialize::<Transaction>(raw)
+        .map(|tx| outpoints_of(&tx))
+        .unwrap_or_default()
+}
+
+fn outpoints_of(tx: &Transaction) -> Vec<([u8; 32], u32)> {
+    let txid = tx.compute_txid().to_byte_array();
+    let spent = tx
+        .input
+        .iter()
+        .filter(|input| !input.previous_output.is_null())
+        .map(|input| {
+            (
+                input.previous_output.txid.to_byte_array(),
+                input.previous_output.vout,
+            )
+        });
+    let created = (0..tx.output.len() as u32).map(move |vout| (txid, vout));
+    spent.chain(created).collect()
 }
 
 /// Electrum scripthash of `script_pubkey`.

@@ -130,6 +130,11 @@ struct Flags {
     /// (ssl, wss), `on` every listener but HTTP, `off` none.
     #[arg(long, value_name = "MODE", help_heading = "Listeners", value_parser = padding_mode)]
     padding: Option<crate::padding::PaddingMode>,
+    /// Noise pings to protocol 1.7 clients, as ElectrumX sends them: on a block, a client
+    /// sent fewer than two notifications gets a padded server.ping, then more with
+    /// probability 0.1; on a mempool change, one per ten minutes on average. `on` or `off`.
+    #[arg(long, value_name = "on|off", help_heading = "Listeners", value_parser = on_off)]
+    noise: Option<bool>,
     /// Longest request line; longer ones are dropped.
     #[arg(long, value_name = "BYTES", env = "MAX_RECV", help_heading = "Network", value_parser = positive::<usize>)]
     max_recv: Option<usize>,
@@ -262,6 +267,7 @@ fn command() -> clap::Command {
         ("admin", options.admin.to_string()),
         ("proxy_protocol", "off".to_owned()),
         ("padding", "tls".to_owned()),
+        ("noise", "on".to_owned()),
         ("max_recv", options.max_recv.to_string()),
         ("max_send", config.max_send.to_string()),
         ("max_queued", options.max_queued.to_string()),
@@ -445,6 +451,7 @@ impl Flags {
         options.tls_key = self.tls_key;
         options.proxy_protocol = self.proxy_protocol;
         set(&mut options.padding, self.padding);
+        set(&mut options.noise, self.noise);
         set(&mut options.max_recv, self.max_recv);
         set(&mut config.max_send, self.max_send);
         set(&mut options.max_queued, self.max_queued);
@@ -523,6 +530,14 @@ fn text(value: &str) -> Result<String, String> {
 
 fn service_list(value: &str) -> Result<Services, String> {
     services::parse_list(value).map(Services)
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected `on` or `off`".to_owned()),
+    }
 }
 
 fn padding_mode(value: &str) -> Result<crate::padding::PaddingMode, String> {

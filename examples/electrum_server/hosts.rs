@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use bitcoin::Transaction;
 use bitcoin::consensus::deserialize;
 use indexer_sessions::{
-    BlockHash, BroadcastFailure, Daemon, Db, FeeMode, HashX, Height, HistoryEntry, HostError, Mempool,
-    MempoolEntry, Tip, TxHash,
+    BlockHash, BroadcastFailure, Changes, ConfirmedOutpoint, ConfirmedSpender, Daemon, Db, FeeMode, HashX,
+    Height, HistoryEntry, HostError, Mempool, MempoolEntry, MempoolFunder, MempoolOutpoint, MempoolSpender,
+    OutPoint, Tip, TxHash,
 };
 
 use crate::chain::{Chain, ScriptHash, script_hash};
@@ -30,6 +31,8 @@ pub struct Node {
     chain: Mutex<Chain>,
     index: Mutex<HashMap<HashX, ScriptHash>>,
     pending: Mutex<hashbrown::HashSet<HashX>>,
+    /// Outpoints created or spent since the last announcement.
+    pending_outpoints: Mutex<hashbrown::HashSet<OutPoint>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,6 +67,7 @@ impl Node {
             chain: Mutex::new(chain),
             index: Mutex::new(index),
             pending: Mutex::new(hashbrown::HashSet::new()),
+            pending_outpoints: Mutex::new(hashbrown::HashSet::new()),
         })
     }
 
@@ -101,17 +105,37 @@ impl Node {
         std::mem::take(&mut *lock(&self.pending))
     }
 
+    /// Takes the scripts and outpoints touched since the last call, for
+    /// `SessionManager::notify`.
+    pub fn take_changes(&self) -> Changes {
+        let mut changes = Changes::new();
+        changes.extend(self.take_pending());
+        changes.extend(std::mem::take(&mut *lock(&self.pending_outpoints)));
+        changes
+    }
+
+    /// Records outpoints created or spent (txid in internal byte order).
+    fn touched_outpoints(&self, outpoints: impl IntoIterator<Item = ([u8; 32], u32)>) {
+        lock(&self.pending_outpoints).extend(outpoints.into_iter().map(|(txid, vout)| OutPoint {
+            txid: TxHash(txid),
+            vout,
+        }));
+    }
+
     /// Mines `count` blocks (each confirming the whole mempool); their
     /// touched scripts become pending. Returns the new tip.
     pub fn mine(&self, count: u32) -> Tip {
         let mut touched = Vec::new();
+        let mut outpoints = Vec::new();
         {
             let mut chain = self.chain();
             for _ in 0..count {
+                outpoints.extend(chain.mempool_outpoints());
                 touched.extend(chain.mine_block().touched);
             }
         }
         self.touched(&touched);
+        self.touched_outpoints(outpoints);
         self.tip()
     }
 
@@ -123,6 +147,7 @@ impl Node {
             .accept_transaction(raw)
             .map_err(|error| error.rejection())?;
         self.touched(&touched);
+        self.touched_outpoints(crate::chain::tx_outpoints(raw));
         Ok(txid)
     }
 
@@ -137,6 +162,7 @@ impl Node {
         match accepted {
             Ok(touched) => {
                 self.touched(&touched);
+                self.touched_outpoints(raws.iter().flat_map(|raw| crate::chain::tx_outpoints(raw)));
                 Ok(Vec::new())
             }
             Err(failures) => Ok(failures),
@@ -152,6 +178,17 @@ pub struct Hosts(pub Arc<Node>);
 impl Db for Hosts {
     async fn tip(&self) -> Result<Tip, HostError> {
         Ok(self.0.tip())
+    }
+
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<Option<ConfirmedOutpoint>, HostError> {
+        let confirmed = self.0.chain().outpoint_confirmed(outpoint.txid.0, outpoint.vout);
+        Ok(confirmed.map(|(height, spender)| ConfirmedOutpoint {
+            height: Height(height),
+            spender: spender.map(|(txid, height)| ConfirmedSpender {
+                txid: TxHash(txid),
+                height: Height(height),
+            }),
+        }))
     }
 
     async fn header(&self, height: Height) -> Result<Option<Vec<u8>>, HostError> {
@@ -193,6 +230,19 @@ impl Db for Hosts {
 
 #[async_trait]
 impl Mempool for Hosts {
+    async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
+        let (funder, spender) = self.0.chain().outpoint_in_mempool(outpoint.txid.0, outpoint.vout);
+        Ok(MempoolOutpoint {
+            funder: funder.map(|has_unconfirmed_inputs| MempoolFunder {
+                has_unconfirmed_inputs,
+            }),
+            spender: spender.map(|(txid, has_unconfirmed_inputs)| MempoolSpender {
+                txid: TxHash(txid),
+                has_unconfirmed_inputs,
+            }),
+        })
+    }
+
     async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError> {
         let Some(sh) = self.0.scripthash_of(&hashx) else {
             return Ok(Vec::new());

@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use indexer_sessions::{
-    Cost, DisconnectReason, Error, HeaderProof, Height, HistoryItem, HostError, Notification, PeerInfo,
-    Permit, SessionHandle, Transport, TransportKind, TxHash, cost, decode_hex, encode_hex,
+    Cost, DisconnectReason, Error, ExtendedNotification, HeaderProof, Height, HistoryItem, HostError,
+    Notification, OutpointStatus, PeerInfo, Permit, SessionHandle, Transport, TransportKind, TxHash, cost,
+    decode_hex, encode_hex,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -307,6 +308,30 @@ impl Writer {
     }
 }
 
+impl ClientTransport {
+    /// Queues one JSON-RPC notification.
+    async fn notify(&self, method: &str, params: Value) -> Result<(), HostError> {
+        let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        let mut bytes = serde_json::to_vec(&message).map_err(|e| Box::new(e) as HostError)?;
+        bytes.push(b'\n');
+        self.writer.enqueue(bytes, false).await.map_err(Into::into)
+    }
+}
+
+/// An outpoint's status as protocol 1.7 writes it: `{}`, or its
+/// `funder_height`, and once spent `spender_txhash` and `spender_height`.
+fn outpoint_json(status: &OutpointStatus) -> Value {
+    let mut json = json!({});
+    if let Some(height) = status.funder_height {
+        json["funder_height"] = json!(height);
+        if let Some(spender) = &status.spender {
+            json["spender_txhash"] = json!(spender.txid.to_hex());
+            json["spender_height"] = json!(spender.height);
+        }
+    }
+    json
+}
+
 /// The session manager's view of the connection.
 pub struct ClientTransport {
     peer: PeerInfo,
@@ -338,10 +363,30 @@ impl Transport for ClientTransport {
                 ("blockchain.scripthash.subscribe", json!([alias, status]))
             }
         };
-        let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
-        let mut bytes = serde_json::to_vec(&message).map_err(|e| Box::new(e) as HostError)?;
-        bytes.push(b'\n');
-        self.writer.enqueue(bytes, false).await.map_err(Into::into)
+        self.notify(method, params).await
+    }
+
+    async fn send_extended(&self, notification: ExtendedNotification) -> Result<(), HostError> {
+        if self.peer.kind == TransportKind::Http {
+            return Ok(());
+        }
+        let (method, params) = match notification {
+            // As ElectrumX puts it on the wire: the script's scripthash,
+            // under the method the client subscribed with.
+            ExtendedNotification::ScriptPubKeyStatus { script, status } => {
+                let hash = indexer_sessions::scripthash_of_scriptpubkey(&script)
+                    .map_err(|e| Box::new(e) as HostError)?;
+                ("blockchain.scriptpubkey.subscribe", json!([hash, status]))
+            }
+            ExtendedNotification::OutpointStatus { outpoint, status } => (
+                "blockchain.outpoint.subscribe",
+                json!([outpoint.txid.to_hex(), outpoint.vout, outpoint_json(&status)]),
+            ),
+            ExtendedNotification::Ping { padding } => ("server.ping", json!(["0".repeat(padding)])),
+            // Kinds this server does not know yet are not sent.
+            _ => return Ok(()),
+        };
+        self.notify(method, params).await
     }
 
     async fn close(&self, reason: DisconnectReason) {
@@ -408,6 +453,8 @@ impl From<Error> for RpcError {
 enum Answer {
     Value(Value),
     History(Vec<HistoryItem>),
+    /// A history as protocol 1.7 answers it: `{"history": [...]}`.
+    WrappedHistory(Vec<HistoryItem>),
 }
 
 impl From<Value> for Answer {
@@ -453,6 +500,23 @@ fn txid_param(value: Option<&Value>) -> Result<TxHash, RpcError> {
             quote(text)
         ))
     })
+}
+
+/// A scriptPubKey (hex): its scripthash string, and the scripthash
+/// (internal byte order).
+fn scriptpubkey_param(value: Option<&Value>) -> Result<(String, [u8; 32]), RpcError> {
+    let script = str_param(value, "scriptpubkey")?;
+    let hash = indexer_sessions::scripthash_of_scriptpubkey(script)
+        .map_err(|error| RpcError::params(error.to_string()))?;
+    let (_, sh) = scripthash_param(Some(&Value::String(hash.clone())))?;
+    Ok((hash, sh))
+}
+
+/// An output index: any integer (the library refuses one out of range).
+fn index_param(value: Option<&Value>) -> Result<i64, RpcError> {
+    value
+        .and_then(Value::as_i64)
+        .ok_or_else(|| RpcError::params("txout_idx must be an integer"))
 }
 
 /// The scripthash string, checked, and the scripthash (internal byte order).
@@ -878,6 +942,53 @@ impl Connection {
         }
     }
 
+    /// `get_balance` of a scripthash (internal byte order), charged as
+    /// ElectrumX charges the UTXO lookup.
+    fn balance(&self, sh: &[u8; 32]) -> Value {
+        let (utxos, (confirmed, unconfirmed)) = {
+            let chain = self.shared.node.chain();
+            (chain.utxos(sh).len(), chain.balance(sh))
+        };
+        self.session.charge(cost::utxo_lookup(utxos));
+        json!({ "confirmed": confirmed, "unconfirmed": unconfirmed })
+    }
+
+    /// `listunspent` of a scripthash (internal byte order).
+    fn unspent(&self, sh: &[u8; 32]) -> Value {
+        let utxos = self.shared.node.chain().utxos(sh);
+        self.session.charge(cost::utxo_lookup(utxos.len()));
+        Value::Array(
+            utxos
+                .iter()
+                .map(|utxo| {
+                    json!({
+                        "tx_hash": TxHash(utxo.txid).to_hex(),
+                        "tx_pos": utxo.vout,
+                        "height": utxo.height,
+                        "value": utxo.value,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// `get_mempool` of a scripthash string.
+    async fn mempool_json(&self, alias: &str) -> Result<Value, RpcError> {
+        let items = self.session.mempool(alias).await?;
+        Ok(Value::Array(
+            items
+                .iter()
+                .map(|item| {
+                    let mut entry = json!({ "tx_hash": item.txid.to_hex(), "height": item.height });
+                    if let Some(fee) = item.fee {
+                        entry["fee"] = json!(fee);
+                    }
+                    entry
+                })
+                .collect(),
+        ))
+    }
+
     fn negotiated(&self) -> bool {
         self.version().is_some()
     }
@@ -1112,6 +1223,10 @@ impl Connection {
                         Ok(text) => jsonrpc::reply_raw(id, &text, max),
                         Err(too) => Err(too),
                     },
+                    Answer::WrappedHistory(items) => match history_json(items, max).await {
+                        Ok(text) => jsonrpc::reply_raw(id, &format!(r#"{{"history":{text}}}"#), max),
+                        Err(too) => Err(too),
+                    },
                 };
                 built.unwrap_or_else(|too| {
                     too_large = true;
@@ -1156,6 +1271,15 @@ impl Connection {
             let p = params.take(&["scripthash"], 1)?;
             let (alias, _) = scripthash_param(p[0])?;
             return Ok(Answer::History(self.session.history(alias).await?));
+        }
+        if method == "blockchain.scriptpubkey.get_history"
+            && self
+                .version()
+                .is_some_and(|version| protocol::offers(method, version))
+        {
+            let p = params.take(&["scriptpubkey"], 1)?;
+            let (hash, _) = scriptpubkey_param(p[0])?;
+            return Ok(Answer::WrappedHistory(self.session.history(&hash).await?));
         }
         self.dispatch_value(method, params).await.map(Answer::Value)
     }
@@ -1298,48 +1422,63 @@ impl Connection {
             "blockchain.scripthash.get_balance" => {
                 let p = params.take(&["scripthash"], 1)?;
                 let (_, sh) = scripthash_param(p[0])?;
-                let (utxos, (confirmed, unconfirmed)) = {
-                    let chain = self.shared.node.chain();
-                    (chain.utxos(&sh).len(), chain.balance(&sh))
-                };
-                charge(cost::utxo_lookup(utxos));
-                Ok(json!({ "confirmed": confirmed, "unconfirmed": unconfirmed }))
+                Ok(self.balance(&sh))
+            }
+            "blockchain.scriptpubkey.get_balance" => {
+                let p = params.take(&["scriptpubkey"], 1)?;
+                let (_, sh) = scriptpubkey_param(p[0])?;
+                Ok(self.balance(&sh))
             }
             "blockchain.scripthash.get_mempool" => {
                 let p = params.take(&["scripthash"], 1)?;
                 let (alias, _) = scripthash_param(p[0])?;
-                let items = session.mempool(alias).await?;
-                Ok(Value::Array(
-                    items
-                        .iter()
-                        .map(|item| {
-                            let mut entry = json!({ "tx_hash": item.txid.to_hex(), "height": item.height });
-                            if let Some(fee) = item.fee {
-                                entry["fee"] = json!(fee);
-                            }
-                            entry
-                        })
-                        .collect(),
-                ))
+                self.mempool_json(alias).await
+            }
+            "blockchain.scriptpubkey.get_mempool" => {
+                let p = params.take(&["scriptpubkey"], 1)?;
+                let (hash, _) = scriptpubkey_param(p[0])?;
+                Ok(json!({ "history": self.mempool_json(&hash).await? }))
             }
             "blockchain.scripthash.listunspent" => {
                 let p = params.take(&["scripthash"], 1)?;
                 let (_, sh) = scripthash_param(p[0])?;
-                let utxos = self.shared.node.chain().utxos(&sh);
-                charge(cost::utxo_lookup(utxos.len()));
-                Ok(Value::Array(
-                    utxos
-                        .iter()
-                        .map(|utxo| {
-                            json!({
-                                "tx_hash": TxHash(utxo.txid).to_hex(),
-                                "tx_pos": utxo.vout,
-                                "height": utxo.height,
-                                "value": utxo.value,
-                            })
-                        })
-                        .collect(),
-                ))
+                Ok(self.unspent(&sh))
+            }
+            "blockchain.scriptpubkey.listunspent" => {
+                let p = params.take(&["scriptpubkey"], 1)?;
+                let (_, sh) = scriptpubkey_param(p[0])?;
+                Ok(json!({ "utxos": self.unspent(&sh) }))
+            }
+            "blockchain.scriptpubkey.subscribe" => {
+                let p = params.take(&["scriptpubkey"], 1)?;
+                let script = str_param(p[0], "scriptpubkey")?;
+                Ok(json!(session.subscribe_scriptpubkey(script).await?))
+            }
+            "blockchain.scriptpubkey.unsubscribe" => {
+                let p = params.take(&["scriptpubkey"], 1)?;
+                let script = str_param(p[0], "scriptpubkey")?;
+                Ok(json!(session.unsubscribe_scriptpubkey(script)?))
+            }
+            "blockchain.outpoint.subscribe" | "blockchain.outpoint.get_status" => {
+                let p = params.take(&["tx_hash", "txout_idx", "spk_hint"], 2)?;
+                let tx_hash = str_param(p[0], "tx_hash")?;
+                let index = index_param(p[1])?;
+                let hint = match p[2] {
+                    None | Some(Value::Null) => None,
+                    Some(hint) => Some(str_param(Some(hint), "spk_hint")?),
+                };
+                let status = if method == "blockchain.outpoint.subscribe" {
+                    session.subscribe_outpoint(tx_hash, index, hint).await?
+                } else {
+                    session.outpoint_status(tx_hash, index, hint).await?
+                };
+                Ok(outpoint_json(&status))
+            }
+            "blockchain.outpoint.unsubscribe" => {
+                let p = params.take(&["tx_hash", "txout_idx"], 2)?;
+                let tx_hash = str_param(p[0], "tx_hash")?;
+                let index = index_param(p[1])?;
+                Ok(json!(session.unsubscribe_outpoint(tx_hash, index)?))
             }
             "blockchain.scripthash.subscribe" => {
                 let p = params.take(&["scripthash"], 1)?;
@@ -1522,6 +1661,8 @@ impl Connection {
         };
         let text = version.to_string();
         self.session.set_client(&client, &text);
+        // 1.7 clients get noise pings (when the manager has a noise policy).
+        self.session.set_noise(version >= Version(1, 7, 0));
         *self.protocol.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
         Ok(json!([SERVER_SOFTWARE, text]))
     }

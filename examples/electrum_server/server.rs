@@ -134,6 +134,11 @@ pub struct Options {
     pub log_format: LogFormat,
     /// Log connections, refusals and disconnections (as `tracing` events).
     pub log: bool,
+    /// Noise pings to protocol 1.7 clients (`--noise`): on a block, a
+    /// session sent fewer than two notifications gets a padded
+    /// `server.ping`, then more with probability 0.1; on a mempool change,
+    /// one per ten minutes on average. On by default, as ElectrumX.
+    pub noise: bool,
     /// Which listeners pad their output against traffic analysis
     /// (`--padding`; by default the TLS ones).
     pub padding: crate::padding::PaddingMode,
@@ -244,6 +249,7 @@ impl Default for Options {
             log_format: LogFormat::Text,
             log: true,
             padding: crate::padding::PaddingMode::default(),
+            noise: true,
             proxy_protocol: false,
             proxy_header_timeout: Duration::from_secs(5),
             tls_cert: None,
@@ -304,12 +310,13 @@ pub struct Shared {
 
 impl Shared {
     /// Tells the manager about chain changes not yet announced: the tip and
-    /// every script touched by accepted transactions and mined blocks.
+    /// every script and outpoint touched by accepted transactions and mined
+    /// blocks.
     pub async fn publish(&self) {
-        let touched = self.node.take_pending();
+        let changes = self.node.take_changes();
         let tip = self.node.tip();
         let started = std::time::Instant::now();
-        let report = self.manager.notify(tip, &touched).await;
+        let report = self.manager.notify(tip, &changes).await;
         self.observer.notified(tip.height.0, started.elapsed(), &report);
     }
 
@@ -520,7 +527,11 @@ pub async fn start(options: Options) -> Result<ServerHandle, StartError> {
     let (group_ledger, redis) = ledger(&options)?;
     #[cfg(not(feature = "redis"))]
     let group_ledger = ServerLedger::InProcess(InProcessLedger::new());
-    let manager = SessionManager::builder(options.config.clone())
+    let mut config = options.config.clone();
+    if options.noise && config.noise.is_none() {
+        config.noise = Some(indexer_sessions::NoisePolicy::default());
+    }
+    let manager = SessionManager::builder(config)
         .timer(TokioTimer)
         .db(hosts.clone())
         .daemon(hosts.clone())
