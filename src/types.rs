@@ -317,7 +317,9 @@ pub enum Notification {
 pub enum ExtendedNotification {
     /// `blockchain.scriptpubkey.subscribe`: the status of a script
     /// subscribed by [`crate::SessionHandle::subscribe_scriptpubkey`] changed.
-    /// Params: `[script, status]`.
+    /// The host writes it on the wire: ElectrumX sends `[scripthash,
+    /// status]` (the scripthash from [`crate::scripthash_of_scriptpubkey`]),
+    /// and the Electrum wallet reads it so.
     ScriptPubKeyStatus {
         /// The scriptPubKey hex exactly as the client subscribed with it.
         script: String,

@@ -52,7 +52,7 @@ struct Limit(Option<usize>);
 #[derive(Debug, Parser)]
 #[command(
     name = "electrum_server",
-    about = "An Electrum protocol 1.4 server on an in-process regtest chain, \
+    about = "An Electrum protocol 1.4–1.7 server on an in-process regtest chain, \
              built on the indexer-sessions SessionManager.",
     override_usage = "cargo run --example electrum_server --features tokio -- [FLAGS]",
     disable_version_flag = true,

@@ -1,4 +1,4 @@
-//! An Electrum server (protocol 1.4 over TCP, TLS, WebSocket, secure WebSocket and HTTP) on an
+//! An Electrum server (protocol 1.4 to 1.7 over TCP, TLS, WebSocket, secure WebSocket and HTTP) on an
 //! in-process regtest chain,
 //! with every request going through `indexer_sessions::SessionManager`.
 //!

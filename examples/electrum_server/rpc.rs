@@ -1,5 +1,5 @@
 //! One Electrum client connection: newline-delimited JSON-RPC 2.0 (with
-//! batches), Electrum protocol 1.4, every request admitted, charged and
+//! batches), Electrum protocol 1.4 to 1.7 (see `crate::protocol`), every request admitted, charged and
 //! answered through the session manager.
 //!
 //! Per connection ([`serve`]: after the PROXY header and the TLS handshake
