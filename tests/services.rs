@@ -785,9 +785,6 @@ fn services_are_given_as_electrumx_lists_them_or_by_flags() {
     ));
 }
 
-/// Debian's Chromium (`scripts/test.sh` installs it).
-const CHROMIUM: &str = "/usr/bin/chromium";
-
 /// The text of `<pre id="ID">…</pre>` in a dumped DOM.
 fn element_text<'a>(dom: &'a str, id: &str) -> &'a str {
     let open = format!("<pre id=\"{id}\">");
@@ -798,11 +795,6 @@ fn element_text<'a>(dom: &'a str, id: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_page_calls_the_server_over_websocket_and_http_in_chromium() {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "this test loads a web page in headless Chromium, and {CHROMIUM} is missing: \
-         run scripts/test.sh (it installs it), or `apt-get install -y chromium`"
-    );
     let key = TestKey::from_seed([30; 32]);
     let server = start_all(&key, &[]).await;
     let ws = server.addr_of(ServiceKind::Ws).unwrap();
@@ -844,25 +836,11 @@ fetch("http://{http}/", {{
     );
     let file = dir.join("wallet.html");
     std::fs::write(&file, page).unwrap();
-    let mut chromium = std::process::Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("file://{}", file.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starts chromium");
+    let mut chromium = crate::support::chromium_dumping_dom(
+        &format!("file://{}", file.display()),
+        &dir.join("profile"),
+        5000,
+    );
     let mut stdout = chromium.stdout.take().unwrap();
     let reading = std::thread::spawn(move || {
         let mut dom = String::new();

@@ -7,16 +7,11 @@
 include!("support/example_server.rs");
 
 use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{LineClient, blocking, http_get, start};
-
-/// Debian's Chromium (`apt-get install -y chromium`; `scripts/test.sh` installs it).
-const CHROMIUM: &str = "/usr/bin/chromium";
+use crate::support::{LineClient, blocking, chromium_dumping_dom, http_get, start};
 
 /// The text of the element with this id in a dumped DOM.
 fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
@@ -42,11 +37,6 @@ fn group_row<'a>(dom: &'a str, group: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_updates_in_chromium() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "this test drives the status page in headless Chromium, and {CHROMIUM} is missing: \
-         run scripts/test.sh (it installs it), or `apt-get install -y chromium`"
-    );
     // Loopback addresses form /24 groups, and every byte costs 1.
     let server = start(&[
         "--status",
@@ -71,25 +61,7 @@ async fn status_page_updates_in_chromium() {
     // Virtual time stands still while a fetch is pending, and each poll
     // waits up to a second for a change: the page polls for 8 s of virtual
     // time, some seconds of real time, then the DOM is printed.
-    let mut chromium = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("http://{status}/"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts chromium");
+    let mut chromium = chromium_dumping_dom(&format!("http://{status}/"), &profile, 8000);
     let mut stdout = chromium.stdout.take().unwrap();
     let dom = std::thread::spawn(move || {
         let mut dom = String::new();

@@ -113,3 +113,36 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("a status code");
     (code, body.to_owned())
 }
+
+/// Debian's Chromium (`apt-get install -y chromium`; `scripts/test.sh` installs it).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium that loads `url` with a fresh profile in `profile`,
+/// runs its scripts for `virtual_ms` of virtual time (which stands still
+/// while a fetch is pending), then prints the DOM on stdout (piped).
+pub fn chromium_dumping_dom(url: &str, profile: &std::path::Path, virtual_ms: u32) -> std::process::Child {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "this test drives headless Chromium, and {CHROMIUM} is missing: \
+         run scripts/test.sh (it installs it), or `apt-get install -y chromium`"
+    );
+    std::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--virtual-time-budget={virtual_ms}"))
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts chromium")
+}
