@@ -220,3 +220,94 @@ fn traffic_and_errors_cost_as_configured() {
     assert_eq!((row.counters.send_count, row.counters.send_bytes), (1, 10_000));
     assert_eq!(row.counters.errors, 2);
 }
+
+#[test]
+fn permit_charges_recalculate_past_a_drift_of_100_as_direct_charges_do() {
+    // Under the soft limit: no throttle sleep, so admission is immediate.
+    let mut config = Config::default();
+    config.limits.cost_soft_limit = 5000.0;
+    let fx = Fixture::new(config);
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(Cost::constant(1000.0)); // recalculated at 1005
+    fx.timer.advance(Duration::from_secs(10));
+    for _ in 0..400 {
+        let mut permit = session.admit().now_or_never().unwrap().unwrap();
+        permit.charge(Cost::constant(0.25));
+    }
+    // Drift exactly 100, through the lock-free path: not yet.
+    assert_eq!(session.cost().own, 1105.0);
+    let mut permit = session.admit().now_or_never().unwrap().unwrap();
+    permit.charge(Cost::constant(0.5));
+    drop(permit); // drift 100.5: decay 10 s then retarget
+    assert!((session.cost().own - 1095.5).abs() < 1e-9);
+    assert_eq!(fx.manager.sessions()[0].counters.requests, 401);
+    assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+}
+
+mod concurrent {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Several threads admitting (dropping a pending admission now and
+        /// then), charging and dropping permits on one session: the cost is
+        /// exactly 5 + every charge, the requests counter counts every
+        /// admission, nothing stays in flight, and no more than the
+        /// concurrency target is ever held.
+        #[test]
+        fn admit_charge_release_from_threads_sums_exactly_within_the_target(
+            threads in 2usize..5,
+            charges in proptest::collection::vec(
+                prop_oneof![Just(0.0), Just(0.25), Just(1.0), Just(3.5), Just(40.0), Just(150.0)],
+                1..200,
+            ),
+            target in 1u32..4,
+        ) {
+            let mut config = Config::default();
+            config.limits.initial_concurrent = target;
+            config.limits.cost_soft_limit = 1e9;
+            config.limits.cost_hard_limit = 2e9;
+            let fx = Fixture::new(config);
+            let (session, _) = fx.connect("203.0.113.1:1000");
+            let held = AtomicU32::new(0);
+            let admitted = AtomicU32::new(0);
+            std::thread::scope(|scope| {
+                for t in 0..threads {
+                    let (session, held, admitted, charges) = (&session, &held, &admitted, &charges);
+                    scope.spawn(move || {
+                        for (i, &charge) in charges.iter().enumerate().skip(t).step_by(threads) {
+                            let permit = loop {
+                                let mut admit = Box::pin(session.admit());
+                                match common::poll_once(&mut admit) {
+                                    Some(result) => break result.expect("admitted"),
+                                    // Full: drop the waiting admission (cancel) and retry.
+                                    None => std::thread::yield_now(),
+                                }
+                            };
+                            let mut permit = permit;
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                            let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= target, "{now} held, target {target}");
+                            permit.charge(Cost::constant(charge));
+                            if i % 7 == 0 {
+                                session.charge(Cost::constant(charge));
+                            }
+                            held.fetch_sub(1, Ordering::SeqCst);
+                            drop(permit);
+                        }
+                    });
+                }
+            });
+            let direct: f64 = charges.iter().enumerate().filter(|(i, _)| i % 7 == 0).map(|(_, c)| c).sum();
+            let expected = 5.0 + charges.iter().sum::<f64>() + direct;
+            prop_assert_eq!(session.cost().own, expected);
+            let row = &fx.manager.sessions()[0];
+            prop_assert_eq!(row.in_flight, 0);
+            prop_assert_eq!(row.counters.requests, u64::from(admitted.load(Ordering::SeqCst)));
+            prop_assert_eq!(row.counters.requests, charges.len() as u64);
+        }
+    }
+}

@@ -85,6 +85,18 @@ impl CostMeter {
         (self.cost - self.cost_at_recalc).abs() > Self::RECALC_DRIFT
     }
 
+    /// How much more can be charged before a recalculation is due: 0 if
+    /// one already is, else `RECALC_DRIFT − (cost − cost at the last
+    /// recalculation)`.
+    pub(crate) fn headroom(&self) -> f64 {
+        let drift = self.cost - self.cost_at_recalc;
+        if drift.abs() > Self::RECALC_DRIFT {
+            0.0
+        } else {
+            Self::RECALC_DRIFT - drift
+        }
+    }
+
     /// Decay per second for a session with `subscriptions`: `hard / (10000 + 5 × subs)`.
     pub fn decay_per_sec(limits: &Limits, subscriptions: usize) -> f64 {
         limits.cost_hard_limit / (10000.0 + 5.0 * subscriptions as f64)

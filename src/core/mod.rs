@@ -5,6 +5,7 @@
 //! It may use the top-level value types (`crate::types`, `crate::error`,
 //! `crate::config`) and nothing from [`crate::edge`].
 
+pub(crate) mod admission;
 pub(crate) mod bans;
 pub mod cost;
 pub mod groups;

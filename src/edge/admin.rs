@@ -189,12 +189,12 @@ impl<H: Host> SessionManager<H> {
             flags,
             client: state.client.clone(),
             protocol: state.protocol.clone(),
-            cost: state.meter.cost(),
+            cost: session.own_cost(&state),
             extra_cost: state.extra_cost,
-            in_flight: state.in_flight,
+            in_flight: session.requests.in_flight(),
             subs: state.subscriptions,
             pending_notifications: pending,
-            counters: state.counters,
+            counters: session.counters(&state),
             age: now.saturating_duration_since(session.started),
             peer: session.peer.addr,
             kind: session.peer.kind,
@@ -245,7 +245,7 @@ impl<H: Host> SessionManager<H> {
             };
             let state = lock(&session.state);
             rows[i].subs += state.subscriptions;
-            rows[i].counters += state.counters;
+            rows[i].counters += session.counters(&state);
         }
         rows.sort_by(|a, b| b.cost.total_cmp(&a.cost).then_with(|| a.network.cmp(&b.network)));
         rows
@@ -259,9 +259,9 @@ impl<H: Host> SessionManager<H> {
         let (mut with_subs, mut in_flight, mut logged) = (0, 0u64, 0);
         for session in &sessions {
             let state = lock(&session.state);
-            counters += state.counters;
+            counters += session.counters(&state);
             with_subs += usize::from(state.subscriptions > 0);
-            in_flight += u64::from(state.in_flight);
+            in_flight += u64::from(session.requests.in_flight());
             logged += usize::from(state.log);
         }
         let (subs, distinct_subs, distinct_outpoint_subs, header_subs) = self.subscription_counts();

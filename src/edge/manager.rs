@@ -339,7 +339,7 @@ impl<H: Host> SessionManager<H> {
         };
         let (counters, indexed) = {
             let state = lock(&session.state);
-            (state.counters, state.indexed)
+            (session.counters(&state), state.indexed)
         };
         if indexed {
             self.forget_subscriptions(session);

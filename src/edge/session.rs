@@ -3,6 +3,7 @@
 //! holds for the connection's lifetime.
 
 use crate::config::Limits;
+use crate::core::admission::{self, RequestWord};
 use crate::core::meter::CostMeter;
 use crate::core::sync::{lock, read};
 use crate::edge::deadline::within;
@@ -12,7 +13,7 @@ use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{Cost, DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -102,7 +103,10 @@ pub(crate) struct SessionState {
     /// Extra cost seen at the last recalculation.
     pub(crate) extra_cost: f64,
     pub(crate) sleep: Duration,
-    pub(crate) in_flight: u32,
+    /// The allowance last granted to the lock-free path (see
+    /// [`crate::core::admission`]); `granted − allowance left` is charged
+    /// but not yet in `meter`.
+    pub(crate) granted: u64,
     pub(crate) waiters: Vec<Waker>,
     pub(crate) last_recv: Instant,
     pub(crate) counters: Counters,
@@ -115,12 +119,6 @@ pub(crate) struct SessionState {
     pub(crate) closed: bool,
 }
 
-impl SessionState {
-    fn wake_waiters(&mut self) -> Vec<Waker> {
-        std::mem::take(&mut self.waiters)
-    }
-}
-
 /// The manager's record of a session.
 pub(crate) struct SessionShared<H: Host> {
     pub(crate) id: SessionId,
@@ -130,6 +128,12 @@ pub(crate) struct SessionShared<H: Host> {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) ctx: Arc<Context<H>>,
     pub(crate) state: Mutex<SessionState>,
+    /// The lock-free request path: slots in flight, the slots it may
+    /// admit, and the cost it may charge (see [`crate::core::admission`]).
+    /// Changed without the lock only by admissions and releases.
+    pub(crate) requests: RequestWord,
+    /// Requests admitted (the `requests` counter).
+    pub(crate) admitted: AtomicU64,
     /// Set once the session has ended; checked without the lock.
     pub(crate) ended: AtomicBool,
     pub(crate) outbox: crate::edge::mailbox::Mailbox,
@@ -161,7 +165,7 @@ impl<H: Host> SessionShared<H> {
                 reported_cost: CostMeter::INITIAL_COST,
                 extra_cost: 0.0,
                 sleep: Duration::ZERO,
-                in_flight: 0,
+                granted: admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
                 waiters: Vec::new(),
                 last_recv: now,
                 counters: Counters::default(),
@@ -172,6 +176,11 @@ impl<H: Host> SessionShared<H> {
                 log: false,
                 closed: false,
             }),
+            requests: RequestWord::new(
+                limits.initial_concurrent,
+                admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
+            ),
+            admitted: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             outbox: crate::edge::mailbox::Mailbox::default(),
             span: crate::edge::observe::SessionSpan::new(id, peer, group),
@@ -192,10 +201,65 @@ impl<H: Host> SessionShared<H> {
     pub(crate) fn add_cost(&self, amount: Cost) {
         let amount = amount.get();
         crate::edge::observe::cost_charged(amount);
-        let due = lock(&self.state).meter.charge(amount);
+        let due = {
+            let mut state = lock(&self.state);
+            let due = self.settle(&mut state) | state.meter.charge(amount);
+            self.grant(&mut state);
+            due
+        };
         if due {
             self.recalculate(self.ctx.timer().now());
         }
+    }
+
+    /// Moves what the lock-free path charged into the meter and takes its
+    /// allowance back (0 until [`Self::grant`]). Returns whether a
+    /// recalculation is due.
+    fn settle(&self, state: &mut SessionState) -> bool {
+        let left = self.requests.take_allowance();
+        let pending = std::mem::take(&mut state.granted).saturating_sub(left);
+        pending > 0 && state.meter.charge(admission::cost_of(pending))
+    }
+
+    /// Opens the lock-free path to the meter's current throttle (after
+    /// [`Self::settle`]): admissions while unthrottled and not closed, and
+    /// charges up to the distance to the next recalculation.
+    fn grant(&self, state: &mut SessionState) {
+        let (open, allowance) = if state.closed {
+            (0, 0)
+        } else {
+            let open = if state.sleep.is_zero() {
+                state.meter.throttle().target
+            } else {
+                0
+            };
+            let allowance = admission::allowance_for(state.meter.headroom(), state.meter.cost());
+            (open, allowance)
+        };
+        state.granted = allowance;
+        self.requests.set(open, allowance);
+    }
+
+    /// The session's own cost: the meter's and what the lock-free path
+    /// charged since it last settled (under the lock).
+    pub(crate) fn own_cost(&self, state: &SessionState) -> f64 {
+        let pending = state.granted.saturating_sub(self.requests.allowance());
+        state.meter.cost() + admission::cost_of(pending)
+    }
+
+    /// The session's counters (under the lock).
+    pub(crate) fn counters(&self, state: &SessionState) -> Counters {
+        Counters {
+            requests: self.admitted.load(Ordering::Relaxed),
+            ..state.counters
+        }
+    }
+
+    /// The waiters to wake (under the lock): after this, releases take the
+    /// lock again only when a new admission waits.
+    fn take_waiters(&self, state: &mut SessionState) -> Vec<Waker> {
+        self.requests.clear_waiters();
+        std::mem::take(&mut state.waiters)
     }
 
     /// Decays the cost, reports it to the group ledger, and retargets the
@@ -215,8 +279,10 @@ impl<H: Host> SessionShared<H> {
         if state.closed {
             return None;
         }
+        self.settle(&mut state);
         let subscriptions = state.subscriptions;
         state.meter.decay(now, subscriptions, &limits);
+        self.grant(&mut state);
         let cost = state.meter.cost();
         Some(match self.group {
             Some(group) => {
@@ -243,14 +309,18 @@ impl<H: Host> SessionShared<H> {
             };
             state.extra_cost = extra;
             let before = state.meter.throttle().target;
+            // Charges since the report count from here on (as they would
+            // had they come after the retarget).
+            self.settle(&mut state);
             let throttle = state.meter.retarget(extra, &limits);
             state.sleep = state.meter.request_sleep(&limits);
+            self.grant(&mut state);
             if throttle.target != before {
                 let cost = state.meter.cost();
                 crate::edge::observe::throttle_changed(&self.span, before, throttle.target, cost, extra);
             }
             if throttle.target > before || throttle.target == 0 {
-                state.wake_waiters()
+                self.take_waiters(&mut state)
             } else {
                 Vec::new()
             }
@@ -267,7 +337,9 @@ impl<H: Host> SessionShared<H> {
         let limits = self.ctx.limits();
         let wakers = {
             let mut state = lock(&self.state);
+            self.settle(&mut state);
             state.closed = true;
+            self.grant(&mut state);
             let subscriptions = state.subscriptions;
             state.meter.decay(now, subscriptions, &limits);
             if let Some(group) = self.group {
@@ -275,20 +347,34 @@ impl<H: Host> SessionShared<H> {
                 self.ctx.ledger().leave(group, state.reported_cost, cost);
                 state.reported_cost = cost;
             }
-            state.wake_waiters()
+            self.take_waiters(&mut state)
         };
         wakers.into_iter().for_each(Waker::wake);
         self.outbox.close();
         true
     }
 
+    /// Frees a slot and charges what the permit collected: lock-free when
+    /// no admission waits and the charge fits the allowance.
+    #[inline]
     fn release(&self, pending_charge: f64) {
+        if admission::units(pending_charge).is_some_and(|units| self.requests.try_release(units)) {
+            crate::edge::observe::cost_charged(pending_charge);
+            return;
+        }
+        self.release_locked(pending_charge);
+    }
+
+    #[cold]
+    fn release_locked(&self, pending_charge: f64) {
         let (wakers, due) = {
             let mut state = lock(&self.state);
-            state.in_flight = state.in_flight.saturating_sub(1);
-            let due = pending_charge > 0.0 && state.meter.charge(pending_charge);
+            self.requests.release_locked();
+            let mut due = self.settle(&mut state);
+            due |= pending_charge > 0.0 && state.meter.charge(pending_charge);
+            self.grant(&mut state);
             crate::edge::observe::cost_charged(pending_charge);
-            (state.wake_waiters(), due)
+            (self.take_waiters(&mut state), due)
         };
         wakers.into_iter().for_each(Waker::wake);
         if due {
@@ -304,19 +390,31 @@ impl<H: Host> SessionShared<H> {
     }
 
     /// Fast path of admission: a free slot and no throttle sleep.
+    #[inline]
     fn try_admit_now(&self) -> Option<Result<()>> {
-        let mut state = lock(&self.state);
+        if self.requests.try_admit() {
+            self.admitted.fetch_add(1, Ordering::Relaxed);
+            crate::edge::observe::request_admitted();
+            return Some(Ok(()));
+        }
+        self.try_admit_locked()
+    }
+
+    /// Admission under the lock, when the lock-free path refused (closed,
+    /// throttled, or its slots full).
+    #[cold]
+    fn try_admit_locked(&self) -> Option<Result<()>> {
+        let state = lock(&self.state);
         if state.closed {
             return Some(Err(Error::SessionClosed(self.id)));
         }
         let target = state.meter.throttle().target;
         if target == 0 {
-            crate::edge::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
+            crate::edge::observe::excessive_cost(&self.span, self.own_cost(&state), state.extra_cost);
             return Some(Err(Error::ExcessiveCost));
         }
-        if state.in_flight < target && state.sleep.is_zero() {
-            state.in_flight += 1;
-            state.counters.requests += 1;
+        if state.sleep.is_zero() && self.requests.admit_locked(target, false) {
+            self.admitted.fetch_add(1, Ordering::Relaxed);
             crate::edge::observe::request_admitted();
             return Some(Ok(()));
         }
@@ -335,16 +433,17 @@ impl<H: Host> SessionShared<H> {
             }
             let target = state.meter.throttle().target;
             if target == 0 {
-                crate::edge::observe::excessive_cost(&self.span, state.meter.cost(), state.extra_cost);
+                crate::edge::observe::excessive_cost(&self.span, self.own_cost(&state), state.extra_cost);
                 return Poll::Ready(Err(Error::ExcessiveCost));
             }
-            if state.in_flight < target {
-                state.in_flight += 1;
-                state.counters.requests += 1;
+            if self.requests.admit_locked(target, true) {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
                 crate::edge::observe::request_admitted();
                 crate::edge::observe::throttled_admission(state.sleep);
                 return Poll::Ready(Ok(state.sleep));
             }
+            // Full: `admit_locked` set the waiters bit, so the next release
+            // takes the lock and wakes this task.
             if !state.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 state.waiters.push(cx.waker().clone());
             }
@@ -381,6 +480,13 @@ impl<H: Host> SessionShared<H> {
 /// Dropping it frees the slot and applies what was charged through
 /// [`Permit::charge`]. [`Permit::run`] applies the rest of the request
 /// timeout to the handler.
+///
+/// Admitting and dropping take no lock while the session is unthrottled,
+/// no admission waits, and the charge is a multiple of 2⁻¹⁶ that keeps
+/// the session short of its next recalculation (100 cost units past the
+/// last); otherwise they take the session's lock. Either way the charge
+/// counts exactly once, and [`SessionHandle::cost`] includes it as soon as
+/// the permit is dropped.
 #[must_use = "the request slot is released when the permit is dropped"]
 pub struct Permit<H: Host> {
     session: Arc<SessionShared<H>>,
@@ -495,10 +601,12 @@ impl<H: Host> SessionHandle<H> {
 
     /// Waits for admission of one request.
     ///
-    /// Unthrottled with a free slot this completes on its first poll. Throttled,
+    /// Unthrottled with a free slot this completes on its first poll, with one
+    /// compare-and-swap and no lock. Throttled,
     /// it waits for one of the session's `target` slots and then sleeps
     /// `fraction × request_sleep`; the request timeout covers the queueing and
-    /// the sleep (and [`Permit::run`] the handler).
+    /// the sleep (and [`Permit::run`] the handler). A session holds at most
+    /// 65,535 requests at once, whatever its concurrency target.
     ///
     /// # Errors
     /// - [`Error::ExcessiveCost`] (−101) once the concurrency target is 0: the host
@@ -578,7 +686,7 @@ impl<H: Host> SessionHandle<H> {
     pub fn cost(&self) -> SessionCost {
         let (own, group_extra) = {
             let state = lock(&self.session.state);
-            (state.meter.cost(), state.extra_cost)
+            (self.session.own_cost(&state), state.extra_cost)
         };
         let retained = self
             .session
