@@ -311,3 +311,17 @@ mod concurrent {
         }
     }
 }
+
+#[test]
+fn every_admission_is_counted_past_the_lock_free_counts_capacity() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    for _ in 0..70_000 {
+        drop(session.admit().now_or_never().unwrap().unwrap());
+    }
+    assert_eq!(fx.manager.sessions()[0].counters.requests, 70_000);
+    assert_eq!(fx.manager.info().counters.requests, 70_000);
+    assert_eq!(session.cost().own, CostMeter::INITIAL_COST);
+    drop(session);
+    assert_eq!(fx.manager.info().counters.requests, 70_000, "kept once it ended");
+}

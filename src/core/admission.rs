@@ -12,7 +12,10 @@
 //!   (no sleep, target > 0, not closed), else 0;
 //! - bit 32, **waiters**: an admission is queued on the session's lock and
 //!   wants a wake-up on release, so every release takes the lock;
-//! - bits 33–63, **allowance**: the cost, in units of 2⁻¹⁶, that releases
+//! - bits 33–47, **admitted**: requests admitted since the lock holder last
+//!   took them into the session's counters (the lock-free admission takes
+//!   the lock when this is full);
+//! - bits 48–63, **allowance**: the cost, in units of 2⁻⁸, that releases
 //!   may still charge without the lock. The lock holder grants it from the
 //!   meter's distance to its next recalculation (less one unit) and takes
 //!   back what is left; `granted − allowance` is the cost charged on the
@@ -32,11 +35,16 @@ const IN_FLIGHT: u64 = 0xFFFF;
 const OPEN_SHIFT: u32 = 16;
 const OPEN: u64 = 0xFFFF << OPEN_SHIFT;
 const WAITERS: u64 = 1 << 32;
-const ALLOWANCE_SHIFT: u32 = 33;
-const MAX_ALLOWANCE: u64 = (1 << 31) - 1;
+const ADMITTED_SHIFT: u32 = 33;
+const ADMITTED_ONE: u64 = 1 << ADMITTED_SHIFT;
+const MAX_ADMITTED: u64 = (1 << 15) - 1;
+const ADMITTED: u64 = MAX_ADMITTED << ADMITTED_SHIFT;
+const ALLOWANCE_SHIFT: u32 = 48;
+const MAX_ALLOWANCE: u64 = (1 << 16) - 1;
 const ALLOWANCE: u64 = MAX_ALLOWANCE << ALLOWANCE_SHIFT;
-/// Allowance units per cost unit.
-const UNITS: f64 = 65536.0;
+/// Allowance units per cost unit (the allowance reaches 255.99, past the
+/// recalculation drift of 100).
+const UNITS: f64 = 256.0;
 /// Past this cost an f64 addition may round by more than half a unit: the
 /// allowance is 0 and every charge takes the lock.
 const EXACT_BELOW: f64 = 4_294_967_296.0;
@@ -76,18 +84,21 @@ impl RequestWord {
         ))
     }
 
-    /// The lock-free admission: takes a slot if fewer than `open` are held.
+    /// The lock-free admission: takes a slot, and counts the request, if
+    /// fewer than `open` are held.
     #[inline]
     pub(crate) fn try_admit(&self) -> bool {
         let mut word = self.0.load(Ordering::Relaxed);
         loop {
-            if word & IN_FLIGHT >= (word & OPEN) >> OPEN_SHIFT {
+            if word & IN_FLIGHT >= (word & OPEN) >> OPEN_SHIFT || word & ADMITTED == ADMITTED {
                 return false;
             }
-            match self
-                .0
-                .compare_exchange_weak(word, word + 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(
+                word,
+                word + 1 + ADMITTED_ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => word = now,
             }
@@ -95,7 +106,7 @@ impl RequestWord {
     }
 
     /// Admission under the session's lock: takes a slot if fewer than
-    /// `target` are held. Otherwise, with `wait`, sets the waiters bit in
+    /// `target` are held (the caller counts the request). Otherwise, with `wait`, sets the waiters bit in
     /// the same step (so a release that frees a slot after this check
     /// takes the lock and wakes the caller).
     pub(crate) fn admit_locked(&self, target: u32, wait: bool) -> bool {
@@ -152,9 +163,26 @@ impl RequestWord {
         self.0.fetch_and(!WAITERS, Ordering::AcqRel);
     }
 
-    /// Takes back the allowance (under the lock); returns what was left.
-    pub(crate) fn take_allowance(&self) -> u64 {
-        self.0.fetch_and(!ALLOWANCE, Ordering::AcqRel) >> ALLOWANCE_SHIFT
+    /// Takes back the allowance and the admitted count (under the lock);
+    /// returns the allowance left and the requests admitted.
+    pub(crate) fn take_allowance(&self) -> (u64, u64) {
+        let word = self.0.fetch_and(!(ALLOWANCE | ADMITTED), Ordering::AcqRel);
+        (word >> ALLOWANCE_SHIFT, (word & ADMITTED) >> ADMITTED_SHIFT)
+    }
+
+    /// Takes the admitted count (under the lock, when it is full).
+    pub(crate) fn take_admitted(&self) -> u64 {
+        (self.0.fetch_and(!ADMITTED, Ordering::AcqRel) & ADMITTED) >> ADMITTED_SHIFT
+    }
+
+    /// Closes the lock-free path for good (under the lock, as the session
+    /// ends): no slots, no allowance, no waiters. Returns what
+    /// [`Self::take_allowance`] does.
+    pub(crate) fn close(&self) -> (u64, u64) {
+        let word = self
+            .0
+            .fetch_and(!(OPEN | WAITERS | ALLOWANCE | ADMITTED), Ordering::AcqRel);
+        (word >> ALLOWANCE_SHIFT, (word & ADMITTED) >> ADMITTED_SHIFT)
     }
 
     /// Sets the lock-free slots and grants `allowance` (under the lock,
@@ -171,9 +199,11 @@ impl RequestWord {
         (self.0.load(Ordering::Acquire) & IN_FLIGHT) as u32
     }
 
-    /// The allowance left, in units.
-    pub(crate) fn allowance(&self) -> u64 {
-        self.0.load(Ordering::Acquire) >> ALLOWANCE_SHIFT
+    /// The allowance left, in units, and the requests admitted since the
+    /// last [`Self::take_allowance`].
+    pub(crate) fn pending(&self) -> (u64, u64) {
+        let word = self.0.load(Ordering::Acquire);
+        (word >> ALLOWANCE_SHIFT, (word & ADMITTED) >> ADMITTED_SHIFT)
     }
 }
 
@@ -188,18 +218,18 @@ mod tests {
 
     #[test]
     fn units_are_exact_or_refused() {
-        assert_eq!(units(1.0), Some(65536));
+        assert_eq!(units(1.0), Some(256));
         assert_eq!(units(0.0), Some(0));
-        assert_eq!(units(0.5), Some(32768));
+        assert_eq!(units(0.5), Some(128));
         assert_eq!(units(0.1), None);
         assert_eq!(units(f64::MAX), None);
         assert_eq!(units(1e9), None);
-        assert_eq!(cost_of(65536 * 3 + 16384), 3.25);
+        assert_eq!(cost_of(256 * 3 + 64), 3.25);
     }
 
     #[test]
     fn allowance_stays_below_the_headroom() {
-        assert_eq!(allowance_for(100.0, 5.0), 100 * 65536 - 1);
+        assert_eq!(allowance_for(100.0, 5.0), 100 * 256 - 1);
         assert_eq!(allowance_for(0.0, 5.0), 0);
         assert_eq!(allowance_for(100.0, 5e9), 0);
         assert!(cost_of(allowance_for(0.3, 7.0)) < 0.3);
@@ -211,6 +241,7 @@ mod tests {
         assert!(word.try_admit() && word.try_admit());
         assert!(!word.try_admit());
         assert_eq!(word.in_flight(), 2);
+        assert_eq!(word.pending(), (0, 2));
         // The locked path admits up to the real target.
         assert!(word.admit_locked(3, false));
         assert!(!word.admit_locked(3, true), "full: sets the waiters bit");
@@ -220,6 +251,7 @@ mod tests {
         assert_eq!(word.in_flight(), 1);
         word.set(0, 0);
         assert!(!word.try_admit(), "closed gate");
+        assert_eq!(word.close(), (0, 2));
     }
 
     /// What each thread does: admit (lock-free or locked), then release
@@ -234,8 +266,8 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => Just(Step::Admit),
-            3 => (0u64..200_000).prop_map(Step::Release),
-            1 => (0u32..5, 0u64..1_000_000).prop_map(|(open, allowance)| Step::Regrant(open, allowance)),
+            3 => (0u64..3_000).prop_map(Step::Release),
+            1 => (0u32..5, 0u64..60_000).prop_map(|(open, allowance)| Step::Regrant(open, allowance)),
         ]
     }
 
@@ -253,24 +285,27 @@ mod tests {
         ) {
             use std::sync::Mutex;
             use std::sync::atomic::AtomicU32;
-            struct Locked { meter: u64, granted: u64 }
+            struct Locked { meter: u64, granted: u64, admitted: u64 }
             let word = RequestWord::new(target, 1000);
-            let locked = Mutex::new(Locked { meter: 0, granted: 1000 });
+            let locked = Mutex::new(Locked { meter: 0, granted: 1000, admitted: 0 });
             let held = AtomicU32::new(0);
-            let charged: Vec<u64> = std::thread::scope(|scope| {
+            let charged: Vec<(u64, u64)> = std::thread::scope(|scope| {
                 let handles: Vec<_> = threads.iter().map(|steps| {
                     let (word, locked, held) = (&word, &locked, &held);
                     scope.spawn(move || {
-                        let (mut mine, mut charged) = (0u32, 0u64);
+                        let (mut mine, mut charged, mut admissions) = (0u32, 0u64, 0u64);
                         for step in steps {
                             match *step {
                                 Step::Admit => {
                                     let admitted = word.try_admit() || {
-                                        let _guard = locked.lock().unwrap();
-                                        word.admit_locked(target, false)
+                                        let mut state = locked.lock().unwrap();
+                                        let admitted = word.admit_locked(target, false);
+                                        state.admitted += u64::from(admitted);
+                                        admitted
                                     };
                                     if admitted {
                                         mine += 1;
+                                        admissions += 1;
                                         let now = held.fetch_add(1, Ordering::SeqCst) + 1;
                                         assert!(now <= target, "{now} held, target {target}");
                                     }
@@ -282,7 +317,8 @@ mod tests {
                                     if !word.try_release(units) {
                                         let mut state = locked.lock().unwrap();
                                         word.release_locked();
-                                        let left = word.take_allowance();
+                                        let (left, admitted) = word.take_allowance();
+                                        state.admitted += admitted;
                                         state.meter += state.granted - left + units;
                                         state.granted = 500;
                                         word.set(target, 500);
@@ -291,7 +327,8 @@ mod tests {
                                 Step::Release(_) => {}
                                 Step::Regrant(open, allowance) => {
                                     let mut state = locked.lock().unwrap();
-                                    let left = word.take_allowance();
+                                    let (left, admitted) = word.take_allowance();
+                                    state.admitted += admitted;
                                     state.meter += state.granted - left;
                                     state.granted = allowance;
                                     word.set(open.min(target), allowance);
@@ -305,14 +342,15 @@ mod tests {
                                 word.release_locked();
                             }
                         }
-                        charged
+                        (charged, admissions)
                     })
                 }).collect();
                 handles.into_iter().map(|h| h.join().unwrap()).collect()
             });
             let state = locked.lock().unwrap();
-            let pending = state.granted - word.allowance();
-            prop_assert_eq!(state.meter + pending, charged.iter().sum::<u64>());
+            let (left, admitted) = word.pending();
+            prop_assert_eq!(state.meter + state.granted - left, charged.iter().map(|c| c.0).sum::<u64>());
+            prop_assert_eq!(state.admitted + admitted, charged.iter().map(|c| c.1).sum::<u64>());
             prop_assert_eq!(word.in_flight(), 0);
         }
     }

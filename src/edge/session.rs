@@ -13,7 +13,7 @@ use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{Cost, DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -132,8 +132,6 @@ pub(crate) struct SessionShared<H: Host> {
     /// admit, and the cost it may charge (see [`crate::core::admission`]).
     /// Changed without the lock only by admissions and releases.
     pub(crate) requests: RequestWord,
-    /// Requests admitted (the `requests` counter).
-    pub(crate) admitted: AtomicU64,
     /// Set once the session has ended; checked without the lock.
     pub(crate) ended: AtomicBool,
     pub(crate) outbox: crate::edge::mailbox::Mailbox,
@@ -180,7 +178,6 @@ impl<H: Host> SessionShared<H> {
                 limits.initial_concurrent,
                 admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
             ),
-            admitted: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             outbox: crate::edge::mailbox::Mailbox::default(),
             span: crate::edge::observe::SessionSpan::new(id, peer, group),
@@ -216,7 +213,13 @@ impl<H: Host> SessionShared<H> {
     /// allowance back (0 until [`Self::grant`]). Returns whether a
     /// recalculation is due.
     fn settle(&self, state: &mut SessionState) -> bool {
-        let left = self.requests.take_allowance();
+        let taken = self.requests.take_allowance();
+        self.settle_taken(state, taken)
+    }
+
+    /// [`Self::settle`] with what was taken from the word.
+    fn settle_taken(&self, state: &mut SessionState, (left, admitted): (u64, u64)) -> bool {
+        state.counters.requests += admitted;
         let pending = std::mem::take(&mut state.granted).saturating_sub(left);
         pending > 0 && state.meter.charge(admission::cost_of(pending))
     }
@@ -243,14 +246,16 @@ impl<H: Host> SessionShared<H> {
     /// The session's own cost: the meter's and what the lock-free path
     /// charged since it last settled (under the lock).
     pub(crate) fn own_cost(&self, state: &SessionState) -> f64 {
-        let pending = state.granted.saturating_sub(self.requests.allowance());
-        state.meter.cost() + admission::cost_of(pending)
+        let (left, _) = self.requests.pending();
+        state.meter.cost() + admission::cost_of(state.granted.saturating_sub(left))
     }
 
-    /// The session's counters (under the lock).
+    /// The session's counters, with the requests the lock-free path
+    /// admitted since it last settled (under the lock).
     pub(crate) fn counters(&self, state: &SessionState) -> Counters {
+        let (_, admitted) = self.requests.pending();
         Counters {
-            requests: self.admitted.load(Ordering::Relaxed),
+            requests: state.counters.requests + admitted,
             ..state.counters
         }
     }
@@ -337,9 +342,9 @@ impl<H: Host> SessionShared<H> {
         let limits = self.ctx.limits();
         let wakers = {
             let mut state = lock(&self.state);
-            self.settle(&mut state);
+            let taken = self.requests.close();
+            self.settle_taken(&mut state, taken);
             state.closed = true;
-            self.grant(&mut state);
             let subscriptions = state.subscriptions;
             state.meter.decay(now, subscriptions, &limits);
             if let Some(group) = self.group {
@@ -347,7 +352,8 @@ impl<H: Host> SessionShared<H> {
                 self.ctx.ledger().leave(group, state.reported_cost, cost);
                 state.reported_cost = cost;
             }
-            self.take_waiters(&mut state)
+            // `close` cleared the waiters bit.
+            std::mem::take(&mut state.waiters)
         };
         wakers.into_iter().for_each(Waker::wake);
         self.outbox.close();
@@ -393,7 +399,6 @@ impl<H: Host> SessionShared<H> {
     #[inline]
     fn try_admit_now(&self) -> Option<Result<()>> {
         if self.requests.try_admit() {
-            self.admitted.fetch_add(1, Ordering::Relaxed);
             crate::edge::observe::request_admitted();
             return Some(Ok(()));
         }
@@ -404,7 +409,9 @@ impl<H: Host> SessionShared<H> {
     /// throttled, or its slots full).
     #[cold]
     fn try_admit_locked(&self) -> Option<Result<()>> {
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
+        // The lock-free path may have refused because its count is full.
+        state.counters.requests += self.requests.take_admitted();
         if state.closed {
             return Some(Err(Error::SessionClosed(self.id)));
         }
@@ -414,7 +421,7 @@ impl<H: Host> SessionShared<H> {
             return Some(Err(Error::ExcessiveCost));
         }
         if state.sleep.is_zero() && self.requests.admit_locked(target, false) {
-            self.admitted.fetch_add(1, Ordering::Relaxed);
+            state.counters.requests += 1;
             crate::edge::observe::request_admitted();
             return Some(Ok(()));
         }
@@ -437,7 +444,7 @@ impl<H: Host> SessionShared<H> {
                 return Poll::Ready(Err(Error::ExcessiveCost));
             }
             if self.requests.admit_locked(target, true) {
-                self.admitted.fetch_add(1, Ordering::Relaxed);
+                state.counters.requests += 1;
                 crate::edge::observe::request_admitted();
                 crate::edge::observe::throttled_admission(state.sleep);
                 return Poll::Ready(Ok(state.sleep));
@@ -482,7 +489,7 @@ impl<H: Host> SessionShared<H> {
 /// timeout to the handler.
 ///
 /// Admitting and dropping take no lock while the session is unthrottled,
-/// no admission waits, and the charge is a multiple of 2⁻¹⁶ that keeps
+/// no admission waits, and the charge is a multiple of 2⁻⁸ (1/256) that keeps
 /// the session short of its next recalculation (100 cost units past the
 /// last); otherwise they take the session's lock. Either way the charge
 /// counts exactly once, and [`SessionHandle::cost`] includes it as soon as
