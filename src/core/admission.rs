@@ -150,6 +150,26 @@ impl RequestWord {
         }
     }
 
+    /// A lock-free charge outside a permit: `units` if the allowance covers them.
+    #[inline]
+    pub(crate) fn try_charge(&self, units: u64) -> bool {
+        let mut word = self.0.load(Ordering::Relaxed);
+        loop {
+            if word >> ALLOWANCE_SHIFT < units {
+                return false;
+            }
+            match self.0.compare_exchange_weak(
+                word,
+                word - (units << ALLOWANCE_SHIFT),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => word = now,
+            }
+        }
+    }
+
     /// A release under the session's lock (the caller wakes the waiters
     /// and charges the meter): frees a slot and clears the waiters bit.
     pub(crate) fn release_locked(&self) {
@@ -324,7 +344,18 @@ mod tests {
                                         word.set(target, 500);
                                     }
                                 }
-                                Step::Release(_) => {}
+                                // No slot: a charge outside a permit.
+                                Step::Release(units) => {
+                                    charged += units;
+                                    if !word.try_charge(units) {
+                                        let mut state = locked.lock().unwrap();
+                                        let (left, admitted) = word.take_allowance();
+                                        state.admitted += admitted;
+                                        state.meter += state.granted - left + units;
+                                        state.granted = 300;
+                                        word.set(target, 300);
+                                    }
+                                }
                                 Step::Regrant(open, allowance) => {
                                     let mut state = locked.lock().unwrap();
                                     let (left, admitted) = word.take_allowance();

@@ -198,6 +198,9 @@ impl<H: Host> SessionShared<H> {
     pub(crate) fn add_cost(&self, amount: Cost) {
         let amount = amount.get();
         crate::edge::observe::cost_charged(amount);
+        if admission::units(amount).is_some_and(|units| self.requests.try_charge(units)) {
+            return;
+        }
         let due = {
             let mut state = lock(&self.state);
             let due = self.settle(&mut state) | state.meter.charge(amount);
