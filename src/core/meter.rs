@@ -57,13 +57,18 @@ impl CostMeter {
 
     /// A new meter at [`Self::INITIAL_COST`], unthrottled.
     pub fn new(now: Instant, limits: &Limits) -> Self {
+        Self::starting(now, limits.initial_concurrent)
+    }
+
+    /// [`Self::new`] with `initial_concurrent` alone.
+    pub(crate) fn starting(now: Instant, initial_concurrent: u32) -> Self {
         CostMeter {
             cost: Self::INITIAL_COST,
             cost_at_recalc: Self::INITIAL_COST,
             decayed_at: now,
             throttle: Throttle {
                 fraction: 0.0,
-                target: limits.initial_concurrent,
+                target: initial_concurrent,
             },
         }
     }

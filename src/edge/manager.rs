@@ -5,7 +5,7 @@ use crate::config::{Config, Limits};
 use crate::core::bans::BanList;
 use crate::core::groups::{canonical_ip, group_of};
 use crate::core::hashing::HashMap;
-use crate::core::sync::{lock, write};
+use crate::core::sync::{lock, read, write};
 use crate::edge::builder::SessionManagerBuilder;
 use crate::edge::deadline::within;
 use crate::edge::listener::{ListenerEvents, ListenerState};
@@ -229,7 +229,16 @@ impl<H: Host> SessionManager<H> {
                 ban,
             });
         }
-        let limits = self.limits();
+        // Only what admission needs, under the limits' read lock alone.
+        let (max_sessions, max_per_group, soft_limit, initial_concurrent) = {
+            let limits = read(&inner.ctx.limits);
+            (
+                limits.max_sessions,
+                limits.max_sessions_per_group,
+                limits.cost_soft_limit,
+                limits.initial_concurrent,
+            )
+        };
         let group = group_of(
             peer.addr.ip(),
             inner.config.ipv4_group_prefix,
@@ -237,20 +246,14 @@ impl<H: Host> SessionManager<H> {
             &inner.config.exempt_networks,
         );
         let mut sessions = lock(&inner.sessions);
-        if sessions.len() >= limits.max_sessions {
-            return Err(Refusal::AtCapacity {
-                max: limits.max_sessions,
-            });
+        if sessions.len() >= max_sessions {
+            return Err(Refusal::AtCapacity { max: max_sessions });
         }
         let group_cost = match group {
             Some(group) => inner
                 .ctx
                 .ledger()
-                .join(
-                    group,
-                    crate::core::meter::CostMeter::INITIAL_COST,
-                    limits.max_sessions_per_group,
-                )
+                .join(group, crate::core::meter::CostMeter::INITIAL_COST, max_per_group)
                 .map_err(|full| Refusal::GroupFull { group, max: full.max })?,
             None => 0.0,
         };
@@ -262,24 +265,24 @@ impl<H: Host> SessionManager<H> {
             transport,
             inner.ctx.clone(),
             now,
-            &limits,
+            initial_concurrent,
+            // The group may already carry cost (a reconnecting client
+            // inherits it): the new member sees it at once.
+            (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0),
         ));
         sessions.insert(id, session.clone());
         let count = sessions.len();
         drop(sessions);
         crate::edge::observe::session_opened(&session.span, count);
-        if count >= limits.max_sessions
+        if count >= max_sessions
             && inner.listener.update(|state| match state {
                 ListenerState::Accepting => ListenerState::Paused,
                 other => *other,
             })
         {
-            crate::edge::observe::listener_changed(ListenerState::Paused, count, limits.max_sessions);
+            crate::edge::observe::listener_changed(ListenerState::Paused, count, max_sessions);
         }
-        // The group may already carry cost (a reconnecting client inherits
-        // it): the new member sees it at once.
-        lock(&session.state).extra_cost = (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0);
-        if group_cost > limits.cost_soft_limit {
+        if group_cost > soft_limit {
             session.recalculate(now);
         }
         Ok(SessionHandle {
@@ -329,17 +332,13 @@ impl<H: Host> SessionManager<H> {
         reason: Option<&DisconnectReason>,
     ) -> bool {
         let now = self.now();
-        if !session.end(now) {
+        let Some((counters, indexed)) = session.end(now) else {
             return false;
-        }
+        };
         let remaining = {
             let mut sessions = lock(&self.inner.sessions);
             sessions.remove(&session.id);
             sessions.len()
-        };
-        let (counters, indexed) = {
-            let state = lock(&session.state);
-            (session.counters(&state), state.indexed)
         };
         if indexed {
             self.forget_subscriptions(session);

@@ -149,7 +149,8 @@ impl<H: Host> SessionShared<H> {
         transport: Arc<dyn Transport>,
         ctx: Arc<Context<H>>,
         now: Instant,
-        limits: &Limits,
+        initial_concurrent: u32,
+        extra_cost: f64,
     ) -> Self {
         SessionShared {
             id,
@@ -159,9 +160,9 @@ impl<H: Host> SessionShared<H> {
             transport,
             ctx,
             state: Mutex::new(SessionState {
-                meter: CostMeter::new(now, limits),
+                meter: CostMeter::starting(now, initial_concurrent),
                 reported_cost: CostMeter::INITIAL_COST,
-                extra_cost: 0.0,
+                extra_cost,
                 sleep: Duration::ZERO,
                 granted: admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
                 waiters: Vec::new(),
@@ -175,7 +176,7 @@ impl<H: Host> SessionShared<H> {
                 closed: false,
             }),
             requests: RequestWord::new(
-                limits.initial_concurrent,
+                initial_concurrent,
                 admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
             ),
             ended: AtomicBool::new(false),
@@ -337,30 +338,33 @@ impl<H: Host> SessionShared<H> {
     }
 
     /// Marks the session closed and settles its cost with the ledger.
-    /// Returns false if it had already ended.
-    pub(crate) fn end(&self, now: Instant) -> bool {
+    /// Returns its final counters and whether the subscription index may
+    /// hold anything of it, or `None` if it had already ended.
+    pub(crate) fn end(&self, now: Instant) -> Option<(Counters, bool)> {
         if self.ended.swap(true, Ordering::AcqRel) {
-            return false;
+            return None;
         }
-        let limits = self.ctx.limits();
-        let wakers = {
+        let (wakers, counters, indexed) = {
             let mut state = lock(&self.state);
             let taken = self.requests.close();
             self.settle_taken(&mut state, taken);
             state.closed = true;
             let subscriptions = state.subscriptions;
-            state.meter.decay(now, subscriptions, &limits);
+            // The limits' read lock only around the arithmetic: no other
+            // lock is taken while it is held.
+            state.meter.decay(now, subscriptions, &read(&self.ctx.limits));
             if let Some(group) = self.group {
                 let cost = state.meter.cost();
                 self.ctx.ledger().leave(group, state.reported_cost, cost);
                 state.reported_cost = cost;
             }
             // `close` cleared the waiters bit.
-            std::mem::take(&mut state.waiters)
+            let wakers = std::mem::take(&mut state.waiters);
+            (wakers, state.counters, state.indexed)
         };
         wakers.into_iter().for_each(Waker::wake);
         self.outbox.close();
-        true
+        Some((counters, indexed))
     }
 
     /// Frees a slot and charges what the permit collected: lock-free when
