@@ -142,6 +142,8 @@ pub(crate) struct SessionShared<H: Host> {
 }
 
 impl<H: Host> SessionShared<H> {
+    // One call site (add_session), which has each of these at hand.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: SessionId,
         peer: PeerInfo,
