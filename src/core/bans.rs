@@ -20,6 +20,11 @@ impl BanList {
     }
 
     /// Lifts the ban of exactly `network`; returns whether there was one.
+    /// Whether there is no ban (expired ones included until pruned).
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+
     pub fn unban(&mut self, network: IpNetwork) -> bool {
         let before = self.bans.len();
         self.bans.retain(|ban| ban.network != network);

@@ -255,7 +255,7 @@ impl<H: Host> SessionManager<H> {
     pub fn info(&self) -> Info {
         let now = self.now();
         let sessions = self.live_sessions();
-        let mut counters = *lock(&self.inner.ended_counters);
+        let (mut counters, sessions_ended) = *lock(&self.inner.ended_counters);
         let (mut with_subs, mut in_flight, mut logged) = (0, 0u64, 0);
         for session in &sessions {
             let state = lock(&session.state);
@@ -268,10 +268,7 @@ impl<H: Host> SessionManager<H> {
         let info = Info {
             sessions: sessions.len(),
             sessions_with_subs: with_subs,
-            sessions_ended: self
-                .inner
-                .sessions_ended
-                .load(std::sync::atomic::Ordering::Relaxed),
+            sessions_ended,
             groups: self.inner.ctx.ledger().entries().len(),
             subs,
             distinct_subs,
@@ -354,7 +351,7 @@ impl<H: Host> SessionManager<H> {
             // The ledger keeps it, so an unban on any node lifts it here too.
             ledger.share_ban(network, duration);
         } else {
-            lock(&self.inner.bans).ban(network, duration.and_then(|d| now.checked_add(d)));
+            self.with_bans(|bans| bans.ban(network, duration.and_then(|d| now.checked_add(d))));
         }
         let banned: Vec<_> = self
             .live_sessions()
@@ -371,7 +368,7 @@ impl<H: Host> SessionManager<H> {
     pub fn unban(&self, network: IpNetwork) -> bool {
         let network = IpNetwork::new(network.network(), network.prefix()).unwrap_or(network);
         let ledger = self.inner.ctx.ledger();
-        let mut existed = lock(&self.inner.bans).unban(network);
+        let mut existed = self.with_bans(|bans| bans.unban(network));
         if ledger.shares_bans() {
             existed |= ledger.shared_bans().iter().any(|ban| ban.network == network);
             ledger.share_unban(network);

@@ -17,7 +17,7 @@ use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{DisconnectReason, SessionId};
 use futures::future::{Either, join_all, select};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -26,13 +26,17 @@ pub(crate) struct Inner<H: Host> {
     pub(crate) ctx: Arc<Context<H>>,
     pub(crate) sessions: Mutex<HashMap<SessionId, Arc<SessionShared<H>>>>,
     pub(crate) bans: Mutex<BanList>,
+    /// Whether `bans` holds any ban (set under its lock): `add_session`
+    /// takes that lock only then.
+    pub(crate) any_bans: AtomicBool,
+    /// `shutdown`'s value, read without its lock by `add_session`.
+    pub(crate) shut_down: AtomicBool,
     pub(crate) listener: WatchCell<ListenerState>,
     pub(crate) shutdown: WatchCell<bool>,
     next_id: AtomicU64,
     pub(crate) started: Instant,
-    /// Counters of sessions that have ended.
-    pub(crate) ended_counters: Mutex<Counters>,
-    pub(crate) sessions_ended: AtomicU64,
+    /// Counters of sessions that have ended, and how many ended.
+    pub(crate) ended_counters: Mutex<(Counters, u64)>,
     pub(crate) caches: crate::edge::caches::Caches,
     pub(crate) index: Mutex<crate::edge::notify::Index<H>>,
     pub(crate) pending_events: Mutex<crate::edge::notify::PendingEvents>,
@@ -128,12 +132,13 @@ impl<H: Host> SessionManager<H> {
                 ctx,
                 sessions: Mutex::new(HashMap::default()),
                 bans: Mutex::new(BanList::default()),
+                any_bans: AtomicBool::new(false),
+                shut_down: AtomicBool::new(false),
                 listener: WatchCell::new(ListenerState::Accepting),
                 shutdown: WatchCell::new(false),
                 next_id: AtomicU64::new(0),
                 started,
-                ended_counters: Mutex::new(Counters::default()),
-                sessions_ended: AtomicU64::new(0),
+                ended_counters: Mutex::new((Counters::default(), 0)),
                 caches: crate::edge::caches::Caches::new(&config),
                 index: Mutex::new(crate::edge::notify::Index::default()),
                 pending_events: Mutex::new(crate::edge::notify::PendingEvents::default()),
@@ -218,7 +223,7 @@ impl<H: Host> SessionManager<H> {
         transport: Arc<dyn Transport>,
         peer: crate::types::PeerInfo,
     ) -> Result<SessionHandle<H>, Refusal> {
-        if self.inner.shutdown.get() {
+        if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
         let inner = &self.inner;
@@ -294,7 +299,9 @@ impl<H: Host> SessionManager<H> {
     /// The ban covering `addr`: this node's, or one shared by another node
     /// through the ledger.
     fn ban_covering(&self, addr: std::net::IpAddr, now: Instant) -> Option<crate::types::Ban> {
-        if let Some(ban) = lock(&self.inner.bans).matching(addr, now) {
+        if self.inner.any_bans.load(Ordering::Acquire)
+            && let Some(ban) = lock(&self.inner.bans).matching(addr, now)
+        {
             return Some(ban);
         }
         let shared = self.inner.ctx.ledger().shared_ban(canonical_ip(addr))?;
@@ -344,8 +351,11 @@ impl<H: Host> SessionManager<H> {
             self.forget_subscriptions(session);
         }
         crate::edge::observe::session_closed(&session.span, reason, &counters, remaining);
-        *lock(&self.inner.ended_counters) += counters;
-        self.inner.sessions_ended.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut ended = lock(&self.inner.ended_counters);
+            ended.0 += counters;
+            ended.1 += 1;
+        }
         // A removal can only resume a paused listener.
         if self.inner.listener.get() == ListenerState::Paused {
             self.update_listener();
@@ -410,7 +420,7 @@ impl<H: Host> SessionManager<H> {
     pub async fn sweep(&self) -> usize {
         let now = self.now();
         let limits = self.limits();
-        lock(&self.inner.bans).prune(now);
+        self.with_bans(|bans| bans.prune(now));
         let mut stale = Vec::new();
         let mut stuck = Vec::new();
         let mut banned = Vec::new();
@@ -536,6 +546,7 @@ impl<H: Host> SessionManager<H> {
     /// first poll; a future dropped after that may leave some
     /// `Transport::close` calls unfinished.
     pub async fn shutdown(&self) -> usize {
+        self.inner.shut_down.store(true, Ordering::Release);
         self.inner.shutdown.set(true);
         if self.inner.listener.set(ListenerState::Stopped) {
             crate::edge::observe::listener_changed(
@@ -546,6 +557,14 @@ impl<H: Host> SessionManager<H> {
         }
         let sessions = self.live_sessions();
         self.close_all(sessions, DisconnectReason::Shutdown).await
+    }
+
+    /// Changes the ban list, keeping `any_bans` in step (under its lock).
+    pub(crate) fn with_bans<T>(&self, change: impl FnOnce(&mut BanList) -> T) -> T {
+        let mut bans = lock(&self.inner.bans);
+        let result = change(&mut bans);
+        self.inner.any_bans.store(!bans.is_empty(), Ordering::Release);
+        result
     }
 
     /// Whether [`SessionManager::shutdown`] was called.
