@@ -147,6 +147,15 @@ fn timed(timer: &ManualTimer, iters: u64, request: impl FnMut()) -> Duration {
     common::timed_chunks(timer, iters, CHUNK, Duration::from_secs_f64(COST * 2.0), request)
 }
 
+/// Prints the floors' medians as SUMMARY lines.
+fn floors(group: &str, ids: &[&str]) {
+    for id in ids {
+        if let Some(ns) = common::median_ns(group, id) {
+            println!("SUMMARY {group}/{id}: median {}", common::fmt_ns(ns));
+        }
+    }
+}
+
 fn main() {
     common::mark_start();
     let mut c = common::criterion();
@@ -200,6 +209,33 @@ fn main() {
             })
         })
     });
+    // Floors: what one admit + charge + drop through `admit()` cannot
+    // avoid. The lock-free path is one compare-and-swap to admit and one to
+    // release; the `'static` admission future's permit holds an `Arc` of
+    // the session (one clone and one drop).
+    let word = std::sync::atomic::AtomicU64::new(0);
+    let arc = std::sync::Arc::new(0u64);
+    let mutex = Mutex::new(0u64);
+    group.bench_function("floor_two_cas", |b| {
+        b.iter(|| {
+            for delta in [1u64, u64::MAX] {
+                let word = black_box(&word);
+                let now = word.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = word.compare_exchange(
+                    now,
+                    now.wrapping_add(delta),
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        })
+    });
+    group.bench_function("floor_arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(black_box(&arc).clone())))
+    });
+    group.bench_function("floor_mutex_lock_unlock", |b| {
+        b.iter(|| *black_box(&mutex).lock().unwrap() += 1)
+    });
     group.finish();
     assert_eq!(session.throttle().fraction, 0.0, "the session stayed unthrottled");
 
@@ -216,5 +252,18 @@ fn main() {
         "baseline_session_charge",
         Target::None,
     );
+    floors(
+        group_name,
+        &["floor_two_cas", "floor_arc_clone_drop", "floor_mutex_lock_unlock"],
+    );
+    if let (Some(cas), Some(arc)) = (
+        common::median_ns(group_name, "floor_two_cas"),
+        common::median_ns(group_name, "floor_arc_clone_drop"),
+    ) {
+        println!(
+            "SUMMARY {group_name}/floor_admit_charge_drop: two CAS + Arc clone/drop = {}",
+            common::fmt_ns(cas + arc)
+        );
+    }
     c.final_summary();
 }

@@ -254,6 +254,40 @@ fn main() {
             )
         })
     });
+    // Floors: what one add + remove pair cannot avoid. A session is one
+    // allocation (~600 B), an entry in the session table and one in the
+    // group table (insert + remove each), and uncontended lock pairs (the
+    // session table twice, the ledger twice, the session's state once).
+    let mutex = std::sync::Mutex::new(0u64);
+    let arc = std::sync::Arc::new(0u64);
+    // 2,048 groups in 11.128.0.0/13, apart from the ones inserted.
+    let mut table: hashbrown::HashMap<ipnetwork::IpNetwork, [u64; 4]> = (0x8000..0x8800u32)
+        .map(|n| {
+            (
+                ipnetwork::IpNetwork::new(common::public_addr(n << 8).ip(), 24).unwrap(),
+                [0; 4],
+            )
+        })
+        .collect();
+    let mut k = 0u64;
+    group.bench_function("floor_mutex_lock_unlock", |b| {
+        b.iter(|| *black_box(&mutex).lock().unwrap() += 1)
+    });
+    group.bench_function("floor_arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(black_box(&arc).clone())))
+    });
+    group.bench_function("floor_group_insert_remove", |b| {
+        b.iter(|| {
+            k += 1;
+            let key = ipnetwork::IpNetwork::new(addr(k).ip(), 24).unwrap();
+            let key = ipnetwork::IpNetwork::new(key.network(), 24).unwrap();
+            table.insert(black_box(key), [k; 4]);
+            black_box(table.remove(&key));
+        })
+    });
+    group.bench_function("floor_alloc_session", |b| {
+        b.iter(|| drop(black_box(Box::new([0u64; 80]))))
+    });
     group.finish();
     println!("load average after: {}", common::load());
     println!("groups in the ledger after the run: {groups_after}");
@@ -264,5 +298,15 @@ fn main() {
         "baseline_add_remove",
         Target::RateAbove(3e6),
     );
+    for id in [
+        "floor_mutex_lock_unlock",
+        "floor_arc_clone_drop",
+        "floor_group_insert_remove",
+        "floor_alloc_session",
+    ] {
+        if let Some(ns) = common::median_ns(group_name, id) {
+            println!("SUMMARY {group_name}/{id}: median {}", common::fmt_ns(ns));
+        }
+    }
     c.final_summary();
 }
