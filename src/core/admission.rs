@@ -52,7 +52,12 @@ const EXACT_BELOW: f64 = 4_294_967_296.0;
 /// A charge in allowance units, if it is a whole number of them that fits.
 pub(crate) fn units(charge: f64) -> Option<u64> {
     let scaled = charge * UNITS;
-    (scaled >= 0.0 && scaled <= MAX_ALLOWANCE as f64 && scaled.fract() == 0.0).then_some(scaled as u64)
+    if !(scaled >= 0.0 && scaled <= MAX_ALLOWANCE as f64) {
+        return None;
+    }
+    // A truncating cast and a compare, not `fract()` (a libm call without SSE4.1).
+    let units = scaled as u64;
+    (units as f64 == scaled).then_some(units)
 }
 
 /// The cost of `units`.
