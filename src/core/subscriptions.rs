@@ -27,6 +27,9 @@ use crate::core::outbox::StatusPrint;
 use crate::error::{Error, SubscriptionScope};
 use crate::types::{HASHX_LEN, HashX, OutPoint, SessionId, encode_hex};
 use ipnetwork::IpNetwork;
+use scripts::Scripts;
+
+mod scripts;
 
 /// What the index needs of a subscriber.
 pub(crate) trait Subscriber: Clone {
@@ -92,18 +95,6 @@ impl<S: Subscriber> Subscribers<S> {
     }
 }
 
-struct Entry<S> {
-    /// The scripthash bytes after the hashX (the first subscriber's).
-    rest: [u8; 32 - HASHX_LEN],
-    status: StatusPrint,
-    mempool: bool,
-    /// Whether some subscriber used a spelling other than the canonical one,
-    /// or subscribed by scriptPubKey (only then are per-session aliases
-    /// looked up).
-    unusual_aliases: bool,
-    subscribers: Subscribers<S>,
-}
-
 struct OutpointEntry<S> {
     status: StatusPrint,
     mempool: bool,
@@ -167,6 +158,8 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
         match self {
             KeySet::Small(list) if list.contains(&key) => false,
             KeySet::Small(list) if list.len() < SMALL_SCRIPTS => {
+                // Exact capacity: a session's list holds what it holds.
+                list.reserve_exact(1);
                 list.push(key);
                 true
             }
@@ -194,7 +187,7 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
             KeySet::Large(set) => {
                 let removed = set.remove(key);
                 if set.len() <= SMALL_SCRIPTS / 2 {
-                    let mut list = Vec::with_capacity(SMALL_SCRIPTS);
+                    let mut list = Vec::with_capacity(set.len());
                     list.extend(set.iter().copied());
                     *self = KeySet::Small(list);
                 }
@@ -214,7 +207,8 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
 
 #[derive(Default)]
 struct SessionSubs {
-    scripts: KeySet<HashX>,
+    /// Slots of the session's scripts in [`Scripts`].
+    scripts: KeySet<u32>,
     outpoints: KeySet<OutPoint>,
     /// Aliases other than the entry's canonical scripthash spelling.
     aliases: Option<Box<HashMap<HashX, Alias>>>,
@@ -273,7 +267,7 @@ pub(crate) fn split_scripthash(hash: &[u8; 32]) -> (HashX, [u8; 32 - HASHX_LEN])
     (HashX::from_scripthash(hash), rest)
 }
 
-fn canonical_alias(hashx: &HashX, rest: &[u8; 32 - HASHX_LEN]) -> String {
+fn canonical_alias(hashx: &HashX, rest: &[u8]) -> String {
     let mut bytes = [0u8; 32];
     bytes[..HASHX_LEN].copy_from_slice(hashx.as_bytes());
     bytes[HASHX_LEN..].copy_from_slice(rest);
@@ -282,7 +276,7 @@ fn canonical_alias(hashx: &HashX, rest: &[u8; 32 - HASHX_LEN]) -> String {
 }
 
 pub(crate) struct SubscriptionIndex<S> {
-    entries: HashMap<HashX, Entry<S>>,
+    scripts: Scripts<S>,
     /// Scripts whose last status involved the mempool.
     mempool_scripts: HashSet<HashX>,
     outpoints: HashMap<OutPoint, OutpointEntry<S>>,
@@ -300,7 +294,7 @@ pub(crate) struct SubscriptionIndex<S> {
 impl<S> Default for SubscriptionIndex<S> {
     fn default() -> Self {
         SubscriptionIndex {
-            entries: HashMap::default(),
+            scripts: Scripts::default(),
             mempool_scripts: HashSet::default(),
             outpoints: HashMap::default(),
             mempool_outpoints: HashSet::default(),
@@ -366,7 +360,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
 
     /// Distinct scripts subscribed.
     pub(crate) fn distinct(&self) -> usize {
-        self.entries.len()
+        self.scripts.len()
     }
 
     /// Distinct outpoints subscribed.
@@ -384,7 +378,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     }
 
     pub(crate) fn is_subscribed(&self, id: SessionId, hashx: &HashX) -> bool {
-        self.sessions.get(&id).is_some_and(|s| s.scripts.contains(hashx))
+        self.scripts
+            .find(hashx)
+            .is_some_and(|slot| self.scripts.contains_subscriber(slot, id))
     }
 
     pub(crate) fn is_subscribed_outpoint(&self, id: SessionId, outpoint: &OutPoint) -> bool {
@@ -474,12 +470,11 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let id = subscriber.id();
         self.check_limits(id, group, &hashx, limits)?;
         let mut deliveries = Vec::new();
-        let entry = match self.entries.entry(hashx) {
-            hashbrown::hash_map::Entry::Occupied(occupied) => {
-                let entry = occupied.into_mut();
-                if entry.status != status {
-                    let base = entry.status;
-                    entry.subscribers.for_each(|other| {
+        let slot = match self.scripts.find(&hashx) {
+            Some(slot) => {
+                let base = self.scripts.get(slot).status;
+                if base != status {
+                    self.scripts.for_each_subscriber(slot, |other| {
                         if other.id() != id {
                             deliveries.push(Delivery {
                                 subscriber: other.clone(),
@@ -489,27 +484,22 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                             });
                         }
                     });
-                    entry.status = status;
+                    self.scripts.get_mut(slot).status = status;
                 }
-                entry.mempool = mempool;
-                entry.subscribers.insert(subscriber);
-                entry
+                self.scripts.get_mut(slot).mempool = mempool;
+                self.scripts.insert_subscriber(slot, subscriber);
+                slot
             }
-            hashbrown::hash_map::Entry::Vacant(vacant) => vacant.insert(Entry {
-                rest,
-                status,
-                mempool,
-                unusual_aliases: false,
-                subscribers: Subscribers::One(subscriber),
-            }),
+            None => self.scripts.insert(hashx, rest, status, mempool, subscriber),
         };
+        let entry = self.scripts.get_mut(slot);
         let canonical = match &alias {
             Alias::ScriptHash(text) => {
                 text.len() == 64
                     && text
                         .bytes()
                         .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-                    && entry.rest == rest
+                    && entry.rest() == rest
             }
             Alias::ScriptPubKey(_) => false,
         };
@@ -517,7 +507,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         mark(&mut self.mempool_scripts, hashx, mempool);
         let subs = self.sessions.entry(id).or_default();
         subs.group = group;
-        let added = subs.scripts.insert(hashx);
+        let added = subs.scripts.insert(slot);
         if canonical {
             if let Some(aliases) = subs.aliases.as_mut() {
                 aliases.remove(&hashx);
@@ -597,19 +587,18 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         {
             return alias.clone();
         }
-        match self.entries.get(hashx) {
-            Some(entry) => Alias::ScriptHash(canonical_alias(hashx, &entry.rest)),
+        match self.scripts.find(hashx) {
+            Some(slot) => Alias::ScriptHash(canonical_alias(hashx, self.scripts.get(slot).rest())),
             None => Alias::default(),
         }
     }
 
-    fn drop_subscriber(&mut self, id: SessionId, hashx: &HashX) {
-        if let Some(entry) = self.entries.get_mut(hashx)
-            && entry.subscribers.contains(id)
-            && entry.subscribers.remove(id)
-        {
-            self.entries.remove(hashx);
-            self.mempool_scripts.remove(hashx);
+    /// Drops subscriber `id` of the script at `slot`, and the entry if it
+    /// was the last.
+    fn drop_subscriber(&mut self, id: SessionId, slot: u32) {
+        let hashx = self.scripts.get(slot).hashx();
+        if self.scripts.remove_subscriber(slot, id) {
+            self.mempool_scripts.remove(&hashx);
         }
     }
 
@@ -649,15 +638,16 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// Unsubscribes from a script (however it was named); returns the
     /// session's remaining count, or `None` if it was not subscribed.
     pub(crate) fn unsubscribe(&mut self, id: SessionId, hashx: &HashX) -> Option<usize> {
+        let slot = self.scripts.find(hashx)?;
         let subs = self.sessions.get_mut(&id)?;
-        if !subs.scripts.remove(hashx) {
+        if !subs.scripts.remove(&slot) {
             return None;
         }
         if let Some(aliases) = subs.aliases.as_mut() {
             aliases.remove(hashx);
         }
         let count = self.after_unsubscribe(id);
-        self.drop_subscriber(id, hashx);
+        self.drop_subscriber(id, slot);
         Some(count)
     }
 
@@ -734,8 +724,8 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         if let Some(group) = subs.group {
             self.decrement_group(group, subs.count());
         }
-        for hashx in subs.scripts.iter() {
-            self.drop_subscriber(id, hashx);
+        for &slot in subs.scripts.iter() {
+            self.drop_subscriber(id, slot);
         }
         for outpoint in subs.outpoints.iter() {
             self.drop_outpoint_subscriber(id, outpoint);
@@ -746,7 +736,28 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// (iterating the smaller side), plus, on a tip change, every script
     /// whose last status involved the mempool.
     pub(crate) fn targets(&self, touched: &HashSet<HashX>, tip_changed: bool) -> Vec<HashX> {
-        targets_of(&self.entries, &self.mempool_scripts, touched, tip_changed)
+        let mut out: Vec<HashX> = if touched.len() <= self.scripts.len() {
+            touched
+                .iter()
+                .filter(|h| self.scripts.find(h).is_some())
+                .copied()
+                .collect()
+        } else {
+            self.scripts
+                .slots()
+                .map(|slot| self.scripts.get(slot).hashx())
+                .filter(|h| touched.contains(h))
+                .collect()
+        };
+        if tip_changed {
+            out.extend(
+                self.mempool_scripts
+                    .iter()
+                    .filter(|k| !touched.contains(*k))
+                    .copied(),
+            );
+        }
+        out
     }
 
     /// The outpoints to recompute for an event, as [`Self::targets`].
@@ -757,9 +768,10 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// Records a newly computed status. If it differs from the entry's, the
     /// entry takes it and every subscriber is returned to be sent it.
     pub(crate) fn update(&mut self, hashx: &HashX, status: StatusPrint, mempool: bool) -> Vec<Delivery<S>> {
-        let Some(entry) = self.entries.get_mut(hashx) else {
+        let Some(slot) = self.scripts.find(hashx) else {
             return Vec::new();
         };
+        let entry = self.scripts.get_mut(slot);
         if mempool != entry.mempool {
             entry.mempool = mempool;
             mark(&mut self.mempool_scripts, *hashx, mempool);
@@ -769,8 +781,8 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
         let base = entry.status;
         entry.status = status;
-        let mut deliveries = Vec::with_capacity(entry.subscribers.len());
-        entry.subscribers.for_each(|s| {
+        let mut deliveries = Vec::with_capacity(self.scripts.subscriber_count(slot));
+        self.scripts.for_each_subscriber(slot, |s| {
             deliveries.push(Delivery {
                 subscriber: s.clone(),
                 hashx: *hashx,
@@ -815,15 +827,16 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// Sets each delivery's alias: the canonical spelling, built once, unless
     /// some subscriber of the script used another.
     fn fill_aliases(&self, hashx: &HashX, deliveries: &mut [Delivery<S>]) {
-        let Some(entry) = self.entries.get(hashx) else {
+        let Some(slot) = self.scripts.find(hashx) else {
             return;
         };
+        let entry = self.scripts.get(slot);
         if entry.unusual_aliases {
             for delivery in deliveries {
                 delivery.alias = self.alias_of(delivery.subscriber.id(), hashx);
             }
         } else if let Some((last, rest)) = deliveries.split_last_mut() {
-            let canonical = canonical_alias(hashx, &entry.rest);
+            let canonical = canonical_alias(hashx, entry.rest());
             for delivery in rest {
                 delivery.alias = Alias::ScriptHash(canonical.clone());
             }
@@ -834,7 +847,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// The status fingerprint the entry holds (test support).
     #[cfg(test)]
     pub(crate) fn status_of(&self, hashx: &HashX) -> Option<StatusPrint> {
-        self.entries.get(hashx).map(|e| e.status)
+        self.scripts.find(hashx).map(|slot| self.scripts.get(slot).status)
     }
 
     /// The status fingerprint the outpoint's entry holds (test support).
@@ -867,8 +880,8 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             if let Some(group) = subs.group {
                 *per_group.entry(group).or_insert(0) += subs.count();
             }
-            for hashx in subs.scripts.iter() {
-                assert!(self.entries[hashx].subscribers.contains(*id));
+            for &slot in subs.scripts.iter() {
+                assert!(self.scripts.contains_subscriber(slot, *id));
             }
             for outpoint in subs.outpoints.iter() {
                 assert!(self.outpoints[outpoint].subscribers.contains(*id));
@@ -877,16 +890,18 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         per_group.retain(|_, n| *n > 0);
         assert_eq!(total, self.total);
         assert_eq!(per_group, self.per_group);
+        self.scripts.check_consistency();
         let mut from_entries = 0;
-        for (hashx, entry) in &self.entries {
-            from_entries += entry.subscribers.len();
-            assert_eq!(entry.mempool, self.mempool_scripts.contains(hashx));
+        for slot in self.scripts.slots() {
+            from_entries += self.scripts.subscriber_count(slot);
+            let entry = self.scripts.get(slot);
+            assert_eq!(entry.mempool, self.mempool_scripts.contains(&entry.hashx()));
         }
         assert_eq!(
             self.mempool_scripts.len(),
             self.mempool_scripts
                 .iter()
-                .filter(|h| self.entries.contains_key(*h))
+                .filter(|h| self.scripts.find(h).is_some())
                 .count()
         );
         for (outpoint, entry) in &self.outpoints {
@@ -1173,10 +1188,33 @@ mod tests {
                     }
                 }
                 index.check_consistency();
+                let mut subscribed = std::collections::HashSet::new();
+                let mut mempool = std::collections::HashSet::new();
                 for (s, subs) in &model {
                     prop_assert_eq!(index.session_count(SessionId(*s)), subs.len());
                     for (h, st) in subs {
                         prop_assert_eq!(index.status_of(&hx(*h)), Some(*st));
+                        prop_assert!(index.is_subscribed(SessionId(*s), &hx(*h)));
+                        subscribed.insert(*h);
+                        if *st == 2 {
+                            mempool.insert(*h);
+                        }
+                    }
+                }
+                prop_assert_eq!(index.distinct(), subscribed.len());
+                // Both sides of the intersection: a few touched scripts, and more than are subscribed.
+                for step in [5, 1] {
+                    let touched: HashSet<HashX> = (0..SCRIPTS).step_by(step).map(hx).collect();
+                    for tip_changed in [false, true] {
+                        let mut got = index.targets(&touched, tip_changed);
+                        got.sort();
+                        let mut expect: Vec<HashX> = subscribed
+                            .iter()
+                            .filter(|h| *h % step as u8 == 0 || (tip_changed && mempool.contains(*h)))
+                            .map(|h| hx(*h))
+                            .collect();
+                        expect.sort();
+                        prop_assert_eq!(got, expect);
                     }
                 }
                 let total: usize = model.values().map(|m| m.len()).sum();
