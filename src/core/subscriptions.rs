@@ -209,7 +209,8 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
 struct SessionSubs {
     /// Slots of the session's scripts in [`Scripts`].
     scripts: KeySet<u32>,
-    outpoints: KeySet<OutPoint>,
+    /// Boxed: most sessions hold none, and a session's entry is 16 bytes smaller.
+    outpoints: Option<Box<KeySet<OutPoint>>>,
     /// Aliases other than the entry's canonical scripthash spelling.
     aliases: Option<Box<HashMap<HashX, Alias>>>,
     group: Option<IpNetwork>,
@@ -219,7 +220,7 @@ struct SessionSubs {
 impl SessionSubs {
     /// Script and outpoint subscriptions.
     fn count(&self) -> usize {
-        self.scripts.len() + self.outpoints.len()
+        self.scripts.len() + self.outpoints.as_ref().map_or(0, |o| o.len())
     }
 }
 
@@ -386,7 +387,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     pub(crate) fn is_subscribed_outpoint(&self, id: SessionId, outpoint: &OutPoint) -> bool {
         self.sessions
             .get(&id)
-            .is_some_and(|s| s.outpoints.contains(outpoint))
+            .is_some_and(|s| s.outpoints.as_ref().is_some_and(|o| o.contains(outpoint)))
     }
 
     /// Checks the limits for one more script subscription of `id`.
@@ -486,13 +487,12 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                     });
                     self.scripts.get_mut(slot).status = status;
                 }
-                self.scripts.get_mut(slot).mempool = mempool;
                 self.scripts.insert_subscriber(slot, subscriber);
                 slot
             }
-            None => self.scripts.insert(hashx, rest, status, mempool, subscriber),
+            None => self.scripts.insert(hashx, rest, status, subscriber),
         };
-        let entry = self.scripts.get_mut(slot);
+        let entry = self.scripts.get(slot);
         let canonical = match &alias {
             Alias::ScriptHash(text) => {
                 text.len() == 64
@@ -503,7 +503,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             }
             Alias::ScriptPubKey(_) => false,
         };
-        entry.unusual_aliases |= !canonical;
+        if !canonical {
+            self.scripts.mark_unusual(slot);
+        }
         mark(&mut self.mempool_scripts, hashx, mempool);
         let subs = self.sessions.entry(id).or_default();
         subs.group = group;
@@ -569,7 +571,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         mark(&mut self.mempool_outpoints, outpoint, mempool);
         let subs = self.sessions.entry(id).or_default();
         subs.group = group;
-        let added = subs.outpoints.insert(outpoint);
+        let added = subs.outpoints.get_or_insert_default().insert(outpoint);
         let count = subs.count();
         if added {
             self.count_new(group);
@@ -655,8 +657,12 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// count, or `None` if it was not subscribed.
     pub(crate) fn unsubscribe_outpoint(&mut self, id: SessionId, outpoint: &OutPoint) -> Option<usize> {
         let subs = self.sessions.get_mut(&id)?;
-        if !subs.outpoints.remove(outpoint) {
+        let outpoints = subs.outpoints.as_mut()?;
+        if !outpoints.remove(outpoint) {
             return None;
+        }
+        if outpoints.len() == 0 {
+            subs.outpoints = None;
         }
         let count = self.after_unsubscribe(id);
         self.drop_outpoint_subscriber(id, outpoint);
@@ -727,7 +733,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         for &slot in subs.scripts.iter() {
             self.drop_subscriber(id, slot);
         }
-        for outpoint in subs.outpoints.iter() {
+        for outpoint in subs.outpoints.iter().flat_map(|o| o.iter()) {
             self.drop_outpoint_subscriber(id, outpoint);
         }
     }
@@ -771,11 +777,8 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let Some(slot) = self.scripts.find(hashx) else {
             return Vec::new();
         };
+        mark(&mut self.mempool_scripts, *hashx, mempool);
         let entry = self.scripts.get_mut(slot);
-        if mempool != entry.mempool {
-            entry.mempool = mempool;
-            mark(&mut self.mempool_scripts, *hashx, mempool);
-        }
         if entry.status == status {
             return Vec::new();
         }
@@ -830,13 +833,12 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let Some(slot) = self.scripts.find(hashx) else {
             return;
         };
-        let entry = self.scripts.get(slot);
-        if entry.unusual_aliases {
+        if self.scripts.unusual(slot) {
             for delivery in deliveries {
                 delivery.alias = self.alias_of(delivery.subscriber.id(), hashx);
             }
         } else if let Some((last, rest)) = deliveries.split_last_mut() {
-            let canonical = canonical_alias(hashx, entry.rest());
+            let canonical = canonical_alias(hashx, self.scripts.get(slot).rest());
             for delivery in rest {
                 delivery.alias = Alias::ScriptHash(canonical.clone());
             }
@@ -874,7 +876,10 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let mut per_group: HashMap<IpNetwork, usize> = HashMap::default();
         for (id, subs) in &self.sessions {
             check_set(&subs.scripts);
-            check_set(&subs.outpoints);
+            if let Some(outpoints) = &subs.outpoints {
+                assert!(outpoints.len() > 0, "an empty outpoint set is kept");
+                check_set(outpoints);
+            }
             assert!(subs.count() > 0 || subs.headers, "an empty session entry is kept");
             total += subs.count();
             if let Some(group) = subs.group {
@@ -883,7 +888,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             for &slot in subs.scripts.iter() {
                 assert!(self.scripts.contains_subscriber(slot, *id));
             }
-            for outpoint in subs.outpoints.iter() {
+            for outpoint in subs.outpoints.iter().flat_map(|o| o.iter()) {
                 assert!(self.outpoints[outpoint].subscribers.contains(*id));
             }
         }
@@ -894,8 +899,6 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let mut from_entries = 0;
         for slot in self.scripts.slots() {
             from_entries += self.scripts.subscriber_count(slot);
-            let entry = self.scripts.get(slot);
-            assert_eq!(entry.mempool, self.mempool_scripts.contains(&entry.hashx()));
         }
         assert_eq!(
             self.mempool_scripts.len(),

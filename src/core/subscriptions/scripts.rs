@@ -3,16 +3,19 @@
 //! One entry per distinct script lives in a slab of fixed-size chunks (a
 //! `u32` slot names it, and sessions list their scripts by slot), and a
 //! `hashbrown::HashTable<u32>` of slots, hashed by the entry's hashX, finds
-//! it. A distinct script with one subscriber costs its 56-byte entry (the
-//! 32-byte scripthash, the status fingerprint, the subscriber, three flags)
-//! plus a 4-byte bucket and its control byte at the table's load, instead
-//! of a 64-byte `HashMap<HashX, _>` bucket beside a 16-byte subscriber set.
-//! Entries with several subscribers keep them in a side map keyed by slot.
+//! it. A distinct script with one subscriber costs its 48-byte entry (the
+//! 32-byte scripthash, the status fingerprint, the subscriber) plus a
+//! 4-byte bucket and its control byte at the table's load, instead of a
+//! 64-byte `HashMap<HashX, _>` bucket (a 48-byte entry beside the hashX).
+//! What is rare lives beside the slab, keyed by slot: the subscribers of
+//! entries that have several, and which entries have unusual aliases.
+//! Whether a status involved the mempool is membership of the index's
+//! `mempool_scripts` set, so the entry carries no flag.
 //!
 //! The slab grows one chunk at a time (no doubling, no copy of every entry
 //! under the index lock); freed slots are reused before a new one is taken.
 
-use crate::core::hashing::{HashMap, MapHasher};
+use crate::core::hashing::{HashMap, HashSet, MapHasher};
 use crate::core::outbox::StatusPrint;
 use crate::types::{HASHX_LEN, HashX, SessionId};
 use hashbrown::HashTable;
@@ -20,7 +23,7 @@ use std::hash::BuildHasher;
 
 use super::Subscriber;
 
-/// Entries per chunk of the slab (56 KiB with a pointer-sized subscriber;
+/// Entries per chunk of the slab (48 KiB with a pointer-sized subscriber;
 /// a few under test, so the model tests cross chunks and reuse slots).
 const CHUNK: usize = if cfg!(test) { 8 } else { 1024 };
 
@@ -30,17 +33,9 @@ pub(super) struct Entry<S> {
     /// first subscriber's spelling).
     hash: [u8; 32],
     pub(super) status: StatusPrint,
-    /// The only subscriber; `None` when there are several (see `many`) or
-    /// none (a free slot).
+    /// The only subscriber; `None` when there are several (a live entry:
+    /// they are in [`Scripts::many`]) or none (a free slot).
     one: Option<S>,
-    /// Whether the last status involved the mempool.
-    pub(super) mempool: bool,
-    /// Whether some subscriber used a spelling other than the canonical one,
-    /// or subscribed by scriptPubKey (only then are per-session aliases
-    /// looked up).
-    pub(super) unusual_aliases: bool,
-    /// Whether the subscribers are in [`Scripts::many`].
-    many: bool,
 }
 
 impl<S> Entry<S> {
@@ -51,11 +46,6 @@ impl<S> Entry<S> {
     /// The scripthash bytes after the hashX.
     pub(super) fn rest(&self) -> &[u8] {
         &self.hash[HASHX_LEN..]
-    }
-
-    #[cfg(test)]
-    fn is_free(&self) -> bool {
-        self.one.is_none() && !self.many
     }
 }
 
@@ -73,6 +63,10 @@ pub(super) struct Scripts<S> {
     free: Vec<u32>,
     /// Subscribers of entries that have more than one.
     many: HashMap<u32, HashMap<SessionId, S>>,
+    /// Entries some subscriber of which used a spelling other than the
+    /// canonical one, or subscribed by scriptPubKey (only then are
+    /// per-session aliases looked up).
+    unusual: HashSet<u32>,
 }
 
 impl<S> Default for Scripts<S> {
@@ -83,6 +77,7 @@ impl<S> Default for Scripts<S> {
             chunks: Vec::new(),
             free: Vec::new(),
             many: HashMap::default(),
+            unusual: HashSet::default(),
         }
     }
 }
@@ -125,7 +120,6 @@ impl<S: Subscriber> Scripts<S> {
         hashx: HashX,
         rest: [u8; 32 - HASHX_LEN],
         status: StatusPrint,
-        mempool: bool,
         subscriber: S,
     ) -> u32 {
         debug_assert!(self.find(&hashx).is_none());
@@ -136,9 +130,6 @@ impl<S: Subscriber> Scripts<S> {
             hash,
             status,
             one: Some(subscriber),
-            mempool,
-            unusual_aliases: false,
-            many: false,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -172,9 +163,9 @@ impl<S: Subscriber> Scripts<S> {
         if let Ok(found) = self.table.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
-        let entry = self.get_mut(slot);
-        entry.one = None;
-        entry.many = false;
+        self.get_mut(slot).one = None;
+        self.many.remove(&slot);
+        self.unusual.remove(&slot);
         self.free.push(slot);
     }
 
@@ -183,33 +174,38 @@ impl<S: Subscriber> Scripts<S> {
         self.table.iter().copied()
     }
 
+    /// Whether some subscriber of the live entry at `slot` used an unusual alias.
+    pub(super) fn unusual(&self, slot: u32) -> bool {
+        self.unusual.contains(&slot)
+    }
+
+    pub(super) fn mark_unusual(&mut self, slot: u32) {
+        self.unusual.insert(slot);
+    }
+
     pub(super) fn contains_subscriber(&self, slot: u32, id: SessionId) -> bool {
-        let entry = self.get(slot);
-        if entry.many {
-            self.many.get(&slot).is_some_and(|m| m.contains_key(&id))
-        } else {
-            entry.one.as_ref().is_some_and(|s| s.id() == id)
+        match &self.get(slot).one {
+            Some(one) => one.id() == id,
+            None => self.many.get(&slot).is_some_and(|m| m.contains_key(&id)),
         }
     }
 
     pub(super) fn insert_subscriber(&mut self, slot: u32, subscriber: S) {
         let entry = &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK];
-        if entry.many {
-            if let Some(map) = self.many.get_mut(&slot) {
-                map.insert(subscriber.id(), subscriber);
-            }
-            return;
-        }
         match entry.one.take() {
             Some(existing) if existing.id() == subscriber.id() => entry.one = Some(existing),
             Some(existing) => {
                 let mut map = HashMap::with_capacity_and_hasher(2, Default::default());
                 map.insert(existing.id(), existing);
                 map.insert(subscriber.id(), subscriber);
-                entry.many = true;
                 self.many.insert(slot, map);
             }
-            None => entry.one = Some(subscriber),
+            None => match self.many.get_mut(&slot) {
+                Some(map) => {
+                    map.insert(subscriber.id(), subscriber);
+                }
+                None => entry.one = Some(subscriber),
+            },
         }
     }
 
@@ -217,41 +213,39 @@ impl<S: Subscriber> Scripts<S> {
     /// has none left. Returns whether the entry was removed.
     pub(super) fn remove_subscriber(&mut self, slot: u32, id: SessionId) -> bool {
         let entry = &mut self.chunks[slot as usize / CHUNK][slot as usize % CHUNK];
-        if entry.many {
-            if let Some(map) = self.many.get_mut(&slot) {
-                map.remove(&id);
-                if map.len() == 1 {
-                    let last = self.many.remove(&slot).and_then(|m| m.into_values().next());
-                    entry.one = last;
-                    entry.many = false;
-                }
+        match &entry.one {
+            Some(one) if one.id() == id => {
+                self.remove(slot);
+                true
             }
-            return false;
+            Some(_) => false,
+            None => {
+                if let Some(map) = self.many.get_mut(&slot) {
+                    map.remove(&id);
+                    if map.len() == 1 {
+                        entry.one = self.many.remove(&slot).and_then(|m| m.into_values().next());
+                    }
+                }
+                false
+            }
         }
-        if entry.one.as_ref().is_some_and(|s| s.id() == id) {
-            self.remove(slot);
-            return true;
-        }
-        false
     }
 
     pub(super) fn for_each_subscriber(&self, slot: u32, mut f: impl FnMut(&S)) {
-        let entry = self.get(slot);
-        if entry.many {
-            if let Some(map) = self.many.get(&slot) {
-                map.values().for_each(f);
+        match &self.get(slot).one {
+            Some(one) => f(one),
+            None => {
+                if let Some(map) = self.many.get(&slot) {
+                    map.values().for_each(f);
+                }
             }
-        } else if let Some(one) = &entry.one {
-            f(one);
         }
     }
 
     pub(super) fn subscriber_count(&self, slot: u32) -> usize {
-        let entry = self.get(slot);
-        if entry.many {
-            self.many.get(&slot).map_or(0, HashMap::len)
-        } else {
-            usize::from(entry.one.is_some())
+        match &self.get(slot).one {
+            Some(_) => 1,
+            None => self.many.get(&slot).map_or(0, HashMap::len),
         }
     }
 
@@ -264,20 +258,25 @@ impl<S: Subscriber> Scripts<S> {
             assert_eq!(chunk.capacity(), CHUNK);
             for (i, entry) in chunk.iter().enumerate() {
                 let slot = (c * CHUNK + i) as u32;
-                if entry.is_free() {
+                let many = self.many.get(&slot);
+                assert!(entry.one.is_none() || many.is_none());
+                if entry.one.is_none() && many.is_none() {
                     assert!(self.free.contains(&slot));
-                    assert!(!self.many.contains_key(&slot));
+                    assert!(!self.unusual.contains(&slot));
                 } else {
                     live += 1;
                     assert_eq!(self.find(&entry.hashx()), Some(slot));
-                    assert_eq!(entry.many, self.many.contains_key(&slot));
-                    if entry.many {
-                        assert!(entry.one.is_none() && self.many[&slot].len() > 1);
-                    }
+                    assert!(many.is_none_or(|m| m.len() > 1));
                 }
             }
         }
         assert_eq!(live, self.table.len());
+        assert!(
+            self.many
+                .keys()
+                .chain(&self.unusual)
+                .all(|s| self.table.iter().any(|t| t == s))
+        );
         assert_eq!(
             self.free.len() + live,
             self.chunks.iter().map(Vec::len).sum::<usize>()
@@ -291,7 +290,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_packed() {
-        // The scripthash, the status, one pointer-sized subscriber, three flags.
-        assert_eq!(std::mem::size_of::<Entry<std::sync::Arc<u8>>>(), 56);
+        // The scripthash, the status, one pointer-sized subscriber.
+        assert_eq!(std::mem::size_of::<Entry<std::sync::Arc<u8>>>(), 48);
     }
 }
