@@ -1,5 +1,6 @@
-//! Memory held by the crate (DESIGN §7: < 1 KiB per idle session, < 64 B per
-//! subscription, < 2 GiB for 1M sessions × 10 subscriptions), counted by a
+//! Memory held by the crate (DESIGN §7 and issue 13: < 1 KiB per idle
+//! session, ≤ 64 B per subscription, ≤ 1 GiB for 1M sessions × 10
+//! subscriptions to distinct scripts), counted by a
 //! global allocator: live bytes requested from the allocator (malloc's own
 //! per-block overhead, about 8–16 B, is not included; allocation counts are
 //! printed so it can be estimated) and the process RSS.
@@ -8,8 +9,9 @@
 //! handles is reserved before counting, so only the crate's allocations are
 //! measured. Sessions come from public addresses.
 //!
-//! The subscription index keeps one shared entry per distinct script and a
-//! sorted `Vec` of hashXs per session, so the cost per subscription depends
+//! The subscription index keeps one shared entry per distinct script (a
+//! 48-byte slab entry found through a hash table of `u32` slots) and per
+//! session an exact-capacity list of slots, so the cost per subscription depends
 //! on how many sessions share a script; both extremes are measured:
 //! *distinct* (every subscription a new script, the worst case) and
 //! *shared* (10,000 scripts, each subscribed by N/1,000 sessions).
@@ -17,6 +19,13 @@
 //! history cache (a fixed byte budget, not per subscription) does not count;
 //! the 1M × 10 totals use the default configuration, cache included, and
 //! the cache's share is printed.
+//!
+//! The floor of a distinct-script subscription is measured beside it with
+//! the same allocator: the least any index must hold per distinct script
+//! (its 32-byte scripthash, the 8-byte status fingerprint, one
+//! pointer-sized subscriber: 48 B in a slab of exact size), one `u32` slot
+//! per subscription in its session's list, and a `hashbrown` table of `u32`
+//! slots at the load hashbrown gives that many entries.
 //!
 //! `cargo bench --features test-util --bench memory`
 //! (`MEMORY_TOTAL_SESSIONS=100000` to shrink the 1M runs.)
@@ -284,8 +293,55 @@ fn total(n: usize, scripts: Scripts) -> (f64, f64) {
     (crate_bytes, cache)
 }
 
+/// The floor of `n` sessions × 10 distinct-script subscriptions, in bytes
+/// per subscription: (packed entries, table of slots, per-session slot
+/// lists), measured with the counting allocator.
+fn floor_distinct(n: usize) -> (f64, f64, f64) {
+    use std::hash::BuildHasher;
+    let subs = n * 10;
+    let measure = |f: &mut dyn FnMut()| {
+        let before = snapshot();
+        f();
+        snapshot().since(before).bytes as f64 / subs as f64
+    };
+    /// Scripthash, status fingerprint, subscriber.
+    type Packed = ([u8; 32], u64, std::sync::Arc<()>);
+    assert_eq!(std::mem::size_of::<Packed>(), 48);
+    let subscriber = std::sync::Arc::new(());
+    let mut entries: Vec<Packed> = Vec::new();
+    let scripthash = |i: usize| {
+        let mut hash = [0xa5u8; 32];
+        hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        hash
+    };
+    let entry_bytes = measure(&mut || {
+        entries.reserve_exact(subs);
+        entries.extend((0..subs).map(|i| (scripthash(i), 0, subscriber.clone())));
+    });
+    let hasher = foldhash::fast::RandomState::default();
+    let mut table = hashbrown::HashTable::<u32>::new();
+    let table_bytes = measure(&mut || {
+        for slot in 0..subs as u32 {
+            let hash = |slot: &u32| hasher.hash_one(&entries[*slot as usize].0[..11]);
+            table.insert_unique(hash(&slot), slot, hash);
+        }
+    });
+    let mut lists: Vec<Box<[u32]>> = Vec::with_capacity(n);
+    let list_bytes = measure(&mut || {
+        lists.extend((0..n).map(|i| (0..10).map(|j| (i * 10 + j) as u32).collect()));
+    });
+    println!(
+        "floor, distinct scripts: {n} sessions × 10: packed entry {entry_bytes:.1} B, table of u32 slots {table_bytes:.1} B \
+         ({} buckets for {subs} entries), the session's slot {list_bytes:.1} B per subscription",
+        table.capacity().next_power_of_two()
+    );
+    drop((entries, table, lists));
+    (entry_bytes, table_bytes, list_bytes)
+}
+
 fn main() {
     println!("load average before: {}", common::load());
+    let (floor_entry, floor_table, floor_list) = floor_distinct(100_000);
     let idle_own = idle_sessions(100_000, None);
     let idle_shared = idle_sessions(100_000, Some(391));
     let distinct = per_subscription(100_000, Scripts::Distinct);
@@ -304,18 +360,33 @@ fn main() {
     );
     println!(
         "SUMMARY memory per subscription: {distinct:.1} B (distinct scripts), {shared:.1} B (shared scripts); \
-         target < 64 B: distinct {}, shared {}",
-        verdict(distinct < 64.0),
-        verdict(shared < 64.0)
+         target ≤ 64 B: distinct {}, shared {}",
+        verdict(distinct <= 64.0),
+        verdict(shared <= 64.0)
+    );
+    let floor = floor_entry + floor_table + floor_list;
+    println!(
+        "SUMMARY floor per distinct-script subscription (100000 × 10): {floor:.1} B = packed entry {floor_entry:.1} B \
+         + table of u32 slots {floor_table:.1} B + the session's slot {floor_list:.1} B; ours {distinct:.1} B = floor \
+         + {:.1} B ({:.2}× the floor)",
+        distinct - floor,
+        distinct / floor
     );
     println!(
         "SUMMARY {n} sessions × 10 subscriptions: {:.3} GiB (distinct scripts, cache {:.0} MiB), {:.3} GiB \
-         (shared scripts, cache {:.0} MiB); target < 2 GiB: distinct {}, shared {}",
+         (shared scripts, cache {:.0} MiB); target ≤ 1 GiB: distinct {}, shared {}",
         total_distinct / GIB,
         cache_distinct / MIB,
         total_shared / GIB,
         cache_shared / MIB,
-        verdict(total_distinct < 2.0 * GIB),
-        verdict(total_shared < 2.0 * GIB)
+        verdict(total_distinct <= GIB),
+        verdict(total_shared <= GIB)
+    );
+    println!(
+        "SUMMARY {n} sessions × 10 distinct: per session {:.0} B = idle session {idle_own:.0} B + 10 × {distinct:.1} B \
+         + history cache share {:.0} B; ≤ 1 GiB needs ≤ {:.0} B per session",
+        total_distinct / n as f64,
+        cache_distinct / n as f64,
+        GIB / n as f64
     );
 }

@@ -17,6 +17,13 @@
 //! outside the timed region, so every event starts with empty outboxes as in
 //! service. Sessions come from public addresses in 4,096 /24 groups.
 //!
+//! The floor beside it: the work no implementation can skip for the 500
+//! changed statuses of an event, with nothing else — per script one probe
+//! of a hash map holding the 10k sessions' 100k subscriptions, the status
+//! (`electrum_status`: the preimage of its one confirmed and, every other
+//! event, one mempool entry, and its SHA-256) and its hex. `SUMMARY` gives
+//! ours / floor at each size.
+//!
 //! `cargo bench --features test-util --bench notify`
 //! (`NOTIFY_SIZES=1000,10000` to run only some sizes; `NOTIFY_BASELINE_MAX`
 //! caps the sizes the baseline runs at, default 1,000,000).
@@ -419,23 +426,71 @@ fn bench_size(c: &mut Criterion, n: usize, baseline_max: usize) {
         });
     }
     group.finish();
-    let target = match n {
-        n if n >= 1_000_000 => Target::Below(2e6),
-        n if n >= 100_000 => Target::Below(1e6),
-        n if n >= 10_000 => Target::Below(0.25e6),
-        _ => Target::None,
-    };
+    // Issue 13: ≤ 0.20 ms at every size up to 1M.
+    let target = Target::Below(0.2e6);
     report(group_name, &ours_id, &base_id, target);
     println!("load average: {}", common::load());
+}
+
+/// 500 × (one probe of a 100k-entry map, one status with its SHA-256, its hex).
+fn bench_floor(c: &mut Criterion) {
+    let subscribed: HashSet<HashX> = (0..100_000u64).map(hashx).collect();
+    let scripts: Vec<(HashX, Vec<HistoryEntry>, Vec<MempoolEntry>)> = (0..TOUCHED_SUBSCRIBED)
+        .map(|id| {
+            let history = vec![HistoryEntry {
+                txid: txid(0x11, id),
+                height: Height(1),
+            }];
+            let mempool = vec![MempoolEntry {
+                txid: txid(0x22, id),
+                fee: 1000,
+                has_unconfirmed_inputs: false,
+            }];
+            (hashx(id * 200), history, mempool)
+        })
+        .collect();
+    let mut group = c.benchmark_group("notify");
+    group.sample_size(50);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    let mut step = 0usize;
+    group.bench_function("floor_500_statuses", |b| {
+        b.iter(|| {
+            step += 1;
+            let mut found = 0;
+            let mut hexes = Vec::with_capacity(scripts.len());
+            for (hashx, history, mempool) in &scripts {
+                found += usize::from(subscribed.contains(hashx));
+                let mempool = if step % 2 == 0 { &mempool[..] } else { &[] };
+                hexes.push(electrum_status(history, mempool).map(|s| status_hex(&s)));
+            }
+            assert_eq!(found, TOUCHED_SUBSCRIBED as usize);
+            hexes
+        })
+    });
+    group.finish();
 }
 
 fn main() {
     common::mark_start();
     let mut c = common::criterion();
+    bench_floor(&mut c);
+    let floor = common::median_ns("notify", "floor_500_statuses");
     let baseline_max = sizes("NOTIFY_BASELINE_MAX", &[1_000_000])[0];
     println!("load average before: {}", common::load());
     for n in sizes("NOTIFY_SIZES", &[1000, 10_000, 100_000, 1_000_000]) {
         bench_size(&mut c, n, baseline_max);
+        if let (Some(floor), Some(ours)) = (floor, common::median_ns("notify", &format!("ours_{}", label(n))))
+        {
+            println!(
+                "SUMMARY notify floor ({} sessions): 500 × (map probe + status SHA-256 + hex) median {}; ours {} = \
+                 {:.2}× the floor",
+                label(n),
+                common::fmt_ns(floor),
+                common::fmt_ns(ours),
+                ours / floor
+            );
+        }
     }
     c.final_summary();
 }
