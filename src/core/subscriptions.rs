@@ -521,7 +521,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         if added {
             self.count_new(group);
         }
-        self.fill_aliases(&hashx, &mut deliveries);
+        self.fill_aliases(slot, &hashx, &mut deliveries);
         Ok(Subscribed { count, deliveries })
     }
 
@@ -793,7 +793,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                 base,
             })
         });
-        self.fill_aliases(hashx, &mut deliveries);
+        self.fill_aliases(slot, hashx, &mut deliveries);
         deliveries
     }
 
@@ -829,10 +829,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
 
     /// Sets each delivery's alias: the canonical spelling, built once, unless
     /// some subscriber of the script used another.
-    fn fill_aliases(&self, hashx: &HashX, deliveries: &mut [Delivery<S>]) {
-        let Some(slot) = self.scripts.find(hashx) else {
-            return;
-        };
+    fn fill_aliases(&self, slot: u32, hashx: &HashX, deliveries: &mut [Delivery<S>]) {
         if self.scripts.unusual(slot) {
             for delivery in deliveries {
                 delivery.alias = self.alias_of(delivery.subscriber.id(), hashx);

@@ -176,7 +176,7 @@ impl<S: Subscriber> Scripts<S> {
 
     /// Whether some subscriber of the live entry at `slot` used an unusual alias.
     pub(super) fn unusual(&self, slot: u32) -> bool {
-        self.unusual.contains(&slot)
+        !self.unusual.is_empty() && self.unusual.contains(&slot)
     }
 
     pub(super) fn mark_unusual(&mut self, slot: u32) {
