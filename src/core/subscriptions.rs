@@ -31,6 +31,10 @@ use scripts::Scripts;
 
 mod scripts;
 
+/// Most subscriptions the index holds, whatever the configured global
+/// limit: the script slab numbers its slots with `u32`.
+const MAX_SUBSCRIPTIONS: usize = u32::MAX as usize;
+
 /// What the index needs of a subscriber.
 pub(crate) trait Subscriber: Clone {
     fn id(&self) -> SessionId;
@@ -433,9 +437,13 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         {
             return refuse(SubscriptionScope::Group, max);
         }
-        if let Some(max) = limits.global
-            && self.total >= max
-        {
+        // The script slab's slots are `u32`: whatever the configured limit,
+        // the index holds fewer than 2^32 subscriptions (so fewer distinct
+        // scripts), and a slot can always be numbered.
+        let max = limits
+            .global
+            .map_or(MAX_SUBSCRIPTIONS, |max| max.min(MAX_SUBSCRIPTIONS));
+        if self.total >= max {
             return refuse(SubscriptionScope::Global, max);
         }
         Ok(())

@@ -141,6 +141,8 @@ impl<S: Subscriber> Scripts<S> {
                     self.chunks.push(Vec::with_capacity(CHUNK));
                 }
                 let slot = (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len);
+                // Cannot fail: the index refuses a subscription past `u32::MAX` in all
+                // (`check_new`), so there are fewer distinct scripts than that.
                 let slot = u32::try_from(slot).expect("fewer than 2^32 distinct scripts");
                 if let Some(chunk) = self.chunks.last_mut() {
                     chunk.push(entry);
