@@ -326,6 +326,41 @@ async fn padding_leaves_no_packet_under_the_minimum_after_the_warm_up() {
     server.shutdown().await;
 }
 
+/// Calls `method` and returns its reply; the notifications that arrive
+/// before it (a broadcast's own notifications may) are kept in `seen`.
+fn call_keeping(
+    client: &mut LineClient,
+    id: u64,
+    method: &str,
+    params: Value,
+    seen: &mut Vec<Value>,
+) -> Value {
+    client.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+    loop {
+        let message = client
+            .recv()
+            .unwrap_or_else(|| panic!("closed while waiting for the reply to {method}"));
+        if message.get("id") == Some(&json!(id)) {
+            return message;
+        }
+        seen.push(message);
+    }
+}
+
+/// The first message satisfying `wanted`: from `seen` if it came already,
+/// else read from the client.
+fn notification(
+    client: &mut LineClient,
+    seen: &mut Vec<Value>,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    match seen.iter().position(&wanted) {
+        Some(at) => seen.remove(at),
+        None => read_until(client, what, wanted).0,
+    }
+}
+
 /// Reads messages until one satisfies `wanted`; the others are returned too.
 fn read_until(client: &mut LineClient, what: &str, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
     let mut others = Vec::new();
@@ -365,9 +400,11 @@ async fn an_outpoint_is_followed_from_unspent_to_spent_to_confirmed() {
         assert!(bad["error"].is_object(), "{bad}");
 
         // Spent by a broadcast: notified with spender height 0.
-        let sent = client.call(4, "blockchain.transaction.broadcast", json!([indexer_sessions::encode_hex(&spend_raw)]));
+        let mut seen = Vec::new();
+        let raw = indexer_sessions::encode_hex(&spend_raw);
+        let sent = call_keeping(&mut client, 4, "blockchain.transaction.broadcast", json!([raw]), &mut seen);
         assert_eq!(sent["result"], spender.as_str(), "{sent}");
-        let (note, _) = read_until(&mut client, "the outpoint's notification", |m| {
+        let note = notification(&mut client, &mut seen, "the outpoint's notification", |m| {
             m["method"] == "blockchain.outpoint.subscribe"
         });
         assert_eq!(
@@ -448,13 +485,17 @@ async fn a_wallet_on_1_7_uses_scriptpubkey_methods_and_gets_noise() {
             100_000_000,
             1_000,
         );
-        let sent = client.call(
+        let mut seen = Vec::new();
+        let raw = indexer_sessions::encode_hex(&raw);
+        let sent = call_keeping(
+            &mut client,
             7,
             "blockchain.transaction.broadcast",
-            json!([indexer_sessions::encode_hex(&raw)]),
+            json!([raw]),
+            &mut seen,
         );
         assert!(sent["result"].is_string(), "{sent}");
-        let (note, _) = read_until(&mut client, "the status", |m| {
+        let note = notification(&mut client, &mut seen, "the status", |m| {
             m["method"] == "blockchain.scriptpubkey.subscribe"
         });
         assert_eq!(note["params"][0], scripthash.as_str(), "{note}");
