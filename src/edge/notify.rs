@@ -729,62 +729,93 @@ impl<H: Host> SessionHandle<H> {
         let session = &self.session;
         let limits = manager.sub_limits();
         lock(&manager.inner.index).check_limits(session.id, session.group, &hashx, limits)?;
+        let (status, deliveries) = self
+            .subscribe_current(
+                |caches| caches.history_generation(),
+                || manager.script_status(hashx),
+                |status| status.cost,
+                |caches, read_from| caches.history_is_current(&hashx, read_from),
+                |index, status| {
+                    index.subscribe(
+                        session.clone(),
+                        session.group,
+                        hashx,
+                        rest,
+                        alias.clone(),
+                        status.print(),
+                        status.mempool,
+                        limits,
+                    )
+                },
+                |pending| pending.touched.add_script(hashx),
+            )
+            .await?;
+        let hex = status.hex();
+        let payload = Payload::Script {
+            alias,
+            status: hex.clone(),
+        };
+        session
+            .outbox
+            .status_given(StatusKey::Script(hashx), payload, status.print());
+        manager.queue(deliveries, &status);
+        Ok(hex)
+    }
+
+    /// Reads a status (`read`, charged `cost`) and records the subscription
+    /// (`record`) in one step after the last await, for scripts and
+    /// outpoints alike.
+    ///
+    /// A `notify` that touches the key while its status is being read may
+    /// have skipped it (it was not subscribed yet): the status is read
+    /// again, up to three times. Touches are stamped (`generation`) before
+    /// a pass looks at the index, and `is_current` is checked under the
+    /// index lock, so a touch either shows here or the pass sees the new
+    /// subscription; past three reads, `retouch` leaves the key for the
+    /// next `notify` to recompute. Index, then session state: a session
+    /// that ended meanwhile is refused, so nothing of it stays in the
+    /// index. Returns the status and the other subscribers to send it to.
+    async fn subscribe_current<T, D, F>(
+        &self,
+        generation: impl Fn(&crate::edge::caches::Caches) -> u64,
+        read: impl Fn() -> F,
+        cost: impl Fn(&T) -> crate::types::Cost,
+        is_current: impl Fn(&crate::edge::caches::Caches, u64) -> bool,
+        mut record: impl FnMut(&mut Index<H>, &T) -> Result<crate::core::subscriptions::Subscribed<D>>,
+        retouch: impl FnOnce(&mut PendingEvents),
+    ) -> Result<(T, Vec<D>)>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let manager = &self.manager;
+        let session = &self.session;
         let caches = &manager.inner.caches;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            // A `notify` that touches the script while its status is being
-            // read may have skipped it (it was not subscribed yet): the
-            // status is read again. Touches are stamped before a pass looks
-            // at the index, and the check below is made under the index
-            // lock, so a touch either shows here or the pass sees the new
-            // subscription.
-            let read_from = caches.history_generation();
-            let status = manager.script_status(hashx).await?;
-            session.add_cost(status.cost);
+            let read_from = generation(caches);
+            let status = read().await?;
+            session.add_cost(cost(&status));
             if session.is_ended() {
                 return Err(Error::SessionClosed(session.id));
             }
-            let subscribed = {
-                // Index, then session state: a session that ended meanwhile is
-                // refused here, so nothing of it stays in the index.
-                let mut index = lock(&manager.inner.index);
-                let current = caches.history_is_current(&hashx, read_from);
-                if !current && attempts < 3 {
-                    continue;
-                }
-                let mut state = lock(&session.state);
-                if state.closed {
-                    return Err(Error::SessionClosed(session.id));
-                }
-                let subscribed = index.subscribe(
-                    session.clone(),
-                    session.group,
-                    hashx,
-                    rest,
-                    alias.clone(),
-                    status.print(),
-                    status.mempool,
-                    limits,
-                )?;
-                state.subscriptions = subscribed.count;
-                state.indexed = true;
-                if !current {
-                    // Still racing events: the next `notify` recomputes it.
-                    lock(&manager.inner.pending_events).touched.add_script(hashx);
-                }
-                subscribed
-            };
-            let hex = status.hex();
-            let payload = Payload::Script {
-                alias,
-                status: hex.clone(),
-            };
-            session
-                .outbox
-                .status_given(StatusKey::Script(hashx), payload, status.print());
-            manager.queue(subscribed.deliveries, &status);
-            return Ok(hex);
+            let mut index = lock(&manager.inner.index);
+            let current = is_current(caches, read_from);
+            if !current && attempts < 3 {
+                continue;
+            }
+            let mut state = lock(&session.state);
+            if state.closed {
+                return Err(Error::SessionClosed(session.id));
+            }
+            let subscribed = record(&mut index, &status)?;
+            state.subscriptions = subscribed.count;
+            state.indexed = true;
+            if !current {
+                // Still racing events: the next `notify` recomputes it.
+                retouch(&mut lock(&manager.inner.pending_events));
+            }
+            return Ok((status, subscribed.deliveries));
         }
     }
 
@@ -870,53 +901,34 @@ impl<H: Host> SessionHandle<H> {
         let session = &self.session;
         let limits = manager.sub_limits();
         lock(&manager.inner.index).check_outpoint_limits(session.id, session.group, &outpoint, limits)?;
-        let caches = &manager.inner.caches;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            // As for scripts: a `notify` touching the outpoint while its
-            // status is read makes it read again.
-            let read_from = caches.outpoint_generation();
-            let computed = manager.outpoint_status(outpoint).await?;
-            session.add_cost(computed.cost);
-            if session.is_ended() {
-                return Err(Error::SessionClosed(session.id));
-            }
-            let subscribed = {
-                let mut index = lock(&manager.inner.index);
-                let current = caches.outpoint_is_current(&outpoint, read_from);
-                if !current && attempts < 3 {
-                    continue;
-                }
-                let mut state = lock(&session.state);
-                if state.closed {
-                    return Err(Error::SessionClosed(session.id));
-                }
-                let subscribed = index.subscribe_outpoint(
-                    session.clone(),
-                    session.group,
-                    outpoint,
-                    computed.print(),
-                    computed.mempool(),
-                    limits,
-                )?;
-                state.subscriptions = subscribed.count;
-                state.indexed = true;
-                if !current {
-                    lock(&manager.inner.pending_events).touched.add_outpoint(outpoint);
-                }
-                subscribed
-            };
-            let payload = Payload::Outpoint {
-                outpoint,
-                status: computed.status,
-            };
-            session
-                .outbox
-                .status_given(StatusKey::Outpoint(outpoint), payload, computed.print());
-            manager.queue_outpoints(subscribed.deliveries, &computed);
-            return Ok(computed.status);
-        }
+        let (computed, deliveries) = self
+            .subscribe_current(
+                |caches| caches.outpoint_generation(),
+                || manager.outpoint_status(outpoint),
+                |computed| computed.cost,
+                |caches, read_from| caches.outpoint_is_current(&outpoint, read_from),
+                |index, computed| {
+                    index.subscribe_outpoint(
+                        session.clone(),
+                        session.group,
+                        outpoint,
+                        computed.print(),
+                        computed.mempool(),
+                        limits,
+                    )
+                },
+                |pending| pending.touched.add_outpoint(outpoint),
+            )
+            .await?;
+        let payload = Payload::Outpoint {
+            outpoint,
+            status: computed.status,
+        };
+        session
+            .outbox
+            .status_given(StatusKey::Outpoint(outpoint), payload, computed.print());
+        manager.queue_outpoints(deliveries, &computed);
+        Ok(computed.status)
     }
 
     /// `blockchain.outpoint.get_status` (protocol 1.7): the status of an
