@@ -278,7 +278,8 @@ mod concurrent {
                 for t in 0..threads {
                     let (session, held, admitted, charges) = (&session, &held, &admitted, &charges);
                     scope.spawn(move || {
-                        for (i, &charge) in charges.iter().enumerate().skip(t).step_by(threads) {
+                        // Thread t takes every threads-th charge, starting at the t-th.
+                        for (i, &charge) in charges.iter().enumerate().filter(|(i, _)| i % threads == t) {
                             let permit = loop {
                                 let mut admit = Box::pin(session.admit());
                                 match common::poll_once(&mut admit) {
