@@ -8,7 +8,7 @@
 //! Calls that arrive while one is running are merged into the next pass.
 
 use crate::core::hashing::HashSet;
-use crate::core::outbox::{Outgoing, Payload, StatusKey};
+use crate::core::outbox::{Outgoing, Payload, StatusKey, StatusPrint};
 use crate::core::subscriptions::{
     Alias, Delivery, OutpointDelivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash,
     split_scripthash,
@@ -277,28 +277,20 @@ impl<H: Host> SessionManager<H> {
     }
 
     fn queue(&self, deliveries: Vec<Delivery<Arc<SessionShared<H>>>>, status: &ScriptStatus) -> usize {
-        let now = self.now();
-        let print = status.print();
         let hex = status.hex();
         let charge = crate::core::cost::status(0);
-        let count = deliveries.len();
-        for delivery in deliveries {
+        self.queue_each(deliveries, status.print(), charge, |delivery| {
             let payload = Payload::Script {
                 alias: delivery.alias,
                 status: hex.clone(),
             };
-            let session = &delivery.subscriber;
-            session.outbox.push_status(
+            (
+                delivery.subscriber,
                 StatusKey::Script(delivery.hashx),
                 payload,
-                print,
                 delivery.base,
-                now,
-            );
-            session.count_queued();
-            session.add_cost(charge);
-        }
-        count
+            )
+        })
     }
 
     fn queue_outpoints(
@@ -306,23 +298,37 @@ impl<H: Host> SessionManager<H> {
         deliveries: Vec<OutpointDelivery<Arc<SessionShared<H>>>>,
         computed: &ComputedOutpoint,
     ) -> usize {
-        let now = self.now();
-        let print = computed.print();
         let charge = crate::core::cost::OUTPOINT_STATUS;
-        let count = deliveries.len();
-        for delivery in deliveries {
+        self.queue_each(deliveries, computed.print(), charge, |delivery| {
             let payload = Payload::Outpoint {
                 outpoint: delivery.outpoint,
                 status: computed.status,
             };
-            let session = &delivery.subscriber;
-            session.outbox.push_status(
+            (
+                delivery.subscriber,
                 StatusKey::Outpoint(delivery.outpoint),
                 payload,
-                print,
                 delivery.base,
-                now,
-            );
+            )
+        })
+    }
+
+    /// Queues a new status (fingerprint `print`) to each delivery's
+    /// subscriber and charges it `charge`; `parts` names the subscriber,
+    /// the key, the payload and the status it was last sent. Returns how
+    /// many were queued.
+    fn queue_each<D>(
+        &self,
+        deliveries: Vec<D>,
+        print: StatusPrint,
+        charge: crate::types::Cost,
+        parts: impl Fn(D) -> (Arc<SessionShared<H>>, StatusKey, Payload, StatusPrint),
+    ) -> usize {
+        let now = self.now();
+        let count = deliveries.len();
+        for delivery in deliveries {
+            let (session, key, payload, base) = parts(delivery);
+            session.outbox.push_status(key, payload, print, base, now);
             session.count_queued();
             session.add_cost(charge);
         }
