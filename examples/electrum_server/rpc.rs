@@ -233,10 +233,8 @@ impl Writer {
             return (bytes, len);
         }
         if self.padding == Padding::Messages {
-            let bytes = match gathered.is_empty() {
-                true => self.next(None).await.unwrap_or_default(),
-                false => std::mem::take(gathered),
-            };
+            // Each message alone (nothing is gathered in this mode).
+            let bytes = self.next(None).await.unwrap_or_default();
             let len = bytes.len();
             return match padding::next_packet(&bytes, true) {
                 Some((packet, _)) => (packet, len),
