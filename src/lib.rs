@@ -17,7 +17,7 @@
 //! a [`TxValidator`] (default [`StructuralValidator`]) and a
 //! [`GroupLedger`] (default [`InProcessLedger`]). Every host call is
 //! statically dispatched, and the handles carry that one parameter:
-//! [`SessionHandle<H>`](SessionHandle), [`Permit<H>`](Permit).
+//! [`SessionHandle<H>`](SessionHandle), [`Permit<'_, H>`](Permit).
 //!
 //! [`SessionManager::builder`] collects the parts; its `build` exists only
 //! once it has a timer, db, daemon and mempool, so a missing one is a
@@ -49,6 +49,8 @@
 //! - **Admission.** [`SessionHandle::admit`] returns a [`Permit`] once the
 //!   session may run one more request (after its throttle sleep); the
 //!   request timeout covers queueing, sleep and the handler ([`Permit::run`]).
+//!   The permit borrows the handle; [`SessionHandle::admit_owned`] gives an
+//!   [`OwnedPermit`] for a request handled on another task.
 //! - **Chain data.** Histories, block txids, merkle branches and fee
 //!   estimates are served through byte-bounded caches ([`caches`]), charged
 //!   as ElectrumX charges them, and invalidated when the tip *hash* changes,
@@ -318,7 +320,7 @@ pub use edge::notify::{Changes, NotifyReport, Touched};
 pub use edge::observe::describe_metrics;
 #[cfg(feature = "redis")]
 pub use edge::redis_ledger;
-pub use edge::session::{Counters, MAX_CLIENT_CHARS, Permit, SessionCost, SessionHandle};
+pub use edge::session::{Counters, MAX_CLIENT_CHARS, OwnedPermit, Permit, SessionCost, SessionHandle};
 pub use error::{
     ConfigError, Error, HostError, InvalidCost, ParamError, Refusal, Result, SharedHostError,
     SubscriptionScope, Unsupported, codes,

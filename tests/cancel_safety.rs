@@ -355,58 +355,79 @@ fn broadcast_dropped_at_any_await_counts_nothing_and_keeps_the_session_usable() 
     assert!(drops >= 1);
 }
 
-#[test]
-fn admit_dropped_while_waiting_or_sleeping_leaves_no_slot() {
-    let fx = Fixture::new(Config {
-        limits: Limits {
-            request_sleep: Duration::from_secs(1),
-            ..Limits::default()
-        },
-        ..Config::default()
-    });
-    let (session, _) = fx.connect("203.0.113.1:1");
-    session.charge(Cost::constant(5495.0)); // fraction 0.5: target 5, sleep 0.5 s
-    assert_eq!(session.throttle().target, 5);
-    // Dropped while sleeping.
-    for _ in 0..3 {
-        assert!(poll_until_pending(session.admit(), 1).is_none());
-        assert_eq!(fx.manager.sessions()[0].in_flight, 0);
-    }
-    // Dropped while waiting for a slot: hold all five.
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        let mut admit = Box::pin(session.admit());
-        assert!(common::poll_once(&mut admit).is_none());
-        fx.timer.advance(Duration::from_millis(500));
-        held.push(common::poll_once(&mut admit).unwrap().unwrap());
-    }
-    assert!(poll_until_pending(session.admit(), 1).is_none());
-    assert_eq!(fx.manager.sessions()[0].in_flight, 5);
-    held.pop();
-    let mut admit = Box::pin(session.admit());
-    assert!(common::poll_once(&mut admit).is_none());
-    fx.timer.advance(Duration::from_millis(500));
-    assert!(
-        common::poll_once(&mut admit).unwrap().is_ok(),
-        "the freed slot is taken"
-    );
+/// The admission tests, for the borrowing `admit()` and the owning
+/// `admit_owned()` (whose permits are different types).
+macro_rules! admission_cancel_tests {
+    ($admit:ident, $waiting:ident, $run:ident) => {
+        #[test]
+        fn $waiting() {
+            let fx = Fixture::new(Config {
+                limits: Limits {
+                    request_sleep: Duration::from_secs(1),
+                    ..Limits::default()
+                },
+                ..Config::default()
+            });
+            let (session, _) = fx.connect("203.0.113.1:1");
+            session.charge(Cost::constant(5495.0)); // fraction 0.5: target 5, sleep 0.5 s
+            assert_eq!(session.throttle().target, 5);
+            // Dropped while sleeping.
+            for _ in 0..3 {
+                assert!(poll_until_pending(session.$admit(), 1).is_none());
+                assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+            }
+            // Dropped while waiting for a slot: hold all five.
+            let mut held = Vec::new();
+            for _ in 0..5 {
+                let mut admit = Box::pin(session.$admit());
+                assert!(common::poll_once(&mut admit).is_none());
+                fx.timer.advance(Duration::from_millis(500));
+                held.push(common::poll_once(&mut admit).unwrap().unwrap());
+            }
+            assert!(poll_until_pending(session.$admit(), 1).is_none());
+            assert_eq!(fx.manager.sessions()[0].in_flight, 5);
+            held.pop();
+            let mut admit = Box::pin(session.$admit());
+            assert!(common::poll_once(&mut admit).is_none());
+            fx.timer.advance(Duration::from_millis(500));
+            assert!(
+                common::poll_once(&mut admit).unwrap().is_ok(),
+                "the freed slot is taken"
+            );
+        }
+
+        #[test]
+        fn $run() {
+            let fx = Fixture::new(Config::default());
+            let (session, _) = fx.connect("203.0.113.1:1");
+            let before = session.cost().own;
+            let mut permit = block_on(session.$admit()).unwrap();
+            permit.charge(Cost::constant(7.0));
+            assert!(poll_until_pending(permit.run(futures::future::pending::<()>()), 1).is_none());
+            assert_eq!(
+                fx.manager.sessions()[0].in_flight,
+                1,
+                "the permit still holds it"
+            );
+            drop(permit);
+            assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+            assert_eq!(session.cost().own, before + 7.0);
+            // The handler future was dropped; admission goes on.
+            assert!(block_on(session.$admit()).is_ok());
+        }
+    };
 }
 
-#[test]
-fn permit_run_dropped_mid_handler_releases_the_slot_and_charges_once() {
-    let fx = Fixture::new(Config::default());
-    let (session, _) = fx.connect("203.0.113.1:1");
-    let before = session.cost().own;
-    let mut permit = block_on(session.admit()).unwrap();
-    permit.charge(Cost::constant(7.0));
-    assert!(poll_until_pending(permit.run(futures::future::pending::<()>()), 1).is_none());
-    assert_eq!(fx.manager.sessions()[0].in_flight, 1, "the permit still holds it");
-    drop(permit);
-    assert_eq!(fx.manager.sessions()[0].in_flight, 0);
-    assert_eq!(session.cost().own, before + 7.0);
-    // The handler future was dropped; admission goes on.
-    assert!(block_on(session.admit()).is_ok());
-}
+admission_cancel_tests!(
+    admit,
+    admit_dropped_while_waiting_or_sleeping_leaves_no_slot,
+    permit_run_dropped_mid_handler_releases_the_slot_and_charges_once
+);
+admission_cancel_tests!(
+    admit_owned,
+    admit_owned_dropped_while_waiting_or_sleeping_leaves_no_slot,
+    owned_permit_run_dropped_mid_handler_releases_the_slot_and_charges_once
+);
 
 #[test]
 fn a_tip_change_whose_header_cannot_be_read_is_sent_by_the_next_notify() {

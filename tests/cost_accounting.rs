@@ -5,6 +5,7 @@ mod common;
 
 use common::Fixture;
 use futures::FutureExt;
+use futures::executor::block_on;
 use indexer_sessions::Cost;
 use indexer_sessions::{Config, CostMeter, Error, Limits};
 use std::time::Duration;
@@ -70,6 +71,46 @@ fn throttled_sessions_hold_at_most_target_requests() {
     assert!(common::poll_once(&mut last).is_none(), "got the slot, now sleeps");
     fx.timer.advance(Duration::from_millis(1250));
     assert!(matches!(common::poll_once(&mut last), Some(Ok(_))));
+}
+
+#[test]
+fn try_admit_admits_only_what_would_not_wait_and_charges_as_admit_does() {
+    let fx = Fixture::new(Config::default());
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    // Unthrottled: every slot of the target (10) without waiting, each counted.
+    let mut permits: Vec<_> = (0..10)
+        .map(|_| session.try_admit().unwrap().expect("a free slot"))
+        .collect();
+    assert_eq!(fx.manager.sessions()[0].in_flight, 10);
+    assert!(
+        session.try_admit().unwrap().is_none(),
+        "every slot taken: it would wait"
+    );
+    for permit in &mut permits {
+        permit.charge(Cost::constant(0.5));
+    }
+    drop(permits);
+    let info = &fx.manager.sessions()[0];
+    assert_eq!((info.in_flight, info.counters.requests), (0, 10));
+    assert_eq!(session.cost().own, CostMeter::INITIAL_COST + 5.0);
+
+    // Throttled (fraction 0.5: target 5 and a sleep): it would wait, and
+    // takes no slot; `admit()` then sleeps as usual.
+    session.charge(Cost::constant(5490.0));
+    assert_eq!(session.throttle().target, 5);
+    assert!(session.try_admit().unwrap().is_none());
+    assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+    let mut admit = Box::pin(session.admit());
+    assert!(common::poll_once(&mut admit).is_none(), "admit sleeps");
+    fx.timer.advance(Duration::from_millis(1250));
+    assert!(matches!(common::poll_once(&mut admit), Some(Ok(_))));
+    drop(admit);
+
+    // Past the hard limit and after the end: the same errors as `admit()`.
+    session.charge(Cost::constant(10_000.0));
+    assert!(matches!(session.try_admit(), Err(Error::ExcessiveCost)));
+    block_on(session.close(indexer_sessions::DisconnectReason::Admin));
+    assert!(matches!(session.try_admit(), Err(Error::SessionClosed(_))));
 }
 
 #[test]

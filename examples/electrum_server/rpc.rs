@@ -33,8 +33,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use indexer_sessions::{
     Cost, DisconnectReason, Error, ExtendedNotification, HeaderProof, Height, HistoryItem, HostError,
-    Notification, OutpointStatus, PeerInfo, Permit, SessionHandle, Transport, TransportKind, TxHash, cost,
-    decode_hex, encode_hex,
+    Notification, OutpointStatus, OwnedPermit, PeerInfo, SessionHandle, Transport, TransportKind, TxHash,
+    cost, decode_hex, encode_hex,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -1067,7 +1067,7 @@ impl Connection {
                 self.send(invalid.reply(), false).await
             }
             Message::Single(Ok(request)) => {
-                let permit = match self.session.admit().await {
+                let permit = match self.session.admit_owned().await {
                     Ok(permit) => {
                         self.admitted();
                         permit
@@ -1137,7 +1137,7 @@ impl Connection {
                 }
                 continue;
             }
-            let permit = match self.session.admit().await {
+            let permit = match self.session.admit_owned().await {
                 Ok(permit) => {
                     self.admitted();
                     permit
@@ -1209,7 +1209,12 @@ impl Connection {
 
     /// Runs the request within the request timeout; the reply (none for a
     /// notification), built within `max` bytes (an error reply otherwise).
-    async fn execute(&self, request: &Request<'_>, mut permit: Permit<ServerHost>, max: usize) -> Executed {
+    async fn execute(
+        &self,
+        request: &Request<'_>,
+        mut permit: OwnedPermit<ServerHost>,
+        max: usize,
+    ) -> Executed {
         let id = request.id;
         let outcome = permit.run(self.dispatch(&request.method, &request.params)).await;
         let mut too_large = false;

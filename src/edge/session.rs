@@ -437,7 +437,15 @@ impl<H: Host> SessionShared<H> {
         None
     }
 
-    async fn admit_slow(self: Arc<Self>) -> Result<Permit<H>> {
+    /// Admission: the fast path at the first poll, else the slow path.
+    fn admit(&self) -> Admission<'_, H> {
+        Admission {
+            session: self,
+            slow: None,
+        }
+    }
+
+    async fn admit_slow(&self) -> Result<Permit<'_, H>> {
         let limits = self.ctx.limits();
         let timer = self.ctx.timer();
         let started = timer.now();
@@ -473,9 +481,11 @@ impl<H: Host> SessionShared<H> {
             }
         };
         let permit = Permit {
-            session: self.clone(),
-            deadline: Some(deadline),
-            charge: 0.0,
+            session: self,
+            slot: Slot {
+                deadline: Some(deadline),
+                charge: 0.0,
+            },
         };
         if !sleep.is_zero() {
             let remaining = deadline.saturating_duration_since(timer.now());
@@ -489,13 +499,89 @@ impl<H: Host> SessionShared<H> {
         }
         Ok(permit)
     }
+
+    /// [`Permit::run`] and [`OwnedPermit::run`].
+    async fn run_request<T>(&self, slot: &Slot, handler: impl std::future::Future<Output = T>) -> Result<T> {
+        let timer = self.ctx.timer();
+        let limits = self.ctx.limits();
+        let remaining = match slot.deadline {
+            Some(deadline) => deadline.saturating_duration_since(timer.now()),
+            None => limits.request_timeout,
+        };
+        let stopwatch = crate::edge::observe::Stopwatch::start(timer, false);
+        let result = within(timer, remaining, handler).await;
+        crate::edge::observe::request_finished(stopwatch, timer);
+        match result {
+            Some(value) => Ok(value),
+            None => {
+                self.charge_error(limits.error_cost, "-102");
+                Err(Error::ServerBusy(limits.request_timeout))
+            }
+        }
+    }
 }
 
-/// A slot to process one request, held until the reply is written.
+/// The future of [`SessionShared::admit`]: written out rather than an
+/// `async` block so that the fast path is a plain call (no state machine
+/// to set up) and the future two words and a tag.
+struct Admission<'a, H: Host> {
+    session: &'a SessionShared<H>,
+    /// The slow path once the fast one refused (boxed: rare, and large).
+    slow: Option<SlowAdmission<'a, H>>,
+}
+
+type SlowAdmission<'a, H> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Permit<'a, H>>> + Send + 'a>>;
+
+impl<'a, H: Host> std::future::Future for Admission<'a, H> {
+    type Output = Result<Permit<'a, H>>;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin`.
+        let this = self.get_mut();
+        if let Some(slow) = &mut this.slow {
+            return slow.as_mut().poll(cx);
+        }
+        match this.session.try_admit_now() {
+            Some(Ok(())) => Poll::Ready(Ok(Permit {
+                session: this.session,
+                slot: Slot::IMMEDIATE,
+            })),
+            Some(Err(error)) => Poll::Ready(Err(error)),
+            None => this
+                .slow
+                .insert(Box::pin(this.session.admit_slow()))
+                .as_mut()
+                .poll(cx),
+        }
+    }
+}
+
+/// What a permit holds besides its session.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Set when admission waited or slept: the request's deadline.
+    deadline: Option<Instant>,
+    /// Charged when the permit is dropped.
+    charge: f64,
+}
+
+impl Slot {
+    /// Admitted at once: the whole request timeout is left.
+    const IMMEDIATE: Slot = Slot {
+        deadline: None,
+        charge: 0.0,
+    };
+}
+
+/// A slot to process one request, borrowed from its [`SessionHandle`]
+/// ([`SessionHandle::admit`]) and held until the reply is written.
 ///
 /// Dropping it frees the slot and applies what was charged through
 /// [`Permit::charge`]. [`Permit::run`] applies the rest of the request
-/// timeout to the handler.
+/// timeout to the handler. [`OwnedPermit`] is the same slot for a request
+/// that outlives the borrow (a spawned task).
 ///
 /// Admitting and dropping take no lock while the session is unthrottled,
 /// no admission waits, and the charge is a multiple of 2⁻⁸ (1/256) that keeps
@@ -504,26 +590,25 @@ impl<H: Host> SessionShared<H> {
 /// counts exactly once, and [`SessionHandle::cost`] includes it as soon as
 /// the permit is dropped.
 #[must_use = "the request slot is released when the permit is dropped"]
-pub struct Permit<H: Host> {
-    session: Arc<SessionShared<H>>,
-    /// Set when admission waited or slept: the request's deadline.
-    deadline: Option<Instant>,
-    charge: f64,
+pub struct Permit<'a, H: Host> {
+    session: &'a SessionShared<H>,
+    slot: Slot,
 }
 
-impl<H: Host> std::fmt::Debug for Permit<H> {
+impl<H: Host> std::fmt::Debug for Permit<'_, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit<H>")
+        f.debug_struct("Permit")
             .field("session", &self.session.id)
-            .field("charge", &self.charge)
+            .field("charge", &self.slot.charge)
             .finish()
     }
 }
 
-impl<H: Host> Permit<H> {
+impl<H: Host> Permit<'_, H> {
     /// Adds `amount` to the session's cost when the permit is dropped.
+    #[inline]
     pub fn charge(&mut self, amount: Cost) {
-        self.charge += amount.get();
+        self.slot.charge += amount.get();
     }
 
     /// Runs the request handler within what is left of the request timeout.
@@ -536,28 +621,67 @@ impl<H: Host> Permit<H> {
     /// Dropping the returned future drops the handler; the permit keeps its
     /// slot and what was charged until the permit itself is dropped.
     pub async fn run<T>(&mut self, handler: impl std::future::Future<Output = T>) -> Result<T> {
-        let timer = self.session.ctx.timer();
-        let limits = self.session.ctx.limits();
-        let remaining = match self.deadline {
-            Some(deadline) => deadline.saturating_duration_since(timer.now()),
-            None => limits.request_timeout,
-        };
-        let stopwatch = crate::edge::observe::Stopwatch::start(timer, false);
-        let result = within(timer, remaining, handler).await;
-        crate::edge::observe::request_finished(stopwatch, timer);
-        match result {
-            Some(value) => Ok(value),
-            None => {
-                self.session.charge_error(limits.error_cost, "-102");
-                Err(Error::ServerBusy(limits.request_timeout))
-            }
-        }
+        self.session.run_request(&self.slot, handler).await
+    }
+
+    /// The slot, without releasing it (the caller takes it over).
+    fn into_slot(self) -> Slot {
+        let slot = self.slot;
+        std::mem::forget(self);
+        slot
     }
 }
 
-impl<H: Host> Drop for Permit<H> {
+impl<H: Host> Drop for Permit<'_, H> {
+    #[inline]
     fn drop(&mut self) {
-        self.session.release(self.charge);
+        self.session.release(self.slot.charge);
+    }
+}
+
+/// A [`Permit`] that holds its session by reference count instead of
+/// borrowing the handle ([`SessionHandle::admit_owned`]), for a request
+/// handled on another task; it behaves the same way.
+#[must_use = "the request slot is released when the permit is dropped"]
+pub struct OwnedPermit<H: Host> {
+    session: Arc<SessionShared<H>>,
+    slot: Slot,
+}
+
+impl<H: Host> std::fmt::Debug for OwnedPermit<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("session", &self.session.id)
+            .field("charge", &self.slot.charge)
+            .finish()
+    }
+}
+
+impl<H: Host> OwnedPermit<H> {
+    /// Adds `amount` to the session's cost when the permit is dropped.
+    #[inline]
+    pub fn charge(&mut self, amount: Cost) {
+        self.slot.charge += amount.get();
+    }
+
+    /// Runs the request handler within what is left of the request timeout.
+    ///
+    /// # Errors
+    /// [`Error::ServerBusy`] (−102) if the time runs out; the session is
+    /// charged the error cost and the handler future is dropped.
+    ///
+    /// # Cancel safety
+    /// Dropping the returned future drops the handler; the permit keeps its
+    /// slot and what was charged until the permit itself is dropped.
+    pub async fn run<T>(&mut self, handler: impl std::future::Future<Output = T>) -> Result<T> {
+        self.session.run_request(&self.slot, handler).await
+    }
+}
+
+impl<H: Host> Drop for OwnedPermit<H> {
+    #[inline]
+    fn drop(&mut self) {
+        self.session.release(self.slot.charge);
     }
 }
 
@@ -624,6 +748,9 @@ impl<H: Host> SessionHandle<H> {
     /// the sleep (and [`Permit::run`] the handler). A session holds at most
     /// 65,535 requests at once, whatever its concurrency target.
     ///
+    /// The [`Permit`] borrows the handle; a request handled on another task
+    /// takes an [`OwnedPermit`] from [`SessionHandle::admit_owned`] instead.
+    ///
     /// # Errors
     /// - [`Error::ExcessiveCost`] (−101) once the concurrency target is 0: the host
     ///   answers and closes the connection ([`SessionHandle::close`]).
@@ -635,19 +762,69 @@ impl<H: Host> SessionHandle<H> {
     /// Cancel-safe: a future dropped while it waits for a slot or sleeps holds
     /// no slot and has charged nothing (the request is counted in the
     /// session's `requests` once it took a slot).
-    pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit<H>>> + Send + 'static {
+    pub fn admit(&self) -> impl std::future::Future<Output = Result<Permit<'_, H>>> + Send + '_ {
+        self.session.admit()
+    }
+
+    /// Admits one request now if the session can run it without waiting:
+    /// the first step of [`SessionHandle::admit`], without a future, for a
+    /// host that handles requests on the connection's own task.
+    ///
+    /// `Ok(None)` means admission would wait (the session is throttled, or
+    /// every slot it may hold is taken): await [`SessionHandle::admit`]
+    /// then, which queues for a slot and sleeps as the throttle says.
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")] {
+    /// # use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool, MemoryTransport};
+    /// # use indexer_sessions::{Config, CostMeter, SessionManager, cost};
+    /// # let manager = SessionManager::builder(Config::default()).timer(ManualTimer::new())
+    /// #     .db(MemoryDb::new()).daemon(MemoryDaemon::new()).mempool(MemoryMempool::new()).build().unwrap();
+    /// # let (transport, _client) = MemoryTransport::new("203.0.113.7:1".parse().unwrap());
+    /// let session = manager.add_session(transport).unwrap();
+    /// # futures::executor::block_on(async {
+    /// let mut permit = match session.try_admit()? {
+    ///     Some(permit) => permit,
+    ///     None => session.admit().await?,
+    /// };
+    /// permit.charge(cost::PING);
+    /// drop(permit);
+    /// # Ok::<_, indexer_sessions::Error>(())
+    /// # }).unwrap();
+    /// assert_eq!(session.cost().own, CostMeter::INITIAL_COST + cost::PING.get());
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::ExcessiveCost`] (−101) once the concurrency target is 0.
+    /// - [`Error::SessionClosed`] after the session ended.
+    #[inline]
+    pub fn try_admit(&self) -> Result<Option<Permit<'_, H>>> {
+        match self.session.try_admit_now() {
+            Some(Ok(())) => Ok(Some(Permit {
+                session: &self.session,
+                slot: Slot::IMMEDIATE,
+            })),
+            Some(Err(error)) => Err(error),
+            None => Ok(None),
+        }
+    }
+
+    /// [`SessionHandle::admit`] for a request handled on another task: the
+    /// future and its [`OwnedPermit`] hold the session by reference count
+    /// (one atomic increment and decrement more than a borrowed
+    /// [`Permit`]) and borrow nothing.
+    ///
+    /// # Errors
+    /// As [`SessionHandle::admit`].
+    ///
+    /// # Cancel safety
+    /// As [`SessionHandle::admit`]: cancel-safe.
+    pub fn admit_owned(&self) -> impl std::future::Future<Output = Result<OwnedPermit<H>>> + Send + 'static {
         let session = self.session.clone();
         async move {
-            match session.try_admit_now() {
-                Some(Ok(())) => Ok(Permit {
-                    session,
-                    deadline: None,
-                    charge: 0.0,
-                }),
-                Some(Err(error)) => Err(error),
-                // Boxed: keeps the fast path's future small.
-                None => Box::pin(session.admit_slow()).await,
-            }
+            let slot = session.admit().await?.into_slot();
+            Ok(OwnedPermit { session, slot })
         }
     }
 
