@@ -1,5 +1,8 @@
 //! Admission + charge of one request, unthrottled, one thread (target
-//! ≤ 20 ns; DESIGN §7 asked < 30 ns), and `SessionHandle::charge` alone, each beside a baseline that
+//! ≤ 20 ns; DESIGN §7 asked < 30 ns), three ways: `try_admit()` (no
+//! future), `admit()` polled where it lies (as `.await` polls it) and
+//! `admit_owned()` (the `'static` future and permit, one `Arc` more); and
+//! `SessionHandle::charge` alone; each beside a baseline that
 //! does the same accounting the way a straightforward port would: one global
 //! `Mutex<HashMap<SessionId, SessionState>>` looked up per request, an f64
 //! cost and a semaphore count.
@@ -10,7 +13,6 @@ mod common;
 
 use common::{Fixture, Target, Zst, report, set_peer};
 use criterion::black_box;
-use futures::FutureExt;
 use indexer_sessions::Cost;
 use indexer_sessions::testing::ManualTimer;
 use indexer_sessions::testing::MemoryHost;
@@ -147,6 +149,18 @@ fn timed(timer: &ManualTimer, iters: u64, request: impl FnMut()) -> Duration {
     common::timed_chunks(timer, iters, CHUNK, Duration::from_secs_f64(COST * 2.0), request)
 }
 
+/// Polls `future` once where it lies, as `.await` does (`now_or_never`
+/// would move it first).
+#[inline(always)]
+fn poll_in_place<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// Prints the floors' medians as SUMMARY lines.
 fn floors(group: &str, ids: &[&str]) {
     for id in ids {
@@ -176,9 +190,30 @@ fn main() {
     group.bench_function("ours_admit_charge_drop", |b| {
         b.iter_custom(|iters| {
             timed(&fx.timer, iters, || {
+                let mut permit = poll_in_place(session.admit())
+                    .expect("unthrottled admission is immediate")
+                    .expect("admitted");
+                permit.charge(Cost::new(black_box(COST)).unwrap());
+                drop(permit);
+            })
+        })
+    });
+    group.bench_function("ours_try_admit_charge_drop", |b| {
+        b.iter_custom(|iters| {
+            timed(&fx.timer, iters, || {
                 let mut permit = session
-                    .admit()
-                    .now_or_never()
+                    .try_admit()
+                    .expect("admitted")
+                    .expect("unthrottled admission is immediate");
+                permit.charge(Cost::new(black_box(COST)).unwrap());
+                drop(permit);
+            })
+        })
+    });
+    group.bench_function("ours_admit_owned_charge_drop", |b| {
+        b.iter_custom(|iters| {
+            timed(&fx.timer, iters, || {
+                let mut permit = poll_in_place(session.admit_owned())
                     .expect("unthrottled admission is immediate")
                     .expect("admitted");
                 permit.charge(Cost::new(black_box(COST)).unwrap());
@@ -209,10 +244,10 @@ fn main() {
             })
         })
     });
-    // Floors: what one admit + charge + drop through `admit()` cannot
-    // avoid. The lock-free path is one compare-and-swap to admit and one to
-    // release; the `'static` admission future's permit holds an `Arc` of
-    // the session (one clone and one drop).
+    // Floors: what one admit + charge + drop cannot avoid. The lock-free
+    // path is one compare-and-swap to admit and one to release; the
+    // `'static` future of `admit_owned()` and its permit also hold an `Arc`
+    // of the session (one clone and one drop).
     let word = std::sync::atomic::AtomicU64::new(0);
     let arc = std::sync::Arc::new(0u64);
     let mutex = Mutex::new(0u64);
@@ -240,12 +275,18 @@ fn main() {
     assert_eq!(session.throttle().fraction, 0.0, "the session stayed unthrottled");
 
     println!("load average after: {}", common::load());
-    report(
-        group_name,
+    for ours in [
+        "ours_try_admit_charge_drop",
         "ours_admit_charge_drop",
-        "baseline_admit_charge_drop",
-        Target::Below(20.0),
-    );
+        "ours_admit_owned_charge_drop",
+    ] {
+        report(
+            group_name,
+            ours,
+            "baseline_admit_charge_drop",
+            Target::Below(20.0),
+        );
+    }
     report(
         group_name,
         "ours_session_charge",
@@ -261,7 +302,8 @@ fn main() {
         common::median_ns(group_name, "floor_arc_clone_drop"),
     ) {
         println!(
-            "SUMMARY {group_name}/floor_admit_charge_drop: two CAS + Arc clone/drop = {}",
+            "SUMMARY {group_name}/floor_admit_charge_drop: two CAS = {}; with admit_owned's Arc clone/drop = {}",
+            common::fmt_ns(cas),
             common::fmt_ns(cas + arc)
         );
     }
