@@ -1,4 +1,5 @@
-//! Add + remove session pairs (DESIGN §7: > 3 M pairs/s): a connection from
+//! Add + remove session pairs (issue 13: ≥ 5 M pairs/s, ≤ 200 ns a pair; DESIGN §7
+//! asked > 3 M pairs/s): a connection from
 //! a public address (so it joins its /24 group in the ledger), dropped at
 //! once, beside an ElectrumX-shaped baseline (a session table and a group
 //! table whose cost is a sum over its members).
@@ -296,7 +297,7 @@ fn main() {
         group_name,
         "ours_add_remove",
         "baseline_add_remove",
-        Target::RateAbove(3e6),
+        Target::RateAbove(5e6),
     );
     for id in [
         "floor_mutex_lock_unlock",

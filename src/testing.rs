@@ -35,6 +35,7 @@ use crate::types::{ConfirmedOutpoint, HistoryEntry, MempoolEntry, MempoolOutpoin
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -56,9 +57,24 @@ pub fn deterministic_hashing() {
     crate::core::hashing::use_fixed_seed();
 }
 
+/// A [`ManualTimer`]'s clock and its pending sleeps.
+#[derive(Default)]
+struct Clock {
+    /// Nanoseconds since the clock was made: read without the lock (by
+    /// `now`), written only under it (by `advance`), so a sleep that checks
+    /// it under the lock cannot miss the advance that wakes it.
+    elapsed_nanos: AtomicU64,
+    sleepers: Mutex<Sleepers>,
+}
+
+impl Clock {
+    fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.elapsed_nanos.load(Ordering::Acquire))
+    }
+}
+
 #[derive(Default)]
 struct Sleepers {
-    elapsed: Duration,
     next_id: u64,
     /// Pending sleeps by id: deadline and waker. A sleep removes itself when dropped.
     waiting: HashMap<u64, (Duration, Waker)>,
@@ -68,35 +84,38 @@ struct Sleepers {
 struct Sleep {
     id: u64,
     deadline: Duration,
-    state: Arc<Mutex<Sleepers>>,
+    clock: Arc<Clock>,
 }
 
 impl std::future::Future for Sleep {
     type Output = ();
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        let mut state = lock(&self.state);
-        if state.elapsed >= self.deadline {
-            state.waiting.remove(&self.id);
+        let mut sleepers = lock(&self.clock.sleepers);
+        if self.clock.elapsed() >= self.deadline {
+            sleepers.waiting.remove(&self.id);
             return Poll::Ready(());
         }
-        state.waiting.insert(self.id, (self.deadline, cx.waker().clone()));
+        sleepers
+            .waiting
+            .insert(self.id, (self.deadline, cx.waker().clone()));
         Poll::Pending
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        lock(&self.state).waiting.remove(&self.id);
+        lock(&self.clock.sleepers).waiting.remove(&self.id);
     }
 }
 
 /// A clock that moves only when told to ([`ManualTimer::advance`]); sleeps
-/// complete when the clock passes their deadline. Cheap to clone (clones share the clock).
+/// complete when the clock passes their deadline. Cheap to clone (clones
+/// share the clock); reading it takes no lock.
 #[derive(Clone)]
 pub struct ManualTimer {
     base: Instant,
-    state: Arc<Mutex<Sleepers>>,
+    clock: Arc<Clock>,
 }
 
 impl std::fmt::Debug for ManualTimer {
@@ -118,29 +137,31 @@ impl ManualTimer {
     pub fn new() -> Self {
         ManualTimer {
             base: Instant::now(),
-            state: Arc::new(Mutex::new(Sleepers::default())),
+            clock: Arc::default(),
         }
     }
 
     /// Time since the clock was made.
     pub fn elapsed(&self) -> Duration {
-        lock(&self.state).elapsed
+        self.clock.elapsed()
     }
 
-    /// Moves the clock forward and wakes every sleep now due.
+    /// Moves the clock forward and wakes every sleep now due. The clock
+    /// stops at 2⁶⁴ nanoseconds (584 years) after it was made.
     pub fn advance(&self, by: Duration) {
         let due: Vec<Waker> = {
-            let mut state = lock(&self.state);
-            state.elapsed += by;
-            let now = state.elapsed;
-            let due: Vec<u64> = state
+            let mut sleepers = lock(&self.clock.sleepers);
+            let nanos = u64::try_from(self.clock.elapsed().saturating_add(by).as_nanos()).unwrap_or(u64::MAX);
+            self.clock.elapsed_nanos.store(nanos, Ordering::Release);
+            let now = Duration::from_nanos(nanos);
+            let due: Vec<u64> = sleepers
                 .waiting
                 .iter()
                 .filter(|(_, (at, _))| *at <= now)
                 .map(|(id, _)| *id)
                 .collect();
             due.iter()
-                .filter_map(|id| state.waiting.remove(id))
+                .filter_map(|id| sleepers.waiting.remove(id))
                 .map(|(_, waker)| waker)
                 .collect()
         };
@@ -149,22 +170,23 @@ impl ManualTimer {
 
     /// Sleeps not yet due.
     pub fn sleepers(&self) -> usize {
-        lock(&self.state).waiting.len()
+        lock(&self.clock.sleepers).waiting.len()
     }
 }
 
 impl Timer for ManualTimer {
+    #[inline]
     fn now(&self) -> Instant {
-        self.base + lock(&self.state).elapsed
+        self.base + self.clock.elapsed()
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        let mut state = lock(&self.state);
-        state.next_id += 1;
+        let mut sleepers = lock(&self.clock.sleepers);
+        sleepers.next_id += 1;
         Box::pin(Sleep {
-            id: state.next_id,
-            deadline: state.elapsed.saturating_add(duration),
-            state: self.state.clone(),
+            id: sleepers.next_id,
+            deadline: self.clock.elapsed().saturating_add(duration),
+            clock: self.clock.clone(),
         })
     }
 }
