@@ -71,12 +71,14 @@ pub fn status_preimage(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> 
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Appends `"{display hex}:{height}:"` to `out` (no formatting machinery:
-/// this runs once per history entry of every status computed).
-fn push_item(out: &mut Vec<u8>, txid: &crate::TxHash, height: i64) {
+/// The longest item: 64 hex digits, ':', an optional '-', up to 20 digits, ':'.
+const MAX_ITEM: usize = 87;
+
+/// Writes `"{display hex}:{height}:"` into `item` and returns its length
+/// (no formatting machinery: this runs once per history entry of every
+/// status computed).
+fn write_item(item: &mut [u8; MAX_ITEM], txid: &crate::TxHash, height: i64) -> usize {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // 64 hex digits, ':', an optional '-', up to 20 digits, ':'.
-    let mut item = [0u8; 87];
     for (pair, byte) in item[..64].chunks_exact_mut(2).zip(txid.0.iter().rev()) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 15)];
@@ -102,29 +104,58 @@ fn push_item(out: &mut Vec<u8>, txid: &crate::TxHash, height: i64) {
     item[len..len + count].copy_from_slice(&digits[at..]);
     len += count;
     item[len] = b':';
-    out.extend_from_slice(&item[..=len]);
+    len + 1
+}
+
+/// Feeds the preimage's items, in order, to `sink`. The mempool is copied
+/// and sorted only when it is not in [`sort_mempool`] order already (the
+/// manager passes it sorted).
+fn for_each_item(confirmed: &[HistoryEntry], mempool: &[MempoolEntry], mut sink: impl FnMut(&[u8])) {
+    let mut item = [0u8; MAX_ITEM];
+    for entry in confirmed {
+        let len = write_item(&mut item, &entry.txid, i64::from(entry.height.0));
+        sink(&item[..len]);
+    }
+    let sorted;
+    let mempool = if mempool.is_sorted_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0)) {
+        mempool
+    } else {
+        let mut copy = mempool.to_vec();
+        sort_mempool(&mut copy);
+        sorted = copy;
+        &sorted[..]
+    };
+    for entry in mempool {
+        let len = write_item(&mut item, &entry.txid, i64::from(mempool_height(entry)));
+        sink(&item[..len]);
+    }
 }
 
 fn write_preimage(out: &mut Vec<u8>, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {
-    for entry in confirmed {
-        push_item(out, &entry.txid, i64::from(entry.height.0));
-    }
-    let mut sorted = mempool.to_vec();
-    sort_mempool(&mut sorted);
-    for entry in &sorted {
-        push_item(out, &entry.txid, i64::from(mempool_height(entry)));
-    }
+    for_each_item(confirmed, mempool, |item| out.extend_from_slice(item));
 }
 
 /// The status: SHA-256 of [`status_preimage`], `None` when both lists are
-/// empty.
+/// empty. The preimage is hashed as it is written, never held whole.
 pub fn electrum_status(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> Option<[u8; 32]> {
     if confirmed.is_empty() && mempool.is_empty() {
         return None;
     }
-    let mut preimage = Vec::with_capacity((confirmed.len() + mempool.len()) * 76);
-    write_preimage(&mut preimage, confirmed, mempool);
-    Some(Sha256::digest(&preimage).into())
+    // Items gather in a block-aligned buffer on the stack: most statuses
+    // (a few entries) are hashed in one call, none allocates.
+    let mut hasher = Sha256::new();
+    let mut buffer = [0u8; 8 * 64];
+    let mut len = 0;
+    for_each_item(confirmed, mempool, |item| {
+        if len + item.len() > buffer.len() {
+            hasher.update(&buffer[..len]);
+            len = 0;
+        }
+        buffer[len..len + item.len()].copy_from_slice(item);
+        len += item.len();
+    });
+    hasher.update(&buffer[..len]);
+    Some(hasher.finalize().into())
 }
 
 /// A status as clients see it: lowercase hex in hash order (not reversed).
@@ -212,6 +243,29 @@ mod tests {
             status_hex(&electrum_status(&[], &entries).unwrap()),
             "b031df98ec3d0ee3efbaaaf04d43d8dc17f7fe2516a823ca09476c1db1e7dda3"
         );
+    }
+
+    #[test]
+    fn the_status_hashes_the_preimage_across_buffer_flushes() {
+        for confirmed_len in [1usize, 5, 6, 7, 20, 100] {
+            let history: Vec<HistoryEntry> = (0..confirmed_len)
+                .map(|i| HistoryEntry {
+                    txid: TxHash([i as u8; 32]),
+                    height: Height(u32::MAX - i as u32),
+                })
+                .collect();
+            let unsorted = [
+                mempool(2, 0x00, true),
+                mempool(1, 0xff, false),
+                mempool(3, 1, false),
+            ];
+            let preimage = status_preimage(&history, &unsorted);
+            let expect: [u8; 32] = Sha256::digest(preimage.as_bytes()).into();
+            assert_eq!(electrum_status(&history, &unsorted), Some(expect));
+            let mut sorted = unsorted;
+            sort_mempool(&mut sorted);
+            assert_eq!(electrum_status(&history, &sorted), Some(expect));
+        }
     }
 
     #[test]
