@@ -35,8 +35,7 @@ use crate::types::{ConfirmedOutpoint, HistoryEntry, MempoolEntry, MempoolOutpoin
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -349,17 +348,34 @@ pub(crate) async fn yield_to_executor() {
 
 #[derive(Default)]
 struct Behaviour {
-    mode: Mutex<HostBehaviour>,
+    /// A [`HostBehaviour`] (`Behaviour::mode`): read on every call, so
+    /// an atomic rather than a lock.
+    mode: AtomicU8,
     calls: AtomicUsize,
     /// Outpoint lookups among `calls`.
     outpoint_calls: AtomicUsize,
 }
 
 impl Behaviour {
+    const MODES: [HostBehaviour; 4] = [
+        HostBehaviour::Normal,
+        HostBehaviour::Failing,
+        HostBehaviour::Hanging,
+        HostBehaviour::Yielding,
+    ];
+
+    fn mode(&self) -> HostBehaviour {
+        Self::MODES[usize::from(self.mode.load(Ordering::SeqCst))]
+    }
+
+    fn set_mode(&self, mode: HostBehaviour) {
+        let index = Self::MODES.iter().position(|m| *m == mode).unwrap_or(0);
+        self.mode.store(index as u8, Ordering::SeqCst);
+    }
+
     async fn enter(&self, what: &str) -> Result<(), HostError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let mode = *lock(&self.mode);
-        match mode {
+        match self.mode() {
             HostBehaviour::Normal => Ok(()),
             HostBehaviour::Failing => Err(format!("{what}: host unavailable").into()),
             HostBehaviour::Hanging => futures::future::pending().await,
@@ -439,7 +455,7 @@ impl MemoryDb {
 
     /// Makes every later call answer normally, fail or hang.
     pub fn set_behaviour(&self, behaviour: HostBehaviour) {
-        *lock(&self.behaviour.mode) = behaviour;
+        self.behaviour.set_mode(behaviour);
     }
 
     /// Calls made so far.
@@ -451,6 +467,14 @@ impl MemoryDb {
     pub fn outpoint_calls(&self) -> usize {
         self.behaviour.outpoint_calls.load(Ordering::SeqCst)
     }
+}
+
+/// The first `limit` entries of a script's history.
+fn history_of(data: &ChainData, hashx: HashX, limit: usize) -> Vec<HistoryEntry> {
+    data.history
+        .get(&hashx)
+        .map(|h| h[..h.len().min(limit)].to_vec())
+        .unwrap_or_default()
 }
 
 fn tip_of(data: &ChainData) -> Tip {
@@ -485,12 +509,41 @@ impl Db for MemoryDb {
 
     async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError> {
         self.behaviour.enter("history").await?;
-        let data = lock(&self.data);
-        Ok(data
-            .history
-            .get(&hashx)
-            .map(|h| h.iter().take(limit).copied().collect())
-            .unwrap_or_default())
+        Ok(history_of(&lock(&self.data), hashx, limit))
+    }
+
+    /// One lock for the whole batch while the host answers normally
+    /// (counted as one call per script, as [`MemoryDb::calls`] says);
+    /// otherwise as the default method: one [`Db::history`] call per
+    /// script, 32 at a time, each failing, hanging or yielding.
+    async fn histories(
+        &self,
+        hashxs: &[HashX],
+        limit: usize,
+    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
+        use futures::StreamExt;
+        if self.behaviour.mode() == HostBehaviour::Normal {
+            self.behaviour.calls.fetch_add(hashxs.len(), Ordering::SeqCst);
+            let data = lock(&self.data);
+            return Ok(hashxs
+                .iter()
+                .map(|&hashx| Ok(history_of(&data, hashx, limit)))
+                .collect());
+        }
+        let mut answers = Vec::with_capacity(hashxs.len());
+        let mut running = futures::stream::FuturesOrdered::new();
+        for hashx in hashxs {
+            if running.len() == 32
+                && let Some(answer) = running.next().await
+            {
+                answers.push(answer);
+            }
+            running.push_back(self.history(*hashx, limit));
+        }
+        while let Some(answer) = running.next().await {
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
@@ -568,7 +621,7 @@ impl MemoryMempool {
 
     /// Makes every later call answer normally, fail or hang.
     pub fn set_behaviour(&self, behaviour: HostBehaviour) {
-        *lock(&self.behaviour.mode) = behaviour;
+        self.behaviour.set_mode(behaviour);
     }
 
     /// Calls made so far.
@@ -647,7 +700,7 @@ impl MemoryDaemon {
 
     /// Makes every later call answer normally, fail or hang.
     pub fn set_behaviour(&self, behaviour: HostBehaviour) {
-        *lock(&self.behaviour.mode) = behaviour;
+        self.behaviour.set_mode(behaviour);
     }
 
     /// Calls made so far (every method, failed ones included).
