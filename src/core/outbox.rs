@@ -17,8 +17,10 @@
 //! replaced meanwhile).
 
 use crate::core::hashing::HashMap;
-use crate::core::subscriptions::Alias;
-use crate::types::{BlockHash, ExtendedNotification, HashX, Height, Notification, OutPoint, OutpointStatus};
+use crate::core::subscriptions::{Alias, ScriptName};
+use crate::types::{
+    BlockHash, ExtendedNotification, HashX, Height, Notification, OutPoint, OutpointStatus, encode_hex,
+};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -42,12 +44,17 @@ pub(crate) enum StatusKey {
     Outpoint(OutPoint),
 }
 
-/// A status as it is sent.
+/// A status as it is sent, kept as bytes: the text (hex) is built when
+/// the delivery future takes it ([`Outbox::next`]), so queueing a status
+/// allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Payload {
-    /// A script's status (lowercase hex, `None` for no history), named as
-    /// the session named the script.
-    Script { alias: Alias, status: Option<String> },
+    /// A script's status (the status hash, `None` for no history), named
+    /// as the session named the script.
+    Script {
+        name: ScriptName,
+        status: Option<[u8; 32]>,
+    },
     /// An outpoint's status.
     Outpoint {
         outpoint: OutPoint,
@@ -58,16 +65,24 @@ pub(crate) enum Payload {
 impl Payload {
     fn to_message(&self) -> Outgoing {
         match self {
-            Payload::Script { alias, status } => match alias {
-                Alias::ScriptHash(alias) => Outgoing::Notification(Notification::ScriptHashStatus {
-                    alias: alias.clone(),
-                    status: status.clone(),
-                }),
-                Alias::ScriptPubKey(script) => Outgoing::Extended(ExtendedNotification::ScriptPubKeyStatus {
-                    script: script.clone(),
-                    status: status.clone(),
-                }),
-            },
+            Payload::Script { name, status } => {
+                // Lowercase hex, in hash order (not reversed).
+                let status = status.as_ref().map(|status| encode_hex(status));
+                match name {
+                    ScriptName::Canonical(_) | ScriptName::Alias(Alias::ScriptHash(_)) => {
+                        Outgoing::Notification(Notification::ScriptHashStatus {
+                            alias: name.scripthash_text(),
+                            status,
+                        })
+                    }
+                    ScriptName::Alias(Alias::ScriptPubKey(script)) => {
+                        Outgoing::Extended(ExtendedNotification::ScriptPubKeyStatus {
+                            script: script.clone(),
+                            status,
+                        })
+                    }
+                }
+            }
             Payload::Outpoint { outpoint, status } => {
                 Outgoing::Extended(ExtendedNotification::OutpointStatus {
                     outpoint: *outpoint,
@@ -484,18 +499,69 @@ mod tests {
         })
     }
 
+    /// The status a test named `text`: its bytes, then zeros.
+    fn status_bytes(text: &str) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        bytes
+    }
+
+    /// The name of the status sent ([`status_bytes`] back).
     fn status_of(notification: &Notification) -> Option<String> {
         match notification {
-            Notification::ScriptHashStatus { status, .. } => status.clone(),
+            Notification::ScriptHashStatus { status, .. } => status.as_ref().map(|hex| {
+                let bytes: [u8; 32] = crate::types::parse_hex_array(hex).unwrap();
+                let text: Vec<u8> = bytes.iter().copied().take_while(|&b| b != 0).collect();
+                String::from_utf8(text).unwrap()
+            }),
             Notification::Header { .. } => panic!("expected a status"),
         }
     }
 
     fn script(alias: &str, status: Option<&str>) -> Payload {
         Payload::Script {
-            alias: Alias::ScriptHash(alias.into()),
-            status: status.map(Into::into),
+            name: ScriptName::Alias(Alias::ScriptHash(alias.into())),
+            status: status.map(status_bytes),
         }
+    }
+
+    #[test]
+    fn a_script_status_is_written_out_when_taken() {
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        let mut hash = [0u8; 32];
+        hash[0] = 0xab;
+        hash[31] = 0x01;
+        let canonical = Payload::Script {
+            name: ScriptName::Canonical(hash),
+            status: Some(status_bytes("s")),
+        };
+        outbox.push_status(StatusKey::Script(hx(1)), canonical, 1, 0, now);
+        let spk = Payload::Script {
+            name: ScriptName::Alias(Alias::ScriptPubKey("51".into())),
+            status: None,
+        };
+        outbox.push_status(StatusKey::Script(hx(2)), spk, 2, 0, now);
+        let (taken, first) = outbox.next().unwrap();
+        // The scripthash reversed (display order), the status in hash order.
+        let alias = format!("01{}ab", "00".repeat(30));
+        let status = format!("73{}", "00".repeat(31));
+        assert_eq!(
+            first,
+            Outgoing::Notification(Notification::ScriptHashStatus {
+                alias,
+                status: Some(status)
+            })
+        );
+        outbox.acknowledge(taken, now);
+        let (_, second) = outbox.next().unwrap();
+        assert_eq!(
+            second,
+            Outgoing::Extended(ExtendedNotification::ScriptPubKeyStatus {
+                script: "51".into(),
+                status: None
+            })
+        );
     }
 
     #[test]

@@ -120,6 +120,44 @@ impl Default for Alias {
     }
 }
 
+/// How a notification names a script: the canonical scripthash spelling of
+/// the script's hash (its text is built at delivery), or the session's own
+/// alias when it used another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ScriptName {
+    /// The scripthash, internal byte order: sent reversed, lowercase hex.
+    Canonical([u8; 32]),
+    /// As the session named the script.
+    Alias(Alias),
+}
+
+impl ScriptName {
+    /// The scripthash text of a [`ScriptName::Canonical`] or a scripthash
+    /// alias (a scriptPubKey's hex for [`Alias::ScriptPubKey`]).
+    pub(crate) fn scripthash_text(&self) -> String {
+        match self {
+            ScriptName::Canonical(hash) => {
+                let mut bytes = *hash;
+                bytes.reverse();
+                encode_hex(&bytes)
+            }
+            ScriptName::Alias(Alias::ScriptHash(text) | Alias::ScriptPubKey(text)) => text.clone(),
+        }
+    }
+
+    /// The name as an [`Alias`] (test support).
+    #[cfg(test)]
+    pub(crate) fn alias(&self) -> Alias {
+        match self {
+            ScriptName::Canonical(_) => Alias::ScriptHash(self.scripthash_text()),
+            ScriptName::Alias(alias) => alias.clone(),
+        }
+    }
+}
+
+/// No slot: [`SubscriptionIndex::update_at`] looks the script up.
+pub(crate) const NO_SLOT: u32 = u32::MAX;
+
 /// Keys a session may hold in a plain list before they move to a hash set.
 const SMALL_SCRIPTS: usize = 16;
 
@@ -238,11 +276,11 @@ pub(crate) struct SubLimits {
 }
 
 /// A script status change to deliver: to `subscriber`, for `hashx`, from
-/// `base` to the new status, named as `alias`.
+/// `base` to the new status, named as `name`.
 pub(crate) struct Delivery<S> {
     pub(crate) subscriber: S,
     pub(crate) hashx: HashX,
-    pub(crate) alias: Alias,
+    pub(crate) name: ScriptName,
     pub(crate) base: StatusPrint,
 }
 
@@ -270,14 +308,6 @@ pub(crate) fn split_scripthash(hash: &[u8; 32]) -> (HashX, [u8; 32 - HASHX_LEN])
     let mut rest = [0u8; 32 - HASHX_LEN];
     rest.copy_from_slice(&hash[HASHX_LEN..]);
     (HashX::from_scripthash(hash), rest)
-}
-
-fn canonical_alias(hashx: &HashX, rest: &[u8]) -> String {
-    let mut bytes = [0u8; 32];
-    bytes[..HASHX_LEN].copy_from_slice(hashx.as_bytes());
-    bytes[HASHX_LEN..].copy_from_slice(rest);
-    bytes.reverse();
-    encode_hex(&bytes)
 }
 
 pub(crate) struct SubscriptionIndex<S> {
@@ -488,7 +518,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                             deliveries.push(Delivery {
                                 subscriber: other.clone(),
                                 hashx,
-                                alias: Alias::default(),
+                                name: ScriptName::Canonical([0; 32]),
                                 base,
                             });
                         }
@@ -585,22 +615,6 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             self.count_new(group);
         }
         Ok(Subscribed { count, deliveries })
-    }
-
-    /// The alias session `id` used for `hashx`.
-    pub(crate) fn alias_of(&self, id: SessionId, hashx: &HashX) -> Alias {
-        if let Some(alias) = self
-            .sessions
-            .get(&id)
-            .and_then(|s| s.aliases.as_ref())
-            .and_then(|aliases| aliases.get(hashx))
-        {
-            return alias.clone();
-        }
-        match self.scripts.find(hashx) {
-            Some(slot) => Alias::ScriptHash(canonical_alias(hashx, self.scripts.get(slot).rest())),
-            None => Alias::default(),
-        }
     }
 
     /// Drops subscriber `id` of the script at `slot`, and the entry if it
@@ -749,29 +763,39 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// The scripts to recompute for an event: `touched ∩ subscribed`
     /// (iterating the smaller side), plus, on a tip change, every script
     /// whose last status involved the mempool.
+    #[cfg(test)]
     pub(crate) fn targets(&self, touched: &HashSet<HashX>, tip_changed: bool) -> Vec<HashX> {
-        let mut out: Vec<HashX> = if touched.len() <= self.scripts.len() {
-            touched
-                .iter()
-                .filter(|h| self.scripts.find(h).is_some())
-                .copied()
-                .collect()
+        self.targets_at(touched, tip_changed).0
+    }
+
+    /// [`Self::targets`], with the slot each was found at (for
+    /// [`Self::update_at`]; [`NO_SLOT`] if none).
+    pub(crate) fn targets_at(&self, touched: &HashSet<HashX>, tip_changed: bool) -> (Vec<HashX>, Vec<u32>) {
+        let mut hashxs = Vec::new();
+        let mut slots = Vec::new();
+        if touched.len() <= self.scripts.len() {
+            for hashx in touched {
+                if let Some(slot) = self.scripts.find(hashx) {
+                    hashxs.push(*hashx);
+                    slots.push(slot);
+                }
+            }
         } else {
-            self.scripts
-                .slots()
-                .map(|slot| self.scripts.get(slot).hashx())
-                .filter(|h| touched.contains(h))
-                .collect()
-        };
-        if tip_changed {
-            out.extend(
-                self.mempool_scripts
-                    .iter()
-                    .filter(|k| !touched.contains(*k))
-                    .copied(),
-            );
+            for slot in self.scripts.slots() {
+                let hashx = self.scripts.get(slot).hashx();
+                if touched.contains(&hashx) {
+                    hashxs.push(hashx);
+                    slots.push(slot);
+                }
+            }
         }
-        out
+        if tip_changed {
+            for hashx in self.mempool_scripts.iter().filter(|k| !touched.contains(*k)) {
+                hashxs.push(*hashx);
+                slots.push(self.scripts.find(hashx).unwrap_or(NO_SLOT));
+            }
+        }
+        (hashxs, slots)
     }
 
     /// The outpoints to recompute for an event, as [`Self::targets`].
@@ -780,29 +804,52 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     }
 
     /// Records a newly computed status. If it differs from the entry's, the
-    /// entry takes it and every subscriber is returned to be sent it.
+    /// entry takes it and every subscriber is returned to be sent it
+    /// (test support: a pass uses [`Self::update_at`]).
+    #[cfg(test)]
     pub(crate) fn update(&mut self, hashx: &HashX, status: StatusPrint, mempool: bool) -> Vec<Delivery<S>> {
-        let Some(slot) = self.scripts.find(hashx) else {
-            return Vec::new();
+        let mut deliveries = Vec::new();
+        self.update_at(hashx, NO_SLOT, status, mempool, &mut deliveries);
+        deliveries
+    }
+
+    /// [`Self::update`] for a script [`Self::targets_at`] found at `slot`
+    /// (checked again, and looked up if it no longer holds the script),
+    /// appending the deliveries to `out`. Returns how many it appended.
+    pub(crate) fn update_at(
+        &mut self,
+        hashx: &HashX,
+        slot: u32,
+        status: StatusPrint,
+        mempool: bool,
+        out: &mut Vec<Delivery<S>>,
+    ) -> usize {
+        let Some(slot) = self
+            .scripts
+            .check(slot, hashx)
+            .or_else(|| self.scripts.find(hashx))
+        else {
+            return 0;
         };
         mark(&mut self.mempool_scripts, *hashx, mempool);
         let entry = self.scripts.get_mut(slot);
         if entry.status == status {
-            return Vec::new();
+            return 0;
         }
         let base = entry.status;
         entry.status = status;
-        let mut deliveries = Vec::with_capacity(self.scripts.subscriber_count(slot));
+        let start = out.len();
+        out.reserve(self.scripts.subscriber_count(slot));
         self.scripts.for_each_subscriber(slot, |s| {
-            deliveries.push(Delivery {
+            out.push(Delivery {
                 subscriber: s.clone(),
                 hashx: *hashx,
-                alias: Alias::default(),
+                name: ScriptName::Canonical([0; 32]),
                 base,
             })
         });
-        self.fill_aliases(slot, hashx, &mut deliveries);
-        deliveries
+        self.fill_aliases(slot, hashx, &mut out[start..]);
+        out.len() - start
     }
 
     /// As [`Self::update`], for an outpoint.
@@ -835,19 +882,30 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         deliveries
     }
 
-    /// Sets each delivery's alias: the canonical spelling, built once, unless
-    /// some subscriber of the script used another.
+    /// Sets each delivery's name: the script's canonical scripthash (its
+    /// text is built at delivery), unless some subscriber of the script
+    /// used another spelling (then each session's own).
     fn fill_aliases(&self, slot: u32, hashx: &HashX, deliveries: &mut [Delivery<S>]) {
-        if self.scripts.unusual(slot) {
-            for delivery in deliveries {
-                delivery.alias = self.alias_of(delivery.subscriber.id(), hashx);
-            }
-        } else if let Some((last, rest)) = deliveries.split_last_mut() {
-            let canonical = canonical_alias(hashx, self.scripts.get(slot).rest());
-            for delivery in rest {
-                delivery.alias = Alias::ScriptHash(canonical.clone());
-            }
-            last.alias = Alias::ScriptHash(canonical);
+        let hash = self.scripts.get(slot).scripthash();
+        let unusual = self.scripts.unusual(slot);
+        for delivery in deliveries {
+            delivery.name = match unusual {
+                true => self.name_of(delivery.subscriber.id(), hashx, hash),
+                false => ScriptName::Canonical(hash),
+            };
+        }
+    }
+
+    /// How session `id` named `hashx` (scripthash `hash`).
+    fn name_of(&self, id: SessionId, hashx: &HashX, hash: [u8; 32]) -> ScriptName {
+        match self
+            .sessions
+            .get(&id)
+            .and_then(|s| s.aliases.as_ref())
+            .and_then(|aliases| aliases.get(hashx))
+        {
+            Some(alias) => ScriptName::Alias(alias.clone()),
+            None => ScriptName::Canonical(hash),
         }
     }
 
@@ -982,7 +1040,7 @@ mod tests {
         let mut to: Vec<u64> = changed.deliveries.iter().map(|d| d.subscriber.0).collect();
         to.sort();
         assert_eq!(to, vec![1, 2]);
-        assert_eq!(changed.deliveries[0].alias, Alias::ScriptHash(alias(1)));
+        assert_eq!(changed.deliveries[0].name.alias(), Alias::ScriptHash(alias(1)));
         assert_eq!(changed.deliveries[0].base, 10);
         index.check_consistency();
     }
@@ -1000,7 +1058,7 @@ mod tests {
         let deliveries = index.update(&hx(0xab), 5, false);
         let mut aliases: Vec<(u64, Alias)> = deliveries
             .into_iter()
-            .map(|d| (d.subscriber.0, d.alias))
+            .map(|d| (d.subscriber.0, d.name.alias()))
             .collect();
         aliases.sort();
         assert_eq!(
@@ -1307,12 +1365,12 @@ mod tests {
         assert_eq!(again.count, 1);
         let told = index.update(&hashx, 3, false);
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].alias, spk);
+        assert_eq!(told[0].name.alias(), spk);
         index
             .subscribe_alias(Sub(1), None, &alias(1), 3, false, limits)
             .unwrap();
         assert_eq!(
-            index.update(&hashx, 4, false)[0].alias,
+            index.update(&hashx, 4, false)[0].name.alias(),
             Alias::ScriptHash(alias(1))
         );
         assert_eq!(index.unsubscribe(SessionId(1), &hashx), Some(0));

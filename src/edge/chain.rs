@@ -316,8 +316,13 @@ impl<H: Host> SessionManager<H> {
     async fn unconfirmed(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<Vec<MempoolEntry>> {
         let mut mempool = self.mempool_entries(hashx).await?;
         if !mempool.is_empty() && !history.is_empty() {
-            let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
-            mempool.retain(|entry| !confirmed.contains(&entry.txid));
+            // A short history is scanned; a set is built only for a long one.
+            if history.len() * mempool.len() <= 256 {
+                mempool.retain(|entry| !history.iter().any(|e| e.txid == entry.txid));
+            } else {
+                let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
+                mempool.retain(|entry| !confirmed.contains(&entry.txid));
+            }
         }
         status::sort_mempool(&mut mempool);
         Ok(mempool)
@@ -328,7 +333,7 @@ impl<H: Host> SessionManager<H> {
     /// mempool lags is announced once, not twice.
     pub(crate) async fn script_status(&self, hashx: HashX) -> Result<ScriptStatus> {
         let (history, cost) = self.confirmed_history(hashx).await?;
-        self.status_from(hashx, history, cost).await
+        self.status_from(hashx, &history, cost).await
     }
 
     /// The confirmed histories of scripts a `notify` found touched, read
@@ -337,7 +342,7 @@ impl<H: Host> SessionManager<H> {
     /// would cost a cache insertion per changed script. The next client
     /// lookup reloads a history into the cache (and pays for the miss).
     /// One result per script, in order.
-    pub(crate) async fn fresh_histories(&self, hashxs: &[HashX]) -> Vec<Result<Arc<[HistoryEntry]>>> {
+    pub(crate) async fn fresh_histories(&self, hashxs: &[HashX]) -> Vec<Result<Vec<HistoryEntry>>> {
         let limit = self.inner.config.max_history_len();
         let db = self.inner.db();
         let answers = match self.host_call("history", db.histories(hashxs, limit)).await {
@@ -364,7 +369,7 @@ impl<H: Host> SessionManager<H> {
                     len: entries.len(),
                     limit,
                 }),
-                Ok(entries) => Ok(entries.into()),
+                Ok(entries) => Ok(entries),
                 Err(source) => {
                     let error = Error::host("history", source);
                     crate::edge::observe::host_error("history", &error);
@@ -375,25 +380,21 @@ impl<H: Host> SessionManager<H> {
     }
 
     /// The status of a script from a history [`Self::fresh_histories`] read.
-    pub(crate) async fn fresh_status(
-        &self,
-        hashx: HashX,
-        history: Arc<[HistoryEntry]>,
-    ) -> Result<ScriptStatus> {
+    pub(crate) async fn fresh_status(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<ScriptStatus> {
         self.status_from(hashx, history, Cost::ZERO).await
     }
 
     async fn status_from(
         &self,
         hashx: HashX,
-        history: Arc<[HistoryEntry]>,
+        history: &[HistoryEntry],
         mut cost: Cost,
     ) -> Result<ScriptStatus> {
-        let mempool = self.unconfirmed(hashx, &history).await?;
+        let mempool = self.unconfirmed(hashx, history).await?;
         let preimage_len = (history.len() + mempool.len()) * 68;
         cost += cost::status(preimage_len);
         Ok(ScriptStatus {
-            status: status::electrum_status(&history, &mempool),
+            status: status::electrum_status(history, &mempool),
             mempool: !mempool.is_empty(),
             cost,
         })

@@ -10,8 +10,8 @@
 use crate::core::hashing::HashSet;
 use crate::core::outbox::{Outgoing, Payload, StatusKey, StatusPrint};
 use crate::core::subscriptions::{
-    Alias, Delivery, OutpointDelivery, SubLimits, Subscriber, SubscriptionIndex, parse_scripthash,
-    split_scripthash,
+    Alias, Delivery, OutpointDelivery, ScriptName, SubLimits, Subscriber, SubscriptionIndex,
+    parse_scripthash, split_scripthash,
 };
 use crate::core::sync::lock;
 use crate::edge::chain::{ComputedOutpoint, ScriptStatus};
@@ -277,12 +277,11 @@ impl<H: Host> SessionManager<H> {
     }
 
     fn queue(&self, deliveries: Vec<Delivery<Arc<SessionShared<H>>>>, status: &ScriptStatus) -> usize {
-        let hex = status.hex();
         let charge = crate::core::cost::status(0);
         self.queue_each(deliveries, status.print(), charge, |delivery| {
             let payload = Payload::Script {
-                alias: delivery.alias,
-                status: hex.clone(),
+                name: delivery.name,
+                status: status.status,
             };
             (
                 delivery.subscriber,
@@ -479,24 +478,63 @@ impl<H: Host> SessionManager<H> {
         report
     }
 
-    /// Records one computed status and queues it for the subscribers whose
-    /// status differs.
-    fn apply_status(
+    /// Records the statuses computed for `batch` (each `(position in
+    /// batch, result)`; `slots`: where the index found each script) under
+    /// one index lock, then queues each changed one to the subscribers
+    /// whose status differs. `computed` is drained; `deliveries` is a
+    /// buffer kept between batches.
+    fn apply_statuses(
         &self,
-        hashx: HashX,
-        result: Result<ScriptStatus>,
+        batch: &[HashX],
+        slots: &[u32],
+        computed: &mut Vec<(usize, Result<ScriptStatus>)>,
+        deliveries: &mut Vec<Delivery<Arc<SessionShared<H>>>>,
         report: &mut NotifyReport,
         failed: &mut Changes,
     ) {
-        let Ok(status) = result else {
-            report.failures += 1;
-            failed.add_script(hashx);
+        // Each changed status: its subscribers (how many deliveries), the
+        // status and its fingerprint.
+        let mut changed = Vec::new();
+        {
+            let mut index = lock(&self.inner.index);
+            for (at, result) in computed.drain(..) {
+                let Ok(status) = result else {
+                    report.failures += 1;
+                    failed.add_script(batch[at]);
+                    continue;
+                };
+                let print = status.print();
+                let count = index.update_at(&batch[at], slots[at], print, status.mempool, deliveries);
+                if count > 0 {
+                    changed.push((count, status.status, print));
+                }
+            }
+        }
+        if changed.is_empty() {
             return;
-        };
-        let deliveries = lock(&self.inner.index).update(&hashx, status.print(), status.mempool);
-        if !deliveries.is_empty() {
+        }
+        let now = self.now();
+        let charge = crate::core::cost::status(0);
+        let mut deliveries = deliveries.drain(..);
+        for (count, status, print) in changed {
             report.statuses_changed += 1;
-            report.status_notifications += self.queue(deliveries, &status);
+            report.status_notifications += count;
+            for delivery in deliveries.by_ref().take(count) {
+                let payload = Payload::Script {
+                    name: delivery.name,
+                    status,
+                };
+                let session = delivery.subscriber;
+                session.outbox.push_status(
+                    StatusKey::Script(delivery.hashx),
+                    payload,
+                    print,
+                    delivery.base,
+                    now,
+                );
+                session.count_queued();
+                session.add_cost(charge);
+            }
         }
     }
 
@@ -592,10 +630,10 @@ impl<H: Host> SessionManager<H> {
             self.settle_tip_change(previous, pass.tip).await;
             pass.settle = None;
         }
-        let (targets, outpoint_targets) = {
+        let ((targets, slots), outpoint_targets) = {
             let index = lock(&self.inner.index);
             (
-                index.targets(&pass.touched.scripts, pass.tip_changed),
+                index.targets_at(&pass.touched.scripts, pass.tip_changed),
                 index.outpoint_targets(&pass.touched.outpoints, pass.tip_changed),
             )
         };
@@ -603,34 +641,44 @@ impl<H: Host> SessionManager<H> {
         // The histories come in batches (one `Db::histories` call each);
         // each status future is then polled once in place: a mempool that
         // answers at once (in memory) costs no task bookkeeping; the others
-        // run concurrently, at most STATUS_CONCURRENCY at a time.
-        for batch in targets.chunks(HISTORY_BATCH) {
+        // run concurrently, at most STATUS_CONCURRENCY at a time. A batch's
+        // statuses are recorded in the index under one lock, then queued.
+        let mut computed = Vec::new();
+        let mut deliveries = Vec::new();
+        for (batch, slots) in targets.chunks(HISTORY_BATCH).zip(slots.chunks(HISTORY_BATCH)) {
             let histories = self.fresh_histories(batch).await;
             let mut waiting = futures::stream::FuturesUnordered::new();
-            for (&hashx, history) in batch.iter().zip(histories) {
+            for (at, history) in histories.into_iter().enumerate() {
                 let history = match history {
                     Ok(history) => history,
                     Err(error) => {
-                        self.apply_status(hashx, Err(error), &mut report, &mut failed);
+                        computed.push((at, Err(error)));
                         continue;
                     }
                 };
-                let mut status = Box::pin(async move { (hashx, self.fresh_status(hashx, history).await) });
+                let hashx = batch[at];
+                let mut status = Box::pin(async move { (at, self.fresh_status(hashx, &history).await) });
                 match futures::poll!(status.as_mut()) {
-                    std::task::Poll::Ready((hashx, result)) => {
-                        self.apply_status(hashx, result, &mut report, &mut failed)
-                    }
-                    std::task::Poll::Pending => waiting.push(status),
+                    Poll::Ready(done) => computed.push(done),
+                    Poll::Pending => waiting.push(status),
                 }
                 if waiting.len() >= STATUS_CONCURRENCY
-                    && let Some((hashx, result)) = waiting.next().await
+                    && let Some(done) = waiting.next().await
                 {
-                    self.apply_status(hashx, result, &mut report, &mut failed);
+                    computed.push(done);
                 }
             }
-            while let Some((hashx, result)) = waiting.next().await {
-                self.apply_status(hashx, result, &mut report, &mut failed);
+            while let Some(done) = waiting.next().await {
+                computed.push(done);
             }
+            self.apply_statuses(
+                batch,
+                slots,
+                &mut computed,
+                &mut deliveries,
+                &mut report,
+                &mut failed,
+            );
         }
         self.notify_outpoints(&outpoint_targets, &mut report, &mut failed)
             .await;
@@ -756,16 +804,15 @@ impl<H: Host> SessionHandle<H> {
                 |pending| pending.touched.add_script(hashx),
             )
             .await?;
-        let hex = status.hex();
         let payload = Payload::Script {
-            alias,
-            status: hex.clone(),
+            name: ScriptName::Alias(alias),
+            status: status.status,
         };
         session
             .outbox
             .status_given(StatusKey::Script(hashx), payload, status.print());
         manager.queue(deliveries, &status);
-        Ok(hex)
+        Ok(status.hex())
     }
 
     /// Reads a status (`read`, charged `cost`) and records the subscription

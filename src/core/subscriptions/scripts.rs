@@ -43,6 +43,11 @@ impl<S> Entry<S> {
         HashX::from_scripthash(&self.hash)
     }
 
+    /// The scripthash, internal byte order.
+    pub(super) fn scripthash(&self) -> [u8; 32] {
+        self.hash
+    }
+
     /// The scripthash bytes after the hashX.
     pub(super) fn rest(&self) -> &[u8] {
         &self.hash[HASHX_LEN..]
@@ -104,6 +109,17 @@ impl<S: Subscriber> Scripts<S> {
                 hashx_of(&at(chunks, slot).hash) == hashx.as_bytes()
             })
             .copied()
+    }
+
+    /// `slot`, if it holds the live entry of `hashx` (a slot found
+    /// earlier, checked again: the entry may have gone, its slot reused).
+    pub(super) fn check(&self, slot: u32, hashx: &HashX) -> Option<u32> {
+        let entry = self
+            .chunks
+            .get(slot as usize / CHUNK)?
+            .get(slot as usize % CHUNK)?;
+        let live = entry.one.is_some() || self.many.contains_key(&slot);
+        (live && hashx_of(&entry.hash) == hashx.as_bytes()).then_some(slot)
     }
 
     pub(super) fn get(&self, slot: u32) -> &Entry<S> {
