@@ -107,32 +107,61 @@ fn write_item(item: &mut [u8; MAX_ITEM], txid: &crate::TxHash, height: i64) -> u
     len + 1
 }
 
-/// Feeds the preimage's items, in order, to `sink`. The mempool is copied
-/// and sorted only when it is not in [`sort_mempool`] order already (the
-/// manager passes it sorted).
-fn for_each_item(confirmed: &[HistoryEntry], mempool: &[MempoolEntry], mut sink: impl FnMut(&[u8])) {
-    let mut item = [0u8; MAX_ITEM];
-    for entry in confirmed {
-        let len = write_item(&mut item, &entry.txid, i64::from(entry.height.0));
-        sink(&item[..len]);
+/// The preimage on its way out: items are written in place into a
+/// block-aligned buffer on the stack, handed to `flush` whenever the next
+/// one might not fit, and at the end. Most statuses (a few entries) are
+/// flushed once; none allocates.
+struct Preimage<F: FnMut(&[u8])> {
+    buffer: [u8; 8 * 64],
+    len: usize,
+    flush: F,
+}
+
+impl<F: FnMut(&[u8])> Preimage<F> {
+    fn new(flush: F) -> Self {
+        Preimage {
+            buffer: [0; 8 * 64],
+            len: 0,
+            flush,
+        }
     }
-    let sorted;
-    let mempool = if mempool.is_sorted_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0)) {
-        mempool
-    } else {
-        let mut copy = mempool.to_vec();
-        sort_mempool(&mut copy);
-        sorted = copy;
-        &sorted[..]
-    };
-    for entry in mempool {
-        let len = write_item(&mut item, &entry.txid, i64::from(mempool_height(entry)));
-        sink(&item[..len]);
+
+    fn push(&mut self, txid: &crate::TxHash, height: i64) {
+        if self.len + MAX_ITEM > self.buffer.len() {
+            (self.flush)(&self.buffer[..self.len]);
+            self.len = 0;
+        }
+        let room = &mut self.buffer[self.len..self.len + MAX_ITEM];
+        if let Ok(item) = <&mut [u8; MAX_ITEM]>::try_from(room) {
+            self.len += write_item(item, txid, height);
+        }
+    }
+
+    /// Writes every item, in order, and flushes. The mempool is copied and
+    /// sorted only when it is not in [`sort_mempool`] order already (the
+    /// manager passes it sorted).
+    fn write(mut self, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {
+        for entry in confirmed {
+            self.push(&entry.txid, i64::from(entry.height.0));
+        }
+        let sorted;
+        let mempool = if mempool.is_sorted_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0)) {
+            mempool
+        } else {
+            let mut copy = mempool.to_vec();
+            sort_mempool(&mut copy);
+            sorted = copy;
+            &sorted[..]
+        };
+        for entry in mempool {
+            self.push(&entry.txid, i64::from(mempool_height(entry)));
+        }
+        (self.flush)(&self.buffer[..self.len]);
     }
 }
 
 fn write_preimage(out: &mut Vec<u8>, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {
-    for_each_item(confirmed, mempool, |item| out.extend_from_slice(item));
+    Preimage::new(|bytes: &[u8]| out.extend_from_slice(bytes)).write(confirmed, mempool);
 }
 
 /// The status: SHA-256 of [`status_preimage`], `None` when both lists are
@@ -141,20 +170,8 @@ pub fn electrum_status(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> 
     if confirmed.is_empty() && mempool.is_empty() {
         return None;
     }
-    // Items gather in a block-aligned buffer on the stack: most statuses
-    // (a few entries) are hashed in one call, none allocates.
     let mut hasher = Sha256::new();
-    let mut buffer = [0u8; 8 * 64];
-    let mut len = 0;
-    for_each_item(confirmed, mempool, |item| {
-        if len + item.len() > buffer.len() {
-            hasher.update(&buffer[..len]);
-            len = 0;
-        }
-        buffer[len..len + item.len()].copy_from_slice(item);
-        len += item.len();
-    });
-    hasher.update(&buffer[..len]);
+    Preimage::new(|bytes: &[u8]| hasher.update(bytes)).write(confirmed, mempool);
     Some(hasher.finalize().into())
 }
 
