@@ -771,8 +771,10 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// [`Self::targets`], with the slot each was found at (for
     /// [`Self::update_at`]; [`NO_SLOT`] if none).
     pub(crate) fn targets_at(&self, touched: &HashSet<HashX>, tip_changed: bool) -> (Vec<HashX>, Vec<u32>) {
-        let mut hashxs = Vec::new();
-        let mut slots = Vec::new();
+        let most =
+            touched.len().min(self.scripts.len()) + usize::from(tip_changed) * self.mempool_scripts.len();
+        let mut hashxs = Vec::with_capacity(most);
+        let mut slots = Vec::with_capacity(most);
         if touched.len() <= self.scripts.len() {
             for hashx in touched {
                 if let Some(slot) = self.scripts.find(hashx) {

@@ -494,7 +494,7 @@ impl<H: Host> SessionManager<H> {
     ) {
         // Each changed status: its subscribers (how many deliveries), the
         // status and its fingerprint.
-        let mut changed = Vec::new();
+        let mut changed = Vec::with_capacity(computed.len());
         {
             let mut index = lock(&self.inner.index);
             for (at, result) in computed.drain(..) {
@@ -643,8 +643,8 @@ impl<H: Host> SessionManager<H> {
         // answers at once (in memory) costs no task bookkeeping; the others
         // run concurrently, at most STATUS_CONCURRENCY at a time. A batch's
         // statuses are recorded in the index under one lock, then queued.
-        let mut computed = Vec::new();
-        let mut deliveries = Vec::new();
+        let mut computed = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
+        let mut deliveries = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         for (batch, slots) in targets.chunks(HISTORY_BATCH).zip(slots.chunks(HISTORY_BATCH)) {
             let histories = self.fresh_histories(batch).await;
             let mut waiting = futures::stream::FuturesUnordered::new();
