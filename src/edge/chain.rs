@@ -187,6 +187,34 @@ fn unconfirmed_height(has_unconfirmed_inputs: bool) -> i64 {
     if has_unconfirmed_inputs { -1 } else { 0 }
 }
 
+/// Mempool entries minus those already in `history`, in status order
+/// ([`status::sort_mempool`]).
+fn unconfirmed_of(history: &[HistoryEntry], mut mempool: Vec<MempoolEntry>) -> Vec<MempoolEntry> {
+    if !mempool.is_empty() && !history.is_empty() {
+        // A short history is scanned; a set is built only for a long one.
+        if history.len() * mempool.len() <= 256 {
+            mempool.retain(|entry| !history.iter().any(|e| e.txid == entry.txid));
+        } else {
+            let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
+            mempool.retain(|entry| !confirmed.contains(&entry.txid));
+        }
+    }
+    status::sort_mempool(&mut mempool);
+    mempool
+}
+
+/// The status of a script from its history and its unconfirmed entries
+/// ([`unconfirmed_of`]); `cost`: what reading them cost.
+fn status_of(history: &[HistoryEntry], mempool: Vec<MempoolEntry>, mut cost: Cost) -> ScriptStatus {
+    let preimage_len = (history.len() + mempool.len()) * 68;
+    cost += cost::status(preimage_len);
+    ScriptStatus {
+        status: status::electrum_status(history, &mempool),
+        mempool: !mempool.is_empty(),
+        cost,
+    }
+}
+
 /// A 64-bit fingerprint of a status (0 for none).
 pub(crate) fn status_print(status: &Option<[u8; 32]>) -> crate::core::outbox::StatusPrint {
     match status {
@@ -314,18 +342,8 @@ impl<H: Host> SessionManager<H> {
     /// Mempool entries of `hashx` minus those already in `history`, in
     /// status order ([`status::sort_mempool`]).
     async fn unconfirmed(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<Vec<MempoolEntry>> {
-        let mut mempool = self.mempool_entries(hashx).await?;
-        if !mempool.is_empty() && !history.is_empty() {
-            // A short history is scanned; a set is built only for a long one.
-            if history.len() * mempool.len() <= 256 {
-                mempool.retain(|entry| !history.iter().any(|e| e.txid == entry.txid));
-            } else {
-                let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
-                mempool.retain(|entry| !confirmed.contains(&entry.txid));
-            }
-        }
-        status::sort_mempool(&mut mempool);
-        Ok(mempool)
+        let mempool = self.mempool_entries(hashx).await?;
+        Ok(unconfirmed_of(history, mempool))
     }
 
     /// The Electrum status of `hashx`. Mempool entries already confirmed in
@@ -379,25 +397,48 @@ impl<H: Host> SessionManager<H> {
             .collect()
     }
 
-    /// The status of a script from a history [`Self::fresh_histories`] read.
-    pub(crate) async fn fresh_status(&self, hashx: HashX, history: &[HistoryEntry]) -> Result<ScriptStatus> {
-        self.status_from(hashx, history, Cost::ZERO).await
-    }
-
-    async fn status_from(
+    /// A `notify` pass's [`Mempool::entries`](crate::Mempool::entries)
+    /// call for `hashx`, not yet polled: [`Self::fresh_status_now`] takes
+    /// an answer given at the first poll, [`Self::fresh_status_after`] a
+    /// call that did not answer at once.
+    pub(crate) fn fresh_mempool_call(
         &self,
         hashx: HashX,
+    ) -> futures::future::BoxFuture<'_, std::result::Result<Vec<MempoolEntry>, HostError>> {
+        self.inner.mempool().entries(hashx)
+    }
+
+    /// The status of a script from a history [`Self::fresh_histories`]
+    /// read and the mempool's answer (as [`Self::host_call`] reports a
+    /// failure).
+    pub(crate) fn fresh_status_now(
+        &self,
         history: &[HistoryEntry],
-        mut cost: Cost,
+        answer: std::result::Result<Vec<MempoolEntry>, HostError>,
     ) -> Result<ScriptStatus> {
+        let operation = "mempool entries";
+        let mempool = answer.map_err(|source| {
+            let error = Error::host(operation, source);
+            crate::edge::observe::host_error(operation, &error);
+            error
+        })?;
+        Ok(status_of(history, unconfirmed_of(history, mempool), Cost::ZERO))
+    }
+
+    /// As [`Self::fresh_status_now`], for a mempool call still running
+    /// (bounded by the host timeout from here).
+    pub(crate) async fn fresh_status_after(
+        &self,
+        history: &[HistoryEntry],
+        call: futures::future::BoxFuture<'_, std::result::Result<Vec<MempoolEntry>, HostError>>,
+    ) -> Result<ScriptStatus> {
+        let mempool = self.host_call("mempool entries", call).await?;
+        Ok(status_of(history, unconfirmed_of(history, mempool), Cost::ZERO))
+    }
+
+    async fn status_from(&self, hashx: HashX, history: &[HistoryEntry], cost: Cost) -> Result<ScriptStatus> {
         let mempool = self.unconfirmed(hashx, history).await?;
-        let preimage_len = (history.len() + mempool.len()) * 68;
-        cost += cost::status(preimage_len);
-        Ok(ScriptStatus {
-            status: status::electrum_status(history, &mempool),
-            mempool: !mempool.is_empty(),
-            cost,
-        })
+        Ok(status_of(history, mempool, cost))
     }
 
     /// The confirmed state of `outpoint` through the outpoint cache, and

@@ -639,9 +639,10 @@ impl<H: Host> SessionManager<H> {
         };
         report.statuses_computed = targets.len();
         // The histories come in batches (one `Db::histories` call each);
-        // each status future is then polled once in place: a mempool that
-        // answers at once (in memory) costs no task bookkeeping; the others
-        // run concurrently, at most STATUS_CONCURRENCY at a time. A batch's
+        // each script's mempool call is then polled once in place: a
+        // mempool that answers at once (in memory) costs no future of ours
+        // and no task bookkeeping; the calls that do not run concurrently,
+        // at most STATUS_CONCURRENCY at a time. A batch's
         // statuses are recorded in the index under one lock, then queued.
         let mut computed = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         let mut deliveries = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
@@ -656,11 +657,12 @@ impl<H: Host> SessionManager<H> {
                         continue;
                     }
                 };
-                let hashx = batch[at];
-                let mut status = Box::pin(async move { (at, self.fresh_status(hashx, &history).await) });
-                match futures::poll!(status.as_mut()) {
-                    Poll::Ready(done) => computed.push(done),
-                    Poll::Pending => waiting.push(status),
+                let mut call = self.fresh_mempool_call(batch[at]);
+                match futures::poll!(call.as_mut()) {
+                    Poll::Ready(answer) => computed.push((at, self.fresh_status_now(&history, answer))),
+                    Poll::Pending => waiting.push(Box::pin(async move {
+                        (at, self.fresh_status_after(&history, call).await)
+                    })),
                 }
                 if waiting.len() >= STATUS_CONCURRENCY
                     && let Some(done) = waiting.next().await
