@@ -21,6 +21,7 @@ use crate::core::subscriptions::{Alias, ScriptName};
 use crate::types::{
     BlockHash, ExtendedNotification, HashX, Height, Notification, OutPoint, OutpointStatus, encode_hex,
 };
+use hashbrown::hash_map::Entry;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -178,11 +179,18 @@ impl Outbox {
 
     fn remove_status(&mut self, key: &StatusKey) {
         if self.statuses.remove(key).is_some() {
-            if self.order.front() == Some(key) {
-                self.order.pop_front();
-            } else {
-                self.order.retain(|k| k != key);
-            }
+            self.remove_from_order(key);
+        } else if self.is_empty() {
+            self.pending_since = None;
+        }
+    }
+
+    /// Drops `key` (no longer in `statuses`) from the order.
+    fn remove_from_order(&mut self, key: &StatusKey) {
+        if self.order.front() == Some(key) {
+            self.order.pop_front();
+        } else {
+            self.order.retain(|k| k != key);
         }
         if self.is_empty() {
             self.pending_since = None;
@@ -278,37 +286,35 @@ impl Outbox {
         }
         let version = self.version();
         let in_flight = self.is_in_flight(&key);
-        match self.statuses.get_mut(&key) {
+        // One lookup: the key is hashed once.
+        match self.statuses.entry(key) {
             // Back to what the client has, and not possibly on its way:
             // nothing to send.
-            Some(pending) if pending.base == print && !in_flight => {
-                self.remove_status(&key);
-                return false;
+            Entry::Occupied(pending) if pending.get().base == print && !in_flight => {
+                pending.remove();
+                self.remove_from_order(&key);
+                false
             }
-            Some(pending) => {
+            Entry::Occupied(mut pending) => {
+                let pending = pending.get_mut();
                 pending.payload = payload;
                 pending.print = print;
                 pending.version = version;
-                return false;
+                false
             }
-            None => {
-                if base == print {
-                    return false;
-                }
-                self.statuses.insert(
-                    key,
-                    PendingStatus {
-                        payload,
-                        print,
-                        base,
-                        version,
-                    },
-                );
+            Entry::Vacant(_) if base == print => false,
+            Entry::Vacant(vacant) => {
+                vacant.insert(PendingStatus {
+                    payload,
+                    print,
+                    base,
+                    version,
+                });
                 self.order.push_back(key);
                 self.pending_since.get_or_insert(now);
+                true
             }
         }
-        true
     }
 
     /// Queues `count` noise pings of `padding` characters, up to
