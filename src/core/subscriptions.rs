@@ -38,6 +38,11 @@ const MAX_SUBSCRIPTIONS: usize = u32::MAX as usize;
 /// What the index needs of a subscriber.
 pub(crate) trait Subscriber: Clone {
     fn id(&self) -> SessionId;
+
+    /// Reads (plain loads, no change) what a notification to this
+    /// subscriber will update, so that a pass about to notify many has
+    /// their cache misses overlap instead of waiting for each in turn.
+    fn warm(&self) {}
 }
 
 enum Subscribers<S> {
@@ -813,6 +818,16 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let mut deliveries = Vec::new();
         self.update_at(hashx, NO_SLOT, status, mempool, &mut deliveries);
         deliveries
+    }
+
+    /// Reads the entry of a script [`Self::targets_at`] found at `slot`,
+    /// and its subscriber ([`Subscriber::warm`]), changing nothing: a pass
+    /// calls it for a batch before [`Self::update_at`] so that their cache
+    /// misses overlap.
+    pub(crate) fn warm(&self, hashx: &HashX, slot: u32) {
+        if let Some(slot) = self.scripts.check(slot, hashx) {
+            self.scripts.warm(slot);
+        }
     }
 
     /// [`Self::update`] for a script [`Self::targets_at`] found at `slot`

@@ -73,6 +73,12 @@ impl Mailbox {
         queued
     }
 
+    /// Reads the lock's poison flag (a plain load beside the lock word):
+    /// brings the lock into the cache ahead of a push, changing nothing.
+    pub(crate) fn warm(&self) -> bool {
+        self.state.is_poisoned()
+    }
+
     /// [`Outbox::header_given`].
     pub(crate) fn header_given(
         &self,

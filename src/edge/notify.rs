@@ -131,6 +131,15 @@ impl<H: Host> Subscriber for Arc<SessionShared<H>> {
     fn id(&self) -> SessionId {
         self.id
     }
+
+    /// The reference count (cloned for the delivery), the outbox lock, the
+    /// request word (charged) and the queued count, each read once.
+    fn warm(&self) {
+        std::hint::black_box(Arc::strong_count(self));
+        std::hint::black_box(self.outbox.warm());
+        std::hint::black_box(self.requests.in_flight());
+        std::hint::black_box(self.queued_since_noise.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }
 
 pub(crate) type Index<H> = SubscriptionIndex<Arc<SessionShared<H>>>;
@@ -497,6 +506,13 @@ impl<H: Host> SessionManager<H> {
         let mut changed = Vec::with_capacity(computed.len());
         {
             let mut index = lock(&self.inner.index);
+            // Every entry and subscriber first (plain loads): with many
+            // sessions they are cold, and their misses then overlap.
+            for (at, result) in computed.iter() {
+                if result.is_ok() {
+                    index.warm(&batch[*at], slots[*at]);
+                }
+            }
             for (at, result) in computed.drain(..) {
                 let Ok(status) = result else {
                     report.failures += 1;

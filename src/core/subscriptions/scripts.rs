@@ -122,6 +122,14 @@ impl<S: Subscriber> Scripts<S> {
         (live && hashx_of(&entry.hash) == hashx.as_bytes()).then_some(slot)
     }
 
+    /// [`Subscriber::warm`] for the only subscriber of the entry at `slot`
+    /// (entries with several are left alone).
+    pub(super) fn warm(&self, slot: u32) {
+        if let Some(one) = &self.get(slot).one {
+            one.warm();
+        }
+    }
+
     pub(super) fn get(&self, slot: u32) -> &Entry<S> {
         at(&self.chunks, slot)
     }
