@@ -96,8 +96,13 @@ impl Stamps {
     }
 
     /// Stamps the slots of `touched` (a few key bits each) with a new generation.
-    fn touch(&self, touched: impl Iterator<Item = usize>) {
+    fn touch(&self, touched: impl Iterator<Item = usize> + Clone) {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // The slots are read first (plain loads): their cache misses then
+        // overlap, where each atomic update would wait for its own.
+        for bits in touched.clone() {
+            std::hint::black_box(self.slot(bits).load(Ordering::Relaxed));
+        }
         for bits in touched {
             self.slot(bits).fetch_max(generation, Ordering::AcqRel);
         }
@@ -387,7 +392,7 @@ impl Caches {
     }
 
     /// Marks the histories of `touched` stale: O(1) per script, no cache operation.
-    pub(crate) fn touch_histories<'a>(&self, touched: impl Iterator<Item = &'a HashX>) {
+    pub(crate) fn touch_histories<'a>(&self, touched: impl Iterator<Item = &'a HashX> + Clone) {
         self.history_stamps.touch(touched.map(hashx_bits));
     }
 
@@ -408,7 +413,7 @@ impl Caches {
     }
 
     /// Marks the cached states of `touched` stale: O(1) per outpoint, no cache operation.
-    pub(crate) fn touch_outpoints<'a>(&self, touched: impl Iterator<Item = &'a OutPoint>) {
+    pub(crate) fn touch_outpoints<'a>(&self, touched: impl Iterator<Item = &'a OutPoint> + Clone) {
         self.outpoint_stamps.touch(touched.map(outpoint_bits));
     }
 
