@@ -192,7 +192,7 @@ fn unconfirmed_height(has_unconfirmed_inputs: bool) -> i64 {
 fn unconfirmed_of(history: &[HistoryEntry], mut mempool: Vec<MempoolEntry>) -> Vec<MempoolEntry> {
     if !mempool.is_empty() && !history.is_empty() {
         // A short history is scanned; a set is built only for a long one.
-        if history.len() * mempool.len() <= 256 {
+        if history.len().saturating_mul(mempool.len()) <= 256 {
             mempool.retain(|entry| !history.iter().any(|e| e.txid == entry.txid));
         } else {
             let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
