@@ -15,7 +15,10 @@
 //! statuses really change on every event (asserted: 500 notifications per
 //! event). After each event the 500 sessions' delivery futures are polled,
 //! outside the timed region, so every event starts with empty outboxes as in
-//! service. Sessions come from public addresses in 4,096 /24 groups.
+//! service. The outboxes hold each status as bytes: its text (the status
+//! hex, the scripthash alias) is written by the delivery future when it
+//! takes the notification, so that work is outside the timed region, with
+//! the send. Sessions come from public addresses in 4,096 /24 groups.
 //!
 //! The floor beside it: the work no implementation can skip for the 500
 //! changed statuses of an event, with nothing else — per script one probe
