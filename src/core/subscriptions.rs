@@ -1,8 +1,10 @@
 //! The subscription index: script → one shared entry (its subscribers, the
 //! last status they were all sent, whether that status involved the
-//! mempool), the same for outpoints, and per session the scripts and
-//! outpoints it subscribed to and, only where the client used an unusual
-//! spelling (or a scriptPubKey), the alias it used.
+//! mempool), the same for outpoints, and, only where a client used an
+//! unusual spelling (or a scriptPubKey), the alias it used. What each
+//! session subscribed to ([`SessionSubs`]: its scripts' slots and its
+//! outpoints) is kept by the session itself and handed to the index's
+//! operations, so the index holds no per-session map.
 //!
 //! Invariant: every subscriber of an entry has been sent (or has pending in
 //! its outbox) the entry's status. So a new status goes to exactly the
@@ -166,22 +168,23 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 /// Keys a session may hold in a plain list before they move to a hash set.
 const SMALL_SCRIPTS: usize = 16;
 
-/// A session's scripts (or outpoints): a short unsorted list while it holds
-/// at most [`SMALL_SCRIPTS`] (as much memory as a sorted `Vec`, scanned in
-/// a few nanoseconds), a hash set beyond, so inserting and removing one
+/// A session's scripts (or outpoints): a short unsorted slice while it
+/// holds at most [`SMALL_SCRIPTS`] (exactly as long as it must be, scanned
+/// in a few nanoseconds), a hash set beyond, so inserting and removing one
 /// stays O(1) at any size. A set that shrinks to half the threshold becomes
-/// a list again (the gap keeps a session at the edge from switching back
+/// a slice again (the gap keeps a session at the edge from switching back
 /// and forth).
 enum KeySet<K> {
-    /// No duplicates, at most [`SMALL_SCRIPTS`].
-    Small(Vec<K>),
+    /// No duplicates, at most [`SMALL_SCRIPTS`]; a boxed slice (16 bytes,
+    /// no spare capacity).
+    Small(Box<[K]>),
     /// More than `SMALL_SCRIPTS / 2`.
     Large(Box<HashSet<K>>),
 }
 
 impl<K> Default for KeySet<K> {
     fn default() -> Self {
-        KeySet::Small(Vec::new())
+        KeySet::Small(Box::default())
     }
 }
 
@@ -206,13 +209,15 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
             KeySet::Small(list) if list.contains(&key) => false,
             KeySet::Small(list) if list.len() < SMALL_SCRIPTS => {
                 // Exact capacity: a session's list holds what it holds.
-                list.reserve_exact(1);
-                list.push(key);
+                let mut grown = Vec::with_capacity(list.len() + 1);
+                grown.extend_from_slice(list);
+                grown.push(key);
+                *list = grown.into_boxed_slice();
                 true
             }
             KeySet::Small(list) => {
                 let mut set = HashSet::with_capacity_and_hasher(2 * SMALL_SCRIPTS, Default::default());
-                set.extend(list.drain(..));
+                set.extend(list.iter().copied());
                 set.insert(key);
                 *self = KeySet::Large(Box::new(set));
                 true
@@ -226,7 +231,10 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
         match self {
             KeySet::Small(list) => match list.iter().position(|h| h == key) {
                 Some(at) => {
-                    list.swap_remove(at);
+                    let mut shrunk = Vec::with_capacity(list.len() - 1);
+                    shrunk.extend_from_slice(&list[..at]);
+                    shrunk.extend_from_slice(&list[at + 1..]);
+                    *list = shrunk.into_boxed_slice();
                     true
                 }
                 None => false,
@@ -234,9 +242,7 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
             KeySet::Large(set) => {
                 let removed = set.remove(key);
                 if set.len() <= SMALL_SCRIPTS / 2 {
-                    let mut list = Vec::with_capacity(set.len());
-                    list.extend(set.iter().copied());
-                    *self = KeySet::Small(list);
+                    *self = KeySet::Small(set.iter().copied().collect());
                 }
                 removed
             }
@@ -252,22 +258,26 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
     }
 }
 
+/// What one session subscribed to: kept by the session (beside its other
+/// state, 24 bytes) rather than in a map of the index, and changed only
+/// through the index's operations, under the index's lock. Header and
+/// noise subscriptions are the index's own (few sessions hold none).
 #[derive(Default)]
-struct SessionSubs {
+pub(crate) struct SessionSubs {
     /// Slots of the session's scripts in [`Scripts`].
     scripts: KeySet<u32>,
-    /// Boxed: most sessions hold none, and a session's entry is 16 bytes smaller.
+    /// Boxed: most sessions hold none.
     outpoints: Option<Box<KeySet<OutPoint>>>,
-    /// Aliases other than the entry's canonical scripthash spelling.
-    aliases: Option<Box<HashMap<HashX, Alias>>>,
-    group: Option<IpNetwork>,
-    headers: bool,
 }
 
 impl SessionSubs {
     /// Script and outpoint subscriptions.
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.scripts.len() + self.outpoints.as_ref().map_or(0, |o| o.len())
+    }
+
+    fn has_outpoint(&self, outpoint: &OutPoint) -> bool {
+        self.outpoints.as_ref().is_some_and(|o| o.contains(outpoint))
     }
 }
 
@@ -322,7 +332,9 @@ pub(crate) struct SubscriptionIndex<S> {
     outpoints: HashMap<OutPoint, OutpointEntry<S>>,
     /// Outpoints whose last status involved the mempool.
     mempool_outpoints: HashSet<OutPoint>,
-    sessions: HashMap<SessionId, SessionSubs>,
+    /// Aliases other than the entry's canonical scripthash spelling, by
+    /// session: only of entries marked unusual in [`Scripts`].
+    aliases: HashMap<(SessionId, HashX), Alias>,
     per_group: HashMap<IpNetwork, usize>,
     header_subscribers: HashMap<SessionId, S>,
     /// Sessions that asked for noise pings.
@@ -338,7 +350,7 @@ impl<S> Default for SubscriptionIndex<S> {
             mempool_scripts: HashSet::default(),
             outpoints: HashMap::default(),
             mempool_outpoints: HashSet::default(),
-            sessions: HashMap::default(),
+            aliases: HashMap::default(),
             per_group: HashMap::default(),
             header_subscribers: HashMap::default(),
             noise: HashMap::default(),
@@ -350,8 +362,6 @@ impl<S> Default for SubscriptionIndex<S> {
 /// The outcome of [`SubscriptionIndex::subscribe`] (`D`: [`Delivery`]) or
 /// [`SubscriptionIndex::subscribe_outpoint`] (`D`: [`OutpointDelivery`]).
 pub(crate) struct Subscribed<D> {
-    /// Subscriptions the session now has (scripts and outpoints).
-    pub(crate) count: usize,
     /// Other subscribers that must be sent the new status (it differed from the entry's).
     pub(crate) deliveries: Vec<D>,
 }
@@ -412,48 +422,40 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.header_subscribers.len()
     }
 
-    /// Script and outpoint subscriptions of one session.
-    pub(crate) fn session_count(&self, id: SessionId) -> usize {
-        self.sessions.get(&id).map_or(0, SessionSubs::count)
-    }
-
     pub(crate) fn is_subscribed(&self, id: SessionId, hashx: &HashX) -> bool {
         self.scripts
             .find(hashx)
             .is_some_and(|slot| self.scripts.contains_subscriber(slot, id))
     }
 
-    pub(crate) fn is_subscribed_outpoint(&self, id: SessionId, outpoint: &OutPoint) -> bool {
-        self.sessions
-            .get(&id)
-            .is_some_and(|s| s.outpoints.as_ref().is_some_and(|o| o.contains(outpoint)))
-    }
-
-    /// Checks the limits for one more script subscription of `id`.
+    /// Checks the limits for one more script subscription of `id`, which
+    /// holds `subs`.
     pub(crate) fn check_limits(
         &self,
+        subs: &SessionSubs,
         id: SessionId,
         group: Option<IpNetwork>,
         hashx: &HashX,
         limits: SubLimits,
     ) -> Result<(), Error> {
-        self.check_new(id, group, self.is_subscribed(id, hashx), limits)
+        self.check_new(subs, group, self.is_subscribed(id, hashx), limits)
     }
 
-    /// Checks the limits for one more outpoint subscription of `id`.
+    /// Checks the limits for one more outpoint subscription of a session
+    /// that holds `subs`.
     pub(crate) fn check_outpoint_limits(
         &self,
-        id: SessionId,
+        subs: &SessionSubs,
         group: Option<IpNetwork>,
         outpoint: &OutPoint,
         limits: SubLimits,
     ) -> Result<(), Error> {
-        self.check_new(id, group, self.is_subscribed_outpoint(id, outpoint), limits)
+        self.check_new(subs, group, subs.has_outpoint(outpoint), limits)
     }
 
     fn check_new(
         &self,
-        id: SessionId,
+        subs: &SessionSubs,
         group: Option<IpNetwork>,
         already: bool,
         limits: SubLimits,
@@ -463,7 +465,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
         let refuse = |scope, max| Err(Error::SubscriptionLimit { scope, max });
         if let Some(max) = limits.per_session
-            && self.session_count(id) >= max
+            && subs.count() >= max
         {
             return refuse(SubscriptionScope::Session, max);
         }
@@ -492,16 +494,18 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
     }
 
-    /// Subscribes `subscriber` to the script `hashx` (the rest of its
-    /// scripthash: `rest`), named as `alias`, with the freshly computed
-    /// status `status` (`mempool`: whether it involves unconfirmed
-    /// transactions). If the entry held a different status, the other
-    /// subscribers are returned to be sent the new one. A session holds one
-    /// subscription per script: subscribing again (by either alias) keeps
-    /// it and makes `alias` the one it is notified with.
+    /// Subscribes `subscriber` (which holds `subs`, and is in `group`) to
+    /// the script `hashx` (the rest of its scripthash: `rest`), named as
+    /// `alias`, with the freshly computed status `status` (`mempool`:
+    /// whether it involves unconfirmed transactions). If the entry held a
+    /// different status, the other subscribers are returned to be sent the
+    /// new one. A session holds one subscription per script: subscribing
+    /// again (by either alias) keeps it and makes `alias` the one it is
+    /// notified with.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn subscribe(
         &mut self,
+        subs: &mut SessionSubs,
         subscriber: S,
         group: Option<IpNetwork>,
         hashx: HashX,
@@ -512,7 +516,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         limits: SubLimits,
     ) -> Result<Subscribed<Delivery<S>>, Error> {
         let id = subscriber.id();
-        self.check_limits(id, group, &hashx, limits)?;
+        self.check_limits(subs, id, group, &hashx, limits)?;
         let mut deliveries = Vec::new();
         let slot = match self.scripts.find(&hashx) {
             Some(slot) => {
@@ -546,34 +550,32 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             }
             Alias::ScriptPubKey(_) => false,
         };
-        if !canonical {
-            self.scripts.mark_unusual(slot);
-        }
-        mark(&mut self.mempool_scripts, hashx, mempool);
-        let subs = self.sessions.entry(id).or_default();
-        subs.group = group;
-        let added = subs.scripts.insert(slot);
         if canonical {
-            if let Some(aliases) = subs.aliases.as_mut() {
-                aliases.remove(&hashx);
+            // Only an unusual entry has per-session aliases.
+            if self.scripts.unusual(slot) {
+                self.aliases.remove(&(id, hashx));
             }
         } else {
-            subs.aliases.get_or_insert_default().insert(hashx, alias);
+            self.scripts.mark_unusual(slot);
+            self.aliases.insert((id, hashx), alias);
         }
-        let count = subs.count();
-        if added {
+        mark(&mut self.mempool_scripts, hashx, mempool);
+        if subs.scripts.insert(slot) {
             self.count_new(group);
         }
         self.fill_aliases(slot, &hashx, &mut deliveries);
-        Ok(Subscribed { count, deliveries })
+        Ok(Subscribed { deliveries })
     }
 
-    /// Subscribes `subscriber` to `outpoint` with the freshly computed
-    /// status `status` (`mempool`: whether it involves unconfirmed
-    /// transactions). If the entry held a different status, the other
-    /// subscribers are returned to be sent the new one.
+    /// Subscribes `subscriber` (which holds `subs`, and is in `group`) to
+    /// `outpoint` with the freshly computed status `status` (`mempool`:
+    /// whether it involves unconfirmed transactions). If the entry held a
+    /// different status, the other subscribers are returned to be sent the
+    /// new one.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn subscribe_outpoint(
         &mut self,
+        subs: &mut SessionSubs,
         subscriber: S,
         group: Option<IpNetwork>,
         outpoint: OutPoint,
@@ -582,7 +584,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         limits: SubLimits,
     ) -> Result<Subscribed<OutpointDelivery<S>>, Error> {
         let id = subscriber.id();
-        self.check_outpoint_limits(id, group, &outpoint, limits)?;
+        self.check_outpoint_limits(subs, group, &outpoint, limits)?;
         let mut deliveries = Vec::new();
         match self.outpoints.entry(outpoint) {
             hashbrown::hash_map::Entry::Occupied(occupied) => {
@@ -612,20 +614,19 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             }
         }
         mark(&mut self.mempool_outpoints, outpoint, mempool);
-        let subs = self.sessions.entry(id).or_default();
-        subs.group = group;
-        let added = subs.outpoints.get_or_insert_default().insert(outpoint);
-        let count = subs.count();
-        if added {
+        if subs.outpoints.get_or_insert_default().insert(outpoint) {
             self.count_new(group);
         }
-        Ok(Subscribed { count, deliveries })
+        Ok(Subscribed { deliveries })
     }
 
-    /// Drops subscriber `id` of the script at `slot`, and the entry if it
-    /// was the last.
+    /// Drops subscriber `id` of the script at `slot` (and its alias), and
+    /// the entry if it was the last.
     fn drop_subscriber(&mut self, id: SessionId, slot: u32) {
         let hashx = self.scripts.get(slot).hashx();
+        if self.scripts.unusual(slot) {
+            self.aliases.remove(&(id, hashx));
+        }
         if self.scripts.remove_subscriber(slot, id) {
             self.mempool_scripts.remove(&hashx);
         }
@@ -641,49 +642,43 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
     }
 
-    /// Forgets the session's entry if it holds nothing; then counts one
-    /// subscription of it less. Returns the session's remaining count.
-    fn after_unsubscribe(&mut self, id: SessionId) -> usize {
-        let (count, group) = match self.sessions.get(&id) {
-            Some(subs) => {
-                let count = subs.count();
-                if count == 0 && !subs.headers {
-                    let group = subs.group;
-                    self.sessions.remove(&id);
-                    (0, group)
-                } else {
-                    (count, subs.group)
-                }
-            }
-            None => (0, None),
-        };
+    /// Counts one subscription of a session in `group` less.
+    fn count_removed(&mut self, group: Option<IpNetwork>) {
         self.total -= 1;
         if let Some(group) = group {
             self.decrement_group(group, 1);
         }
-        count
     }
 
-    /// Unsubscribes from a script (however it was named); returns the
-    /// session's remaining count, or `None` if it was not subscribed.
-    pub(crate) fn unsubscribe(&mut self, id: SessionId, hashx: &HashX) -> Option<usize> {
+    /// Unsubscribes session `id` (which holds `subs`, and is in `group`)
+    /// from a script (however it was named); returns the session's
+    /// remaining count, or `None` if it was not subscribed.
+    pub(crate) fn unsubscribe(
+        &mut self,
+        subs: &mut SessionSubs,
+        id: SessionId,
+        group: Option<IpNetwork>,
+        hashx: &HashX,
+    ) -> Option<usize> {
         let slot = self.scripts.find(hashx)?;
-        let subs = self.sessions.get_mut(&id)?;
         if !subs.scripts.remove(&slot) {
             return None;
         }
-        if let Some(aliases) = subs.aliases.as_mut() {
-            aliases.remove(hashx);
-        }
-        let count = self.after_unsubscribe(id);
+        self.count_removed(group);
         self.drop_subscriber(id, slot);
-        Some(count)
+        Some(subs.count())
     }
 
-    /// Unsubscribes from an outpoint; returns the session's remaining
-    /// count, or `None` if it was not subscribed.
-    pub(crate) fn unsubscribe_outpoint(&mut self, id: SessionId, outpoint: &OutPoint) -> Option<usize> {
-        let subs = self.sessions.get_mut(&id)?;
+    /// Unsubscribes session `id` (which holds `subs`, and is in `group`)
+    /// from an outpoint; returns the session's remaining count, or `None`
+    /// if it was not subscribed.
+    pub(crate) fn unsubscribe_outpoint(
+        &mut self,
+        subs: &mut SessionSubs,
+        id: SessionId,
+        group: Option<IpNetwork>,
+        outpoint: &OutPoint,
+    ) -> Option<usize> {
         let outpoints = subs.outpoints.as_mut()?;
         if !outpoints.remove(outpoint) {
             return None;
@@ -691,9 +686,9 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         if outpoints.len() == 0 {
             subs.outpoints = None;
         }
-        let count = self.after_unsubscribe(id);
+        self.count_removed(group);
         self.drop_outpoint_subscriber(id, outpoint);
-        Some(count)
+        Some(subs.count())
     }
 
     fn decrement_group(&mut self, group: IpNetwork, by: usize) {
@@ -708,22 +703,12 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// Subscribes a session to headers; returns false if it already was.
     pub(crate) fn subscribe_headers(&mut self, subscriber: S) -> bool {
         let id = subscriber.id();
-        self.sessions.entry(id).or_default().headers = true;
         self.header_subscribers.insert(id, subscriber).is_none()
     }
 
     /// Undoes a header subscription; returns whether the session was subscribed.
     pub(crate) fn unsubscribe_headers(&mut self, id: SessionId) -> bool {
-        if self.header_subscribers.remove(&id).is_none() {
-            return false;
-        }
-        if let Some(subs) = self.sessions.get_mut(&id) {
-            subs.headers = false;
-            if subs.count() == 0 {
-                self.sessions.remove(&id);
-            }
-        }
-        true
+        self.header_subscribers.remove(&id).is_some()
     }
 
     /// Every header subscriber.
@@ -746,16 +731,22 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.noise.values().cloned().collect()
     }
 
-    /// Drops every subscription of a session.
-    pub(crate) fn remove_session(&mut self, id: SessionId) {
-        self.header_subscribers.remove(&id);
-        self.noise.remove(&id);
-        let Some(subs) = self.sessions.remove(&id) else {
+    /// Drops every subscription of session `id` (which held `subs`, and is
+    /// in `group`).
+    pub(crate) fn remove_session(&mut self, subs: SessionSubs, id: SessionId, group: Option<IpNetwork>) {
+        if !self.header_subscribers.is_empty() {
+            self.header_subscribers.remove(&id);
+        }
+        if !self.noise.is_empty() {
+            self.noise.remove(&id);
+        }
+        let count = subs.count();
+        if count == 0 {
             return;
-        };
-        self.total -= subs.count();
-        if let Some(group) = subs.group {
-            self.decrement_group(group, subs.count());
+        }
+        self.total -= count;
+        if let Some(group) = group {
+            self.decrement_group(group, count);
         }
         for &slot in subs.scripts.iter() {
             self.drop_subscriber(id, slot);
@@ -915,12 +906,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
 
     /// How session `id` named `hashx` (scripthash `hash`).
     fn name_of(&self, id: SessionId, hashx: &HashX, hash: [u8; 32]) -> ScriptName {
-        match self
-            .sessions
-            .get(&id)
-            .and_then(|s| s.aliases.as_ref())
-            .and_then(|aliases| aliases.get(hashx))
-        {
+        match self.aliases.get(&(id, *hashx)) {
             Some(alias) => ScriptName::Alias(alias.clone()),
             None => ScriptName::Canonical(hash),
         }
@@ -938,9 +924,13 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         self.outpoints.get(outpoint).map(|e| e.status)
     }
 
-    /// Checks every internal count against a recount (test support).
+    /// Checks every internal count against a recount, with every session's
+    /// id, group and subscriptions (test support).
     #[cfg(test)]
-    pub(crate) fn check_consistency(&self) {
+    pub(crate) fn check_consistency<'a>(
+        &self,
+        sessions: impl IntoIterator<Item = (SessionId, Option<IpNetwork>, &'a SessionSubs)>,
+    ) {
         fn check_set<K: Copy + Eq + std::hash::Hash>(set: &KeySet<K>) {
             match set {
                 KeySet::Small(list) => {
@@ -954,24 +944,30 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         }
         let mut total = 0;
         let mut per_group: HashMap<IpNetwork, usize> = HashMap::default();
-        for (id, subs) in &self.sessions {
+        let mut aliases = 0;
+        for (id, group, subs) in sessions {
             check_set(&subs.scripts);
             if let Some(outpoints) = &subs.outpoints {
                 assert!(outpoints.len() > 0, "an empty outpoint set is kept");
                 check_set(outpoints);
             }
-            assert!(subs.count() > 0 || subs.headers, "an empty session entry is kept");
             total += subs.count();
-            if let Some(group) = subs.group {
+            if let Some(group) = group {
                 *per_group.entry(group).or_insert(0) += subs.count();
             }
             for &slot in subs.scripts.iter() {
-                assert!(self.scripts.contains_subscriber(slot, *id));
+                assert!(self.scripts.contains_subscriber(slot, id));
+                let hashx = self.scripts.get(slot).hashx();
+                if self.aliases.contains_key(&(id, hashx)) {
+                    assert!(self.scripts.unusual(slot), "an alias of a usual entry");
+                    aliases += 1;
+                }
             }
             for outpoint in subs.outpoints.iter().flat_map(|o| o.iter()) {
-                assert!(self.outpoints[outpoint].subscribers.contains(*id));
+                assert!(self.outpoints[outpoint].subscribers.contains(id));
             }
         }
+        assert_eq!(aliases, self.aliases.len(), "an alias of no subscription");
         per_group.retain(|_, n| *n > 0);
         assert_eq!(total, self.total);
         assert_eq!(per_group, self.per_group);
@@ -1023,7 +1019,47 @@ mod tests {
         parse_scripthash(&alias(n)).unwrap().0
     }
 
-    impl SubscriptionIndex<Sub> {
+    /// The index with each session's [`SessionSubs`] and group beside it,
+    /// as the manager keeps them in its sessions: the old by-id interface.
+    #[derive(Default)]
+    struct TestIndex {
+        index: SubscriptionIndex<Sub>,
+        sessions: std::collections::HashMap<u64, (Option<IpNetwork>, SessionSubs)>,
+    }
+
+    impl std::ops::Deref for TestIndex {
+        type Target = SubscriptionIndex<Sub>;
+        fn deref(&self) -> &Self::Target {
+            &self.index
+        }
+    }
+
+    impl std::ops::DerefMut for TestIndex {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            &mut self.index
+        }
+    }
+
+    impl TestIndex {
+        #[allow(clippy::too_many_arguments)]
+        fn subscribe(
+            &mut self,
+            subscriber: Sub,
+            group: Option<IpNetwork>,
+            hashx: HashX,
+            rest: [u8; 32 - HASHX_LEN],
+            alias: Alias,
+            status: StatusPrint,
+            mempool: bool,
+            limits: SubLimits,
+        ) -> Result<Subscribed<Delivery<Sub>>, Error> {
+            let (kept, subs) = self.sessions.entry(subscriber.0).or_default();
+            *kept = group;
+            self.index.subscribe(
+                subs, subscriber, group, hashx, rest, alias, status, mempool, limits,
+            )
+        }
+
         /// Subscribes by a scripthash string.
         fn subscribe_alias(
             &mut self,
@@ -1038,11 +1074,53 @@ mod tests {
             let alias = Alias::ScriptHash(alias.to_owned());
             self.subscribe(subscriber, group, hashx, rest, alias, status, mempool, limits)
         }
+
+        fn subscribe_outpoint(
+            &mut self,
+            subscriber: Sub,
+            group: Option<IpNetwork>,
+            outpoint: OutPoint,
+            status: StatusPrint,
+            mempool: bool,
+            limits: SubLimits,
+        ) -> Result<Subscribed<OutpointDelivery<Sub>>, Error> {
+            let (kept, subs) = self.sessions.entry(subscriber.0).or_default();
+            *kept = group;
+            self.index
+                .subscribe_outpoint(subs, subscriber, group, outpoint, status, mempool, limits)
+        }
+
+        fn unsubscribe(&mut self, id: SessionId, hashx: &HashX) -> Option<usize> {
+            let (group, subs) = self.sessions.get_mut(&id.0)?;
+            self.index.unsubscribe(subs, id, *group, hashx)
+        }
+
+        fn unsubscribe_outpoint(&mut self, id: SessionId, outpoint: &OutPoint) -> Option<usize> {
+            let (group, subs) = self.sessions.get_mut(&id.0)?;
+            self.index.unsubscribe_outpoint(subs, id, *group, outpoint)
+        }
+
+        fn remove_session(&mut self, id: SessionId) {
+            let (group, subs) = self.sessions.remove(&id.0).unwrap_or_default();
+            self.index.remove_session(subs, id, group);
+        }
+
+        fn session_count(&self, id: SessionId) -> usize {
+            self.sessions.get(&id.0).map_or(0, |(_, subs)| subs.count())
+        }
+
+        fn check_consistency(&self) {
+            self.index.check_consistency(
+                self.sessions
+                    .iter()
+                    .map(|(id, (group, subs))| (SessionId(*id), *group, subs)),
+            );
+        }
     }
 
     #[test]
     fn a_changed_status_on_subscribe_goes_to_the_others() {
-        let mut index = SubscriptionIndex::default();
+        let mut index = TestIndex::default();
         let limits = SubLimits::default();
         index
             .subscribe_alias(Sub(1), None, &alias(1), 10, false, limits)
@@ -1064,7 +1142,7 @@ mod tests {
 
     #[test]
     fn unusual_aliases_are_kept_per_session() {
-        let mut index = SubscriptionIndex::default();
+        let mut index = TestIndex::default();
         let upper = alias(0xab).to_uppercase();
         index
             .subscribe_alias(Sub(1), None, &alias(0xab), 0, false, SubLimits::default())
@@ -1086,7 +1164,7 @@ mod tests {
 
     #[test]
     fn limits_refuse_with_their_scope() {
-        let mut index = SubscriptionIndex::default();
+        let mut index = TestIndex::default();
         let group: IpNetwork = "8.8.8.0/24".parse().unwrap();
         let limits = SubLimits {
             per_session: Some(2),
@@ -1148,7 +1226,7 @@ mod tests {
 
     #[test]
     fn targets_iterate_the_smaller_side_and_add_mempool_scripts_on_tip_change() {
-        let mut index = SubscriptionIndex::default();
+        let mut index = TestIndex::default();
         for n in 0..10 {
             index
                 .subscribe_alias(Sub(1), None, &alias(n), 0, n == 9, SubLimits::default())
@@ -1227,7 +1305,7 @@ mod tests {
         /// to subscribers whose status changed, and counts stay consistent.
         #[test]
         fn index_matches_a_model(ops in proptest::collection::vec(op(), 1..80)) {
-            let mut index = SubscriptionIndex::default();
+            let mut index = TestIndex::default();
             let mut model: std::collections::HashMap<u64, std::collections::HashMap<u8, u64>> = Default::default();
             let group: IpNetwork = "8.8.8.0/24".parse().unwrap();
             let ops = ops.into_iter().flat_map(|op| match op {
@@ -1315,7 +1393,7 @@ mod tests {
 
     #[test]
     fn outpoints_share_entries_and_count_toward_limits() {
-        let mut index = SubscriptionIndex::default();
+        let mut index = TestIndex::default();
         let group: IpNetwork = "8.8.8.0/24".parse().unwrap();
         let limits = SubLimits {
             per_session: Some(2),
@@ -1340,13 +1418,10 @@ mod tests {
             }
         ));
         // Re-subscribing is not a new subscription.
-        assert_eq!(
-            index
-                .subscribe_outpoint(Sub(1), Some(group), op_of(1), 5, true, limits)
-                .unwrap()
-                .count,
-            2
-        );
+        index
+            .subscribe_outpoint(Sub(1), Some(group), op_of(1), 5, true, limits)
+            .unwrap();
+        assert_eq!(index.session_count(SessionId(1)), 2);
         let other = index
             .subscribe_outpoint(Sub(2), None, op_of(1), 6, false, limits)
             .unwrap();
@@ -1369,17 +1444,17 @@ mod tests {
 
     #[test]
     fn a_script_subscribed_both_ways_is_one_subscription_notified_the_last_way() {
-        let mut index = SubscriptionIndex::default();
+        let mut index = TestIndex::default();
         let limits = SubLimits::default();
         index
             .subscribe_alias(Sub(1), None, &alias(1), 0, false, limits)
             .unwrap();
         let (hashx, rest) = parse_scripthash(&alias(1)).unwrap();
         let spk = Alias::ScriptPubKey("51".into());
-        let again = index
+        index
             .subscribe(Sub(1), None, hashx, rest, spk.clone(), 0, false, limits)
             .unwrap();
-        assert_eq!(again.count, 1);
+        assert_eq!(index.session_count(SessionId(1)), 1);
         let told = index.update(&hashx, 3, false);
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].name.alias(), spk);
@@ -1427,7 +1502,7 @@ mod tests {
         fn outpoint_index_matches_a_model(ops in proptest::collection::vec(outpoint_op(), 1..120)) {
             const MAX: usize = 6;
             let limits = SubLimits { per_session: Some(MAX), per_group: None, global: None };
-            let mut index = SubscriptionIndex::default();
+            let mut index = TestIndex::default();
             let mut model: std::collections::HashMap<u64, std::collections::HashMap<u8, u64>> = Default::default();
             let mut scripts: std::collections::HashMap<u64, std::collections::HashSet<u8>> = Default::default();
             let group: IpNetwork = "9.9.9.0/24".parse().unwrap();
@@ -1454,7 +1529,7 @@ mod tests {
                             *last = st;
                         }
                         model.entry(s).or_default().insert(o, st);
-                        prop_assert_eq!(out.count, count(&model, &scripts, s));
+                        prop_assert_eq!(index.session_count(SessionId(s)), count(&model, &scripts, s));
                     }
                     OutpointOp::Unsubscribe(s, o) => {
                         let was = model.get_mut(&s).and_then(|m| m.remove(&o)).is_some();

@@ -192,7 +192,7 @@ impl<H: Host> SessionManager<H> {
             cost: session.own_cost(&state),
             extra_cost: state.extra_cost,
             in_flight: session.requests.in_flight(),
-            subs: state.subscriptions,
+            subs: state.subscriptions(),
             pending_notifications: pending,
             counters: session.counters(&state),
             age: now.saturating_duration_since(session.started),
@@ -244,7 +244,7 @@ impl<H: Host> SessionManager<H> {
                 continue;
             };
             let state = lock(&session.state);
-            rows[i].subs += state.subscriptions;
+            rows[i].subs += state.subscriptions();
             rows[i].counters += session.counters(&state);
         }
         rows.sort_by(|a, b| b.cost.total_cmp(&a.cost).then_with(|| a.network.cmp(&b.network)));
@@ -260,7 +260,7 @@ impl<H: Host> SessionManager<H> {
         for session in &sessions {
             let state = lock(&session.state);
             counters += session.counters(&state);
-            with_subs += usize::from(state.subscriptions > 0);
+            with_subs += usize::from(state.subscriptions() > 0);
             in_flight += u64::from(session.requests.in_flight());
             logged += usize::from(state.log);
         }

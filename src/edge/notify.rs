@@ -270,8 +270,12 @@ impl<H: Host> SessionManager<H> {
         }
     }
 
+    /// Drops every subscription of a session that has ended (index, then
+    /// session state: the session holds its part of the index).
     pub(crate) fn forget_subscriptions(&self, session: &SessionShared<H>) {
-        lock(&self.inner.index).remove_session(session.id);
+        let mut index = lock(&self.inner.index);
+        let subs = std::mem::take(&mut lock(&session.state).subs);
+        index.remove_session(subs, session.id, session.group);
     }
 
     /// (subscriptions, distinct scripts, distinct outpoints, header subscribers).
@@ -800,15 +804,25 @@ impl<H: Host> SessionHandle<H> {
         let manager = &self.manager;
         let session = &self.session;
         let limits = manager.sub_limits();
-        lock(&manager.inner.index).check_limits(session.id, session.group, &hashx, limits)?;
+        {
+            let index = lock(&manager.inner.index);
+            index.check_limits(
+                &lock(&session.state).subs,
+                session.id,
+                session.group,
+                &hashx,
+                limits,
+            )?;
+        }
         let (status, deliveries) = self
             .subscribe_current(
                 |caches| caches.history_generation(),
                 || manager.script_status(hashx),
                 |status| status.cost,
                 |caches, read_from| caches.history_is_current(&hashx, read_from),
-                |index, status| {
+                |index, subs, status| {
                     index.subscribe(
+                        subs,
                         session.clone(),
                         session.group,
                         hashx,
@@ -852,7 +866,11 @@ impl<H: Host> SessionHandle<H> {
         read: impl Fn() -> F,
         cost: impl Fn(&T) -> crate::types::Cost,
         is_current: impl Fn(&crate::edge::caches::Caches, u64) -> bool,
-        mut record: impl FnMut(&mut Index<H>, &T) -> Result<crate::core::subscriptions::Subscribed<D>>,
+        mut record: impl FnMut(
+            &mut Index<H>,
+            &mut crate::core::subscriptions::SessionSubs,
+            &T,
+        ) -> Result<crate::core::subscriptions::Subscribed<D>>,
         retouch: impl FnOnce(&mut PendingEvents),
     ) -> Result<(T, Vec<D>)>
     where
@@ -879,8 +897,7 @@ impl<H: Host> SessionHandle<H> {
             if state.closed {
                 return Err(Error::SessionClosed(session.id));
             }
-            let subscribed = record(&mut index, &status)?;
-            state.subscriptions = subscribed.count;
+            let subscribed = record(&mut index, &mut state.subs, &status)?;
             state.indexed = true;
             if !current {
                 // Still racing events: the next `notify` recomputes it.
@@ -917,10 +934,13 @@ impl<H: Host> SessionHandle<H> {
 
     fn unsubscribe_script(&self, hashx: HashX) -> bool {
         self.session.add_cost(crate::core::cost::UNSUBSCRIBE);
-        let remaining = lock(&self.manager.inner.index).unsubscribe(self.session.id, &hashx);
+        let remaining = {
+            let mut index = lock(&self.manager.inner.index);
+            let mut state = lock(&self.session.state);
+            index.unsubscribe(&mut state.subs, self.session.id, self.session.group, &hashx)
+        };
         match remaining {
-            Some(count) => {
-                lock(&self.session.state).subscriptions = count;
+            Some(_) => {
                 self.session.outbox.forget(StatusKey::Script(hashx));
                 true
             }
@@ -971,15 +991,19 @@ impl<H: Host> SessionHandle<H> {
         let manager = &self.manager;
         let session = &self.session;
         let limits = manager.sub_limits();
-        lock(&manager.inner.index).check_outpoint_limits(session.id, session.group, &outpoint, limits)?;
+        {
+            let index = lock(&manager.inner.index);
+            index.check_outpoint_limits(&lock(&session.state).subs, session.group, &outpoint, limits)?;
+        }
         let (computed, deliveries) = self
             .subscribe_current(
                 |caches| caches.outpoint_generation(),
                 || manager.outpoint_status(outpoint),
                 |computed| computed.cost,
                 |caches, read_from| caches.outpoint_is_current(&outpoint, read_from),
-                |index, computed| {
+                |index, subs, computed| {
                     index.subscribe_outpoint(
+                        subs,
                         session.clone(),
                         session.group,
                         outpoint,
@@ -1038,10 +1062,13 @@ impl<H: Host> SessionHandle<H> {
     pub fn unsubscribe_outpoint(&self, tx_hash: &str, txout_idx: i64) -> Result<bool> {
         let outpoint = OutPoint::parse(tx_hash, txout_idx)?;
         self.session.add_cost(crate::core::cost::OUTPOINT_UNSUBSCRIBE);
-        let remaining = lock(&self.manager.inner.index).unsubscribe_outpoint(self.session.id, &outpoint);
+        let remaining = {
+            let mut index = lock(&self.manager.inner.index);
+            let mut state = lock(&self.session.state);
+            index.unsubscribe_outpoint(&mut state.subs, self.session.id, self.session.group, &outpoint)
+        };
         match remaining {
-            Some(count) => {
-                lock(&self.session.state).subscriptions = count;
+            Some(_) => {
                 self.session.outbox.forget(StatusKey::Outpoint(outpoint));
                 Ok(true)
             }
@@ -1134,7 +1161,7 @@ impl<H: Host> SessionHandle<H> {
     /// Script and outpoint subscriptions this session holds (what the
     /// limits and the cost decay count).
     pub fn subscription_count(&self) -> usize {
-        lock(&self.session.state).subscriptions
+        lock(&self.session.state).subscriptions()
     }
 
     /// Notifications queued and not yet delivered.

@@ -110,13 +110,23 @@ pub(crate) struct SessionState {
     pub(crate) waiters: Vec<Waker>,
     pub(crate) last_recv: Instant,
     pub(crate) counters: Counters,
-    pub(crate) subscriptions: usize,
+    /// The session's scripts and outpoints: its part of the subscription
+    /// index, changed only under the index's lock (index, then this lock).
+    pub(crate) subs: crate::core::subscriptions::SessionSubs,
     /// Whether the subscription index may hold anything of this session.
     pub(crate) indexed: bool,
     pub(crate) client: Option<String>,
     pub(crate) protocol: Option<String>,
     pub(crate) log: bool,
     pub(crate) closed: bool,
+}
+
+impl SessionState {
+    /// Script and outpoint subscriptions (what the limits and the cost
+    /// decay count).
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.subs.count()
+    }
 }
 
 /// The manager's record of a session.
@@ -170,7 +180,7 @@ impl<H: Host> SessionShared<H> {
                 waiters: Vec::new(),
                 last_recv: now,
                 counters: Counters::default(),
-                subscriptions: 0,
+                subs: Default::default(),
                 indexed: false,
                 client: None,
                 protocol: None,
@@ -291,7 +301,7 @@ impl<H: Host> SessionShared<H> {
             return None;
         }
         self.settle(&mut state);
-        let subscriptions = state.subscriptions;
+        let subscriptions = state.subscriptions();
         state.meter.decay(now, subscriptions, &limits);
         self.grant(&mut state);
         let cost = state.meter.cost();
@@ -351,7 +361,7 @@ impl<H: Host> SessionShared<H> {
             let taken = self.requests.close();
             self.settle_taken(&mut state, taken);
             state.closed = true;
-            let subscriptions = state.subscriptions;
+            let subscriptions = state.subscriptions();
             // The limits' read lock only around the arithmetic: no other
             // lock is taken while it is held.
             state.meter.decay(now, subscriptions, &read(&self.ctx.limits));
