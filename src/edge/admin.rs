@@ -180,26 +180,26 @@ impl<H: Host> SessionManager<H> {
         let state = lock(&session.state);
         let mut flags = String::new();
         flags.push(session.peer.kind.flag());
-        if state.log {
+        if state.log() {
             flags.push('L');
         }
         flags.push_str(&state.meter.throttle().target.to_string());
         SessionRow {
             id: session.id,
             flags,
-            client: state.client.clone(),
-            protocol: state.protocol.clone(),
+            client: state.client().map(str::to_owned),
+            protocol: state.protocol().map(str::to_owned),
             cost: session.own_cost(&state),
             extra_cost: state.extra_cost,
             in_flight: session.requests.in_flight(),
             subs: state.subscriptions(),
             pending_notifications: pending,
             counters: session.counters(&state),
-            age: now.saturating_duration_since(session.started),
+            age: now.saturating_duration_since(session.started()),
             peer: session.peer.addr,
             kind: session.peer.kind,
             group: session.group,
-            log: state.log,
+            log: state.log(),
         }
     }
 
@@ -262,7 +262,7 @@ impl<H: Host> SessionManager<H> {
             counters += session.counters(&state);
             with_subs += usize::from(state.subscriptions() > 0);
             in_flight += u64::from(session.requests.in_flight());
-            logged += usize::from(state.log);
+            logged += usize::from(state.log());
         }
         let (subs, distinct_subs, distinct_outpoint_subs, header_subs) = self.subscription_counts();
         let info = Info {
@@ -323,7 +323,7 @@ impl<H: Host> SessionManager<H> {
     pub fn set_log(&self, selector: Selector, on: bool) -> Result<usize> {
         let sessions = self.select(selector)?;
         for session in &sessions {
-            lock(&session.state).log = on;
+            lock(&session.state).set_log(on);
         }
         Ok(sessions.len())
     }

@@ -64,7 +64,7 @@ impl<H: Host> SessionHandle<H> {
             Err(BroadcastFailure::Rejected(message)) => return Err(Error::DaemonRejected(message)),
             Err(BroadcastFailure::Unavailable(source)) => return Err(Error::host("broadcast", source)),
         };
-        lock(&self.session.state).counters.txs_sent += 1;
+        lock(&self.session.state).rare_mut().txs_sent += 1;
         Ok(txid)
     }
 

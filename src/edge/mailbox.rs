@@ -14,9 +14,44 @@ use std::time::Instant;
 
 #[derive(Debug, Default)]
 struct State {
-    outbox: Outbox,
+    /// Allocated when something is first queued or a header is given, so
+    /// the mailbox of a session that never had a notification is a few
+    /// words (an [`Outbox`] is ~290 bytes).
+    outbox: Option<Box<Outbox>>,
+    /// Closed before the outbox was allocated (it is then never allocated).
+    closed: bool,
     deliver_waker: Option<Waker>,
-    close_wakers: Vec<Waker>,
+    close_wakers: crate::edge::session::Waiters,
+}
+
+impl State {
+    /// The outbox to queue into; `None` once closed (a closed outbox
+    /// queues nothing).
+    fn open(&mut self) -> Option<&mut Outbox> {
+        if self.closed {
+            return None;
+        }
+        Some(self.outbox.get_or_insert_default())
+    }
+
+    /// The outbox, if it was ever needed.
+    fn existing(&mut self) -> Option<&mut Outbox> {
+        self.outbox.as_deref_mut()
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.outbox {
+            Some(outbox) => outbox.is_closed(),
+            None => self.closed,
+        }
+    }
+
+    fn close(&mut self) {
+        match self.existing() {
+            Some(outbox) => outbox.close(),
+            None => self.closed = true,
+        }
+    }
 }
 
 /// One session's [`Outbox`], shared by the manager (which fills it) and
@@ -38,7 +73,9 @@ impl Mailbox {
     ) -> bool {
         let (queued, waker) = {
             let mut state = lock(&self.state);
-            let queued = state.outbox.push_header(generation, hash, height, header, now);
+            let queued = state
+                .open()
+                .is_some_and(|outbox| outbox.push_header(generation, hash, height, header, now));
             (queued, queued.then(|| state.deliver_waker.take()).flatten())
         };
         waker.into_iter().for_each(Waker::wake);
@@ -56,7 +93,9 @@ impl Mailbox {
     ) {
         let waker = {
             let mut state = lock(&self.state);
-            let queued = state.outbox.push_status(key, payload, print, base, now);
+            let queued = state
+                .open()
+                .is_some_and(|outbox| outbox.push_status(key, payload, print, base, now));
             queued.then(|| state.deliver_waker.take()).flatten()
         };
         waker.into_iter().for_each(Waker::wake);
@@ -66,7 +105,10 @@ impl Mailbox {
     pub(crate) fn push_pings(&self, count: u32, padding: usize, now: Instant) -> bool {
         let (queued, waker) = {
             let mut state = lock(&self.state);
-            let queued = state.outbox.push_pings(count, padding, now);
+            let queued = count > 0
+                && state
+                    .open()
+                    .is_some_and(|outbox| outbox.push_pings(count, padding, now));
             (queued, queued.then(|| state.deliver_waker.take()).flatten())
         };
         waker.into_iter().for_each(Waker::wake);
@@ -87,39 +129,51 @@ impl Mailbox {
         height: Height,
         header: &[u8],
     ) {
-        lock(&self.state)
-            .outbox
-            .header_given(generation, hash, height, header);
+        if let Some(outbox) = lock(&self.state).open() {
+            outbox.header_given(generation, hash, height, header);
+        }
     }
 
     /// [`Outbox::status_given`].
     pub(crate) fn status_given(&self, key: StatusKey, payload: Payload, print: StatusPrint) {
-        lock(&self.state).outbox.status_given(key, payload, print);
+        // Only a pending status changes: none without an outbox.
+        if let Some(outbox) = lock(&self.state).existing() {
+            outbox.status_given(key, payload, print);
+        }
     }
 
     /// [`Outbox::forget_header`].
     pub(crate) fn forget_header(&self) {
-        lock(&self.state).outbox.forget_header();
+        if let Some(outbox) = lock(&self.state).existing() {
+            outbox.forget_header();
+        }
     }
 
     /// [`Outbox::forget`].
     pub(crate) fn forget(&self, key: StatusKey) {
-        lock(&self.state).outbox.forget(key);
+        if let Some(outbox) = lock(&self.state).existing() {
+            outbox.forget(key);
+        }
     }
 
     /// [`Outbox::len`].
     pub(crate) fn len(&self) -> usize {
-        lock(&self.state).outbox.len()
+        lock(&self.state).outbox.as_ref().map_or(0, |outbox| outbox.len())
     }
 
     /// [`Outbox::pending_since`].
     pub(crate) fn pending_since(&self) -> Option<Instant> {
-        lock(&self.state).outbox.pending_since()
+        lock(&self.state)
+            .outbox
+            .as_ref()
+            .and_then(|outbox| outbox.pending_since())
     }
 
     /// [`Outbox::acknowledge`].
     pub(crate) fn acknowledge(&self, taken: Taken, now: Instant) {
-        lock(&self.state).outbox.acknowledge(taken, now);
+        if let Some(outbox) = lock(&self.state).existing() {
+            outbox.acknowledge(taken, now);
+        }
     }
 
     /// Waits for the next notification and returns a copy of it
@@ -130,10 +184,10 @@ impl Mailbox {
     pub(crate) async fn peek(&self) -> Option<(Taken, Outgoing)> {
         std::future::poll_fn(|cx| {
             let mut state = lock(&self.state);
-            if state.outbox.is_closed() {
+            if state.is_closed() {
                 return Poll::Ready(None);
             }
-            match state.outbox.next() {
+            match state.existing().and_then(Outbox::next) {
                 Some(next) => Poll::Ready(Some(next)),
                 None => {
                     state.deliver_waker = Some(cx.waker().clone());
@@ -148,7 +202,7 @@ impl Mailbox {
     pub(crate) fn close(&self) {
         let (deliver, close) = {
             let mut state = lock(&self.state);
-            state.outbox.close();
+            state.close();
             (
                 state.deliver_waker.take(),
                 std::mem::take(&mut state.close_wakers),
@@ -161,7 +215,7 @@ impl Mailbox {
     pub(crate) async fn closed(&self) {
         std::future::poll_fn(|cx| {
             let mut state = lock(&self.state);
-            if state.outbox.is_closed() {
+            if state.is_closed() {
                 return Poll::Ready(());
             }
             if !state.close_wakers.iter().any(|w| w.will_wake(cx.waker())) {

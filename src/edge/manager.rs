@@ -4,7 +4,7 @@
 use crate::config::{Config, Limits};
 use crate::core::bans::BanList;
 use crate::core::groups::{canonical_ip, group_of};
-use crate::core::hashing::HashMap;
+use crate::core::hashing::MapHasher;
 use crate::core::sync::{lock, read, write};
 use crate::edge::builder::SessionManagerBuilder;
 use crate::edge::deadline::within;
@@ -17,14 +17,62 @@ use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{DisconnectReason, SessionId};
 use futures::future::{Either, join_all, select};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+/// The live sessions by id: a table of the sessions' `Arc`s alone (one
+/// word per bucket), hashed by the id each session holds.
+pub(crate) struct SessionTable<H: Host> {
+    table: hashbrown::HashTable<Arc<SessionShared<H>>>,
+    hasher: MapHasher,
+}
+
+impl<H: Host> Default for SessionTable<H> {
+    fn default() -> Self {
+        SessionTable {
+            table: hashbrown::HashTable::new(),
+            hasher: MapHasher::default(),
+        }
+    }
+}
+
+impl<H: Host> SessionTable<H> {
+    fn hash(&self, id: SessionId) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Adds a session whose id is not in the table.
+    fn insert(&mut self, session: Arc<SessionShared<H>>) {
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hasher.hash_one(session.id), session, |s| hasher.hash_one(s.id));
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        if let Ok(found) = self.table.find_entry(self.hash(id), |s| s.id == id) {
+            found.remove();
+        }
+    }
+
+    fn get(&self, id: SessionId) -> Option<&Arc<SessionShared<H>>> {
+        self.table.find(self.hash(id), |s| s.id == id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<SessionShared<H>>> {
+        self.table.iter()
+    }
+}
+
 pub(crate) struct Inner<H: Host> {
     pub(crate) config: Config,
     pub(crate) ctx: Arc<Context<H>>,
-    pub(crate) sessions: Mutex<HashMap<SessionId, Arc<SessionShared<H>>>>,
+    pub(crate) sessions: Mutex<SessionTable<H>>,
     pub(crate) bans: Mutex<BanList>,
     /// Whether `bans` holds any ban (set under its lock): `add_session`
     /// takes that lock only then.
@@ -126,11 +174,12 @@ impl<H: Host> SessionManager<H> {
         let ctx = Arc::new(Context {
             host,
             limits: RwLock::new(Arc::new(config.limits.clone())),
+            epoch: started,
         });
         Ok(SessionManager {
             inner: Arc::new(Inner {
                 ctx,
-                sessions: Mutex::new(HashMap::default()),
+                sessions: Mutex::new(SessionTable::default()),
                 bans: Mutex::new(BanList::default()),
                 any_bans: AtomicBool::new(false),
                 shut_down: AtomicBool::new(false),
@@ -211,7 +260,7 @@ impl<H: Host> SessionManager<H> {
     /// - [`Refusal::GroupFull`] at `max_sessions_per_group`.
     pub fn add_session(&self, transport: impl Transport) -> Result<SessionHandle<H>, Refusal> {
         let peer = transport.peer();
-        let added = self.admit_transport(Arc::new(transport), peer);
+        let added = self.admit_transport(Box::new(transport), peer);
         if let Err(refusal) = &added {
             crate::edge::observe::session_refused(peer, refusal);
         }
@@ -220,7 +269,7 @@ impl<H: Host> SessionManager<H> {
 
     fn admit_transport(
         &self,
-        transport: Arc<dyn Transport>,
+        transport: Box<dyn Transport>,
         peer: crate::types::PeerInfo,
     ) -> Result<SessionHandle<H>, Refusal> {
         if self.inner.shut_down.load(Ordering::Acquire) {
@@ -275,7 +324,7 @@ impl<H: Host> SessionManager<H> {
             // inherits it): the new member sees it at once.
             (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0),
         ));
-        sessions.insert(id, session.clone());
+        sessions.insert(session.clone());
         let count = sessions.len();
         drop(sessions);
         crate::edge::observe::session_opened(&session.span, count);
@@ -344,7 +393,7 @@ impl<H: Host> SessionManager<H> {
         };
         let remaining = {
             let mut sessions = lock(&self.inner.sessions);
-            sessions.remove(&session.id);
+            sessions.remove(session.id);
             sessions.len()
         };
         if indexed {
@@ -401,7 +450,7 @@ impl<H: Host> SessionManager<H> {
 
     pub(crate) fn session(&self, id: SessionId) -> Result<Arc<SessionShared<H>>> {
         lock(&self.inner.sessions)
-            .get(&id)
+            .get(id)
             .cloned()
             .ok_or(Error::UnknownSession(id))
     }
@@ -433,7 +482,7 @@ impl<H: Host> SessionManager<H> {
                 banned.push(session);
                 continue;
             }
-            let last_recv = lock(&session.state).last_recv;
+            let last_recv = session.last_recv(&lock(&session.state));
             if now.saturating_duration_since(last_recv) > limits.session_timeout {
                 stale.push(session);
             } else if session

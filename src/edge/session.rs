@@ -19,13 +19,26 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// What every session shares with the manager: the host (for its clock
-/// and ledger) and the limits.
+/// and ledger), the limits, and the manager's start (sessions keep their
+/// times as offsets from it).
 pub(crate) struct Context<H: Host> {
     pub(crate) host: H,
     pub(crate) limits: RwLock<Arc<Limits>>,
+    pub(crate) epoch: Instant,
 }
 
 impl<H: Host> Context<H> {
+    /// `at` as nanoseconds since [`Context::epoch`] (0 before it; 584
+    /// years fit).
+    pub(crate) fn offset(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `offset` nanoseconds after [`Context::epoch`].
+    pub(crate) fn instant(&self, offset: u64) -> Instant {
+        self.epoch + Duration::from_nanos(offset)
+    }
+
     pub(crate) fn limits(&self) -> Arc<Limits> {
         read(&self.limits).clone()
     }
@@ -96,6 +109,54 @@ impl std::ops::AddAssign for Counters {
     }
 }
 
+/// The counters every session moves ([`Counters`] less the rare ones,
+/// `errors` and `txs_sent`, which are in [`Rare`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Traffic {
+    pub(crate) recv_count: u64,
+    pub(crate) recv_bytes: u64,
+    pub(crate) send_count: u64,
+    pub(crate) send_bytes: u64,
+    pub(crate) requests: u64,
+}
+
+/// What few sessions set, allocated when first set: the client's name
+/// and protocol, the operator's log flag, and the counters of errors and
+/// transactions broadcast.
+#[derive(Default)]
+pub(crate) struct Rare {
+    client: Option<Box<str>>,
+    protocol: Option<Box<str>>,
+    pub(crate) errors: u64,
+    pub(crate) txs_sent: u64,
+    log: bool,
+}
+
+/// Wakers of tasks waiting on a session (admissions waiting for a slot,
+/// futures waiting for its end): one word while none waits, as for most
+/// sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(Option<Box<Vec<Waker>>>);
+
+impl Waiters {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Waker> {
+        self.0.as_deref().map_or(&[][..], Vec::as_slice).iter()
+    }
+
+    pub(crate) fn push(&mut self, waker: Waker) {
+        self.0.get_or_insert_default().push(waker);
+    }
+}
+
+impl IntoIterator for Waiters {
+    type Item = Waker;
+    type IntoIter = std::vec::IntoIter<Waker>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.map_or_else(Vec::new, |waiters| *waiters).into_iter()
+    }
+}
+
 pub(crate) struct SessionState {
     pub(crate) meter: CostMeter,
     /// The cost the ledger holds for this session.
@@ -107,17 +168,16 @@ pub(crate) struct SessionState {
     /// [`crate::core::admission`]); `granted − allowance left` is charged
     /// but not yet in `meter`.
     pub(crate) granted: u64,
-    pub(crate) waiters: Vec<Waker>,
-    pub(crate) last_recv: Instant,
-    pub(crate) counters: Counters,
+    pub(crate) waiters: Waiters,
+    /// When the last message was received ([`Context::offset`]).
+    last_recv: u64,
+    pub(crate) counters: Traffic,
     /// The session's scripts and outpoints: its part of the subscription
     /// index, changed only under the index's lock (index, then this lock).
     pub(crate) subs: crate::core::subscriptions::SessionSubs,
     /// Whether the subscription index may hold anything of this session.
     pub(crate) indexed: bool,
-    pub(crate) client: Option<String>,
-    pub(crate) protocol: Option<String>,
-    pub(crate) log: bool,
+    rare: Option<Box<Rare>>,
     pub(crate) closed: bool,
 }
 
@@ -127,6 +187,51 @@ impl SessionState {
     pub(crate) fn subscriptions(&self) -> usize {
         self.subs.count()
     }
+
+    /// The client's name, as [`SessionHandle::set_client`] recorded it.
+    pub(crate) fn client(&self) -> Option<&str> {
+        self.rare.as_ref()?.client.as_deref()
+    }
+
+    /// The client's protocol, as [`SessionHandle::set_client`] recorded it.
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        self.rare.as_ref()?.protocol.as_deref()
+    }
+
+    /// What few sessions set, allocated now if it was not.
+    pub(crate) fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Every counter (the requests the lock-free path admitted since it
+    /// last settled aside).
+    fn all_counters(&self) -> Counters {
+        let (errors, txs_sent) = self
+            .rare
+            .as_ref()
+            .map_or((0, 0), |rare| (rare.errors, rare.txs_sent));
+        let traffic = self.counters;
+        Counters {
+            recv_count: traffic.recv_count,
+            recv_bytes: traffic.recv_bytes,
+            send_count: traffic.send_count,
+            send_bytes: traffic.send_bytes,
+            requests: traffic.requests,
+            errors,
+            txs_sent,
+        }
+    }
+
+    /// Whether the operator asked to log this session's requests.
+    pub(crate) fn log(&self) -> bool {
+        self.rare.as_ref().is_some_and(|rare| rare.log)
+    }
+
+    pub(crate) fn set_log(&mut self, on: bool) {
+        if on || self.rare.is_some() {
+            self.rare.get_or_insert_default().log = on;
+        }
+    }
 }
 
 /// The manager's record of a session.
@@ -134,8 +239,9 @@ pub(crate) struct SessionShared<H: Host> {
     pub(crate) id: SessionId,
     pub(crate) peer: PeerInfo,
     pub(crate) group: Option<IpNetwork>,
-    pub(crate) started: Instant,
-    pub(crate) transport: Arc<dyn Transport>,
+    /// When the session started ([`Context::offset`]).
+    started: u64,
+    pub(crate) transport: Box<dyn Transport>,
     pub(crate) ctx: Arc<Context<H>>,
     pub(crate) state: Mutex<SessionState>,
     /// The lock-free request path: slots in flight, the slots it may
@@ -158,17 +264,18 @@ impl<H: Host> SessionShared<H> {
         id: SessionId,
         peer: PeerInfo,
         group: Option<IpNetwork>,
-        transport: Arc<dyn Transport>,
+        transport: Box<dyn Transport>,
         ctx: Arc<Context<H>>,
         now: Instant,
         initial_concurrent: u32,
         extra_cost: f64,
     ) -> Self {
+        let now_offset = ctx.offset(now);
         SessionShared {
             id,
             peer,
             group,
-            started: now,
+            started: now_offset,
             transport,
             ctx,
             state: Mutex::new(SessionState {
@@ -177,14 +284,12 @@ impl<H: Host> SessionShared<H> {
                 extra_cost,
                 sleep: Duration::ZERO,
                 granted: admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
-                waiters: Vec::new(),
-                last_recv: now,
-                counters: Counters::default(),
+                waiters: Waiters::default(),
+                last_recv: now_offset,
+                counters: Traffic::default(),
                 subs: Default::default(),
                 indexed: false,
-                client: None,
-                protocol: None,
-                log: false,
+                rare: None,
                 closed: false,
             }),
             requests: RequestWord::new(
@@ -196,6 +301,16 @@ impl<H: Host> SessionShared<H> {
             span: crate::edge::observe::SessionSpan::new(id, peer, group),
             queued_since_noise: AtomicU32::new(0),
         }
+    }
+
+    /// When the session started.
+    pub(crate) fn started(&self) -> Instant {
+        self.ctx.instant(self.started)
+    }
+
+    /// When the session last received a message (under the lock).
+    pub(crate) fn last_recv(&self, state: &SessionState) -> Instant {
+        self.ctx.instant(state.last_recv)
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -272,13 +387,13 @@ impl<H: Host> SessionShared<H> {
         let (_, admitted) = self.requests.pending();
         Counters {
             requests: state.counters.requests + admitted,
-            ..state.counters
+            ..state.all_counters()
         }
     }
 
     /// The waiters to wake (under the lock): after this, releases take the
     /// lock again only when a new admission waits.
-    fn take_waiters(&self, state: &mut SessionState) -> Vec<Waker> {
+    fn take_waiters(&self, state: &mut SessionState) -> Waiters {
         self.requests.clear_waiters();
         std::mem::take(&mut state.waiters)
     }
@@ -343,7 +458,7 @@ impl<H: Host> SessionShared<H> {
             if throttle.target > before || throttle.target == 0 {
                 self.take_waiters(&mut state)
             } else {
-                Vec::new()
+                Waiters::default()
             }
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -372,7 +487,7 @@ impl<H: Host> SessionShared<H> {
             }
             // `close` cleared the waiters bit.
             let wakers = std::mem::take(&mut state.waiters);
-            (wakers, state.counters, state.indexed)
+            (wakers, state.all_counters(), state.indexed)
         };
         wakers.into_iter().for_each(Waker::wake);
         self.outbox.close();
@@ -410,7 +525,7 @@ impl<H: Host> SessionShared<H> {
     /// Charges an error; `code` is its metric label.
     fn charge_error(&self, amount: f64, code: &'static str) {
         crate::edge::observe::request_error(code);
-        lock(&self.state).counters.errors += 1;
+        lock(&self.state).rare_mut().errors += 1;
         self.add_cost(Cost::saturating(amount));
     }
 
@@ -846,7 +961,7 @@ impl<H: Host> SessionHandle<H> {
     /// Records one complete message of `bytes` received: charges the
     /// bandwidth cost and resets the idle timer.
     pub fn record_received(&self, bytes: usize) {
-        let now = self.session.ctx.timer().now();
+        let now = self.session.ctx.offset(self.session.ctx.timer().now());
         let unit = read(&self.session.ctx.limits).bandwidth_unit_cost;
         {
             let mut state = lock(&self.session.state);
@@ -916,13 +1031,14 @@ impl<H: Host> SessionHandle<H> {
         let client = truncated(client.as_ref(), MAX_CLIENT_CHARS);
         let protocol = truncated(protocol.as_ref(), MAX_CLIENT_CHARS);
         let mut state = lock(&self.session.state);
-        state.client = Some(client);
-        state.protocol = Some(protocol);
+        let rare = state.rare_mut();
+        rare.client = Some(client.into_boxed_str());
+        rare.protocol = Some(protocol.into_boxed_str());
     }
 
     /// Whether the operator asked to log this session's requests.
     pub fn log_enabled(&self) -> bool {
-        lock(&self.session.state).log
+        lock(&self.session.state).log()
     }
 
     /// Ends the session and closes its transport with `reason`: the
