@@ -12,10 +12,12 @@
 //! cost to the ledger only at recalculation (drift > 100 or the periodic
 //! pass) and when the session ends, never per request.
 
-use crate::core::hashing::HashMap;
+use crate::core::hashing::MapHasher;
 use crate::core::sync::lock;
 pub use crate::ledger::{GroupEntry, GroupFull, GroupLedger};
+use hashbrown::HashTable;
 use ipnetwork::IpNetwork;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -56,14 +58,54 @@ pub fn group_of(addr: IpAddr, v4_prefix: u8, v6_prefix: u8, exempt: &[IpNetwork]
 /// The ledger of one process: a map under one lock, O(1) per operation.
 #[derive(Debug, Default)]
 pub struct InProcessLedger {
-    groups: Mutex<HashMap<IpNetwork, Group>>,
+    groups: Mutex<Groups>,
 }
 
-/// A [`GroupEntry`] without its network, which is the map's key (a 48-byte
-/// bucket instead of 72).
-#[derive(Clone, Copy, Debug, Default)]
+/// The groups, by network: a table of 40-byte entries (a
+/// `HashMap<IpNetwork, GroupEntry>` bucket is 72 bytes, the network twice).
+#[derive(Debug, Default)]
+struct Groups {
+    table: HashTable<Group>,
+    hasher: MapHasher,
+}
+
+impl Groups {
+    fn get(&self, network: &IpNetwork) -> Option<&Group> {
+        self.table
+            .find(self.hasher.hash_one(network), |g| g.network == *network)
+    }
+
+    fn get_mut(&mut self, network: &IpNetwork) -> Option<&mut Group> {
+        self.table
+            .find_mut(self.hasher.hash_one(network), |g| g.network == *network)
+    }
+
+    /// The group of `network`, added empty if there was none.
+    fn entry(&mut self, network: IpNetwork) -> &mut Group {
+        let hasher = &self.hasher;
+        self.table
+            .entry(
+                hasher.hash_one(network),
+                |g| g.network == network,
+                |g| hasher.hash_one(g.network),
+            )
+            .or_insert_with(|| Group {
+                network,
+                sessions: 0,
+                live_cost: 0.0,
+                retained_cost: 0.0,
+            })
+            .into_mut()
+    }
+}
+
+/// A [`GroupEntry`] packed: 40 bytes instead of 48.
+#[derive(Clone, Copy, Debug)]
 struct Group {
-    sessions: usize,
+    network: IpNetwork,
+    /// Live members: a `u32`, as no process holds 2^32 connections; a
+    /// join past `u32::MAX` is refused as a full group rather than counted.
+    sessions: u32,
     live_cost: f64,
     retained_cost: f64,
 }
@@ -73,10 +115,10 @@ impl Group {
         self.retained_cost + self.live_cost
     }
 
-    fn entry(&self, network: IpNetwork) -> GroupEntry {
+    fn entry(&self) -> GroupEntry {
         GroupEntry {
-            network,
-            sessions: self.sessions,
+            network: self.network,
+            sessions: self.sessions as usize,
             live_cost: self.live_cost,
             retained_cost: self.retained_cost,
         }
@@ -98,13 +140,15 @@ impl GroupLedger for InProcessLedger {
         max_sessions: Option<usize>,
     ) -> Result<f64, GroupFull> {
         let mut groups = lock(&self.groups);
-        let entry = groups.entry(group).or_default();
+        let entry = groups.entry(group);
         if let Some(max) = max_sessions
-            && entry.sessions >= max
+            && entry.sessions as usize >= max
         {
             return Err(GroupFull { max });
         }
-        entry.sessions += 1;
+        entry.sessions = entry.sessions.checked_add(1).ok_or(GroupFull {
+            max: u32::MAX as usize,
+        })?;
         entry.live_cost += initial_cost;
         Ok(entry.cost())
     }
@@ -135,7 +179,7 @@ impl GroupLedger for InProcessLedger {
 
     fn refund(&self, amount: f64) {
         let mut groups = lock(&self.groups);
-        groups.retain(|_, entry| {
+        groups.table.retain(|entry| {
             entry.retained_cost = (entry.retained_cost - amount).max(0.0);
             entry.sessions > 0 || entry.retained_cost > 0.0
         });
@@ -146,14 +190,11 @@ impl GroupLedger for InProcessLedger {
     }
 
     fn entries(&self) -> Vec<GroupEntry> {
-        lock(&self.groups)
-            .iter()
-            .map(|(network, group)| group.entry(*network))
-            .collect()
+        lock(&self.groups).table.iter().map(Group::entry).collect()
     }
 
     fn entry(&self, group: IpNetwork) -> Option<GroupEntry> {
-        lock(&self.groups).get(&group).map(|entry| entry.entry(group))
+        lock(&self.groups).get(&group).map(Group::entry)
     }
 }
 

@@ -182,6 +182,26 @@ enum KeySet<K> {
     Large(Box<HashSet<K>>),
 }
 
+/// Appends `key` to a slice of exact length.
+fn push_exact<K: Copy>(list: &mut Box<[K]>, key: K) {
+    let mut grown = Vec::with_capacity(list.len() + 1);
+    grown.extend_from_slice(list);
+    grown.push(key);
+    *list = grown.into_boxed_slice();
+}
+
+/// Removes `key` from a slice of exact length; false if it was not there.
+fn remove_exact<K: Copy + Eq>(list: &mut Box<[K]>, key: &K) -> bool {
+    let Some(at) = list.iter().position(|k| k == key) else {
+        return false;
+    };
+    let mut shrunk = Vec::with_capacity(list.len() - 1);
+    shrunk.extend_from_slice(&list[..at]);
+    shrunk.extend_from_slice(&list[at + 1..]);
+    *list = shrunk.into_boxed_slice();
+    true
+}
+
 impl<K> Default for KeySet<K> {
     fn default() -> Self {
         KeySet::Small(Box::default())
@@ -208,11 +228,7 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
         match self {
             KeySet::Small(list) if list.contains(&key) => false,
             KeySet::Small(list) if list.len() < SMALL_SCRIPTS => {
-                // Exact capacity: a session's list holds what it holds.
-                let mut grown = Vec::with_capacity(list.len() + 1);
-                grown.extend_from_slice(list);
-                grown.push(key);
-                *list = grown.into_boxed_slice();
+                push_exact(list, key);
                 true
             }
             KeySet::Small(list) => {
@@ -229,16 +245,7 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
     /// Removes `key`; false if it was not there.
     fn remove(&mut self, key: &K) -> bool {
         match self {
-            KeySet::Small(list) => match list.iter().position(|h| h == key) {
-                Some(at) => {
-                    let mut shrunk = Vec::with_capacity(list.len() - 1);
-                    shrunk.extend_from_slice(&list[..at]);
-                    shrunk.extend_from_slice(&list[at + 1..]);
-                    *list = shrunk.into_boxed_slice();
-                    true
-                }
-                None => false,
-            },
+            KeySet::Small(list) => remove_exact(list, key),
             KeySet::Large(set) => {
                 let removed = set.remove(key);
                 if set.len() <= SMALL_SCRIPTS / 2 {
@@ -259,25 +266,125 @@ impl<K: Copy + Eq + std::hash::Hash> KeySet<K> {
 }
 
 /// What one session subscribed to: kept by the session (beside its other
-/// state, 24 bytes) rather than in a map of the index, and changed only
+/// state, 16 bytes) rather than in a map of the index, and changed only
 /// through the index's operations, under the index's lock. Header and
-/// noise subscriptions are the index's own (few sessions hold none).
+/// noise subscriptions are the index's own (few sessions hold them).
+pub(crate) enum SessionSubs {
+    /// Scripts alone, at most [`SMALL_SCRIPTS`]: their slots in
+    /// [`Scripts`], no duplicates, exactly as many as there are.
+    Scripts(Box<[u32]>),
+    /// More scripts, or outpoints too (never an empty outpoint set with
+    /// a short script list: that is [`SessionSubs::Scripts`]).
+    Mixed(Box<Mixed>),
+}
+
+/// A session's subscriptions past [`SessionSubs::Scripts`].
 #[derive(Default)]
-pub(crate) struct SessionSubs {
-    /// Slots of the session's scripts in [`Scripts`].
+pub(crate) struct Mixed {
     scripts: KeySet<u32>,
-    /// Boxed: most sessions hold none.
-    outpoints: Option<Box<KeySet<OutPoint>>>,
+    outpoints: KeySet<OutPoint>,
+}
+
+impl Default for SessionSubs {
+    fn default() -> Self {
+        SessionSubs::Scripts(Box::default())
+    }
 }
 
 impl SessionSubs {
     /// Script and outpoint subscriptions.
     pub(crate) fn count(&self) -> usize {
-        self.scripts.len() + self.outpoints.as_ref().map_or(0, |o| o.len())
+        match self {
+            SessionSubs::Scripts(list) => list.len(),
+            SessionSubs::Mixed(mixed) => mixed.scripts.len() + mixed.outpoints.len(),
+        }
     }
 
     fn has_outpoint(&self, outpoint: &OutPoint) -> bool {
-        self.outpoints.as_ref().is_some_and(|o| o.contains(outpoint))
+        match self {
+            SessionSubs::Scripts(_) => false,
+            SessionSubs::Mixed(mixed) => mixed.outpoints.contains(outpoint),
+        }
+    }
+
+    /// The slots of the session's scripts.
+    fn scripts(&self) -> impl Iterator<Item = &u32> {
+        let (list, mixed) = match self {
+            SessionSubs::Scripts(list) => (&list[..], None),
+            SessionSubs::Mixed(mixed) => (&[][..], Some(&mixed.scripts)),
+        };
+        list.iter().chain(mixed.into_iter().flat_map(KeySet::iter))
+    }
+
+    fn outpoints(&self) -> impl Iterator<Item = &OutPoint> {
+        match self {
+            SessionSubs::Scripts(_) => None,
+            SessionSubs::Mixed(mixed) => Some(mixed.outpoints.iter()),
+        }
+        .into_iter()
+        .flatten()
+    }
+
+    /// The mixed form, converted to if need be.
+    fn mixed(&mut self) -> &mut Mixed {
+        if let SessionSubs::Scripts(list) = self {
+            let scripts = KeySet::Small(std::mem::take(list));
+            *self = SessionSubs::Mixed(Box::new(Mixed {
+                scripts,
+                outpoints: KeySet::default(),
+            }));
+        }
+        match self {
+            SessionSubs::Mixed(mixed) => mixed,
+            SessionSubs::Scripts(_) => unreachable!("converted above"),
+        }
+    }
+
+    /// Back to [`SessionSubs::Scripts`] when the mixed form is not needed.
+    fn compact(&mut self) {
+        if let SessionSubs::Mixed(mixed) = self
+            && mixed.outpoints.len() == 0
+            && let KeySet::Small(list) = &mut mixed.scripts
+        {
+            *self = SessionSubs::Scripts(std::mem::take(list));
+        }
+    }
+
+    /// Adds the script at `slot`; false if it was there.
+    fn insert_script(&mut self, slot: u32) -> bool {
+        match self {
+            SessionSubs::Scripts(list) if list.contains(&slot) => false,
+            SessionSubs::Scripts(list) if list.len() < SMALL_SCRIPTS => {
+                push_exact(list, slot);
+                true
+            }
+            _ => self.mixed().scripts.insert(slot),
+        }
+    }
+
+    /// Removes the script at `slot`; false if it was not there.
+    fn remove_script(&mut self, slot: u32) -> bool {
+        let removed = match self {
+            SessionSubs::Scripts(list) => remove_exact(list, &slot),
+            SessionSubs::Mixed(mixed) => mixed.scripts.remove(&slot),
+        };
+        self.compact();
+        removed
+    }
+
+    /// Adds `outpoint`; false if it was there.
+    fn insert_outpoint(&mut self, outpoint: OutPoint) -> bool {
+        self.mixed().outpoints.insert(outpoint)
+    }
+
+    /// Removes `outpoint`; false if it was not there.
+    fn remove_outpoint(&mut self, outpoint: &OutPoint) -> bool {
+        let removed = match self {
+            SessionSubs::Scripts(_) => false,
+            SessionSubs::Mixed(mixed) => mixed.outpoints.remove(outpoint),
+        };
+        self.compact();
+        removed
     }
 }
 
@@ -560,7 +667,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             self.aliases.insert((id, hashx), alias);
         }
         mark(&mut self.mempool_scripts, hashx, mempool);
-        if subs.scripts.insert(slot) {
+        if subs.insert_script(slot) {
             self.count_new(group);
         }
         self.fill_aliases(slot, &hashx, &mut deliveries);
@@ -614,7 +721,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
             }
         }
         mark(&mut self.mempool_outpoints, outpoint, mempool);
-        if subs.outpoints.get_or_insert_default().insert(outpoint) {
+        if subs.insert_outpoint(outpoint) {
             self.count_new(group);
         }
         Ok(Subscribed { deliveries })
@@ -661,7 +768,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         hashx: &HashX,
     ) -> Option<usize> {
         let slot = self.scripts.find(hashx)?;
-        if !subs.scripts.remove(&slot) {
+        if !subs.remove_script(slot) {
             return None;
         }
         self.count_removed(group);
@@ -679,12 +786,8 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         group: Option<IpNetwork>,
         outpoint: &OutPoint,
     ) -> Option<usize> {
-        let outpoints = subs.outpoints.as_mut()?;
-        if !outpoints.remove(outpoint) {
+        if !subs.remove_outpoint(outpoint) {
             return None;
-        }
-        if outpoints.len() == 0 {
-            subs.outpoints = None;
         }
         self.count_removed(group);
         self.drop_outpoint_subscriber(id, outpoint);
@@ -748,10 +851,10 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         if let Some(group) = group {
             self.decrement_group(group, count);
         }
-        for &slot in subs.scripts.iter() {
+        for &slot in subs.scripts() {
             self.drop_subscriber(id, slot);
         }
-        for outpoint in subs.outpoints.iter().flat_map(|o| o.iter()) {
+        for outpoint in subs.outpoints() {
             self.drop_outpoint_subscriber(id, outpoint);
         }
     }
@@ -946,16 +1049,22 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let mut per_group: HashMap<IpNetwork, usize> = HashMap::default();
         let mut aliases = 0;
         for (id, group, subs) in sessions {
-            check_set(&subs.scripts);
-            if let Some(outpoints) = &subs.outpoints {
-                assert!(outpoints.len() > 0, "an empty outpoint set is kept");
-                check_set(outpoints);
+            match subs {
+                SessionSubs::Scripts(list) => check_set(&KeySet::Small(list.clone())),
+                SessionSubs::Mixed(mixed) => {
+                    check_set(&mixed.scripts);
+                    check_set(&mixed.outpoints);
+                    assert!(
+                        mixed.outpoints.len() > 0 || matches!(mixed.scripts, KeySet::Large(_)),
+                        "a mixed form that is not needed is kept"
+                    );
+                }
             }
             total += subs.count();
             if let Some(group) = group {
                 *per_group.entry(group).or_insert(0) += subs.count();
             }
-            for &slot in subs.scripts.iter() {
+            for &slot in subs.scripts() {
                 assert!(self.scripts.contains_subscriber(slot, id));
                 let hashx = self.scripts.get(slot).hashx();
                 if self.aliases.contains_key(&(id, hashx)) {
@@ -963,7 +1072,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
                     aliases += 1;
                 }
             }
-            for outpoint in subs.outpoints.iter().flat_map(|o| o.iter()) {
+            for outpoint in subs.outpoints() {
                 assert!(self.outpoints[outpoint].subscribers.contains(id));
             }
         }

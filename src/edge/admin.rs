@@ -35,7 +35,7 @@ impl Selector {
     fn matches<H: Host>(&self, session: &SessionShared<H>) -> bool {
         match self {
             Selector::Session(id) => session.id == *id,
-            Selector::Group(group) => session.group == Some(*group),
+            Selector::Group(group) => session.group() == Some(*group),
             Selector::Address(addr) => canonical_ip(session.peer.addr.ip()) == canonical_ip(*addr),
             Selector::All => true,
         }
@@ -198,7 +198,7 @@ impl<H: Host> SessionManager<H> {
             age: now.saturating_duration_since(session.started()),
             peer: session.peer.addr,
             kind: session.peer.kind,
-            group: session.group,
+            group: session.group(),
             log: state.log(),
         }
     }
@@ -240,7 +240,7 @@ impl<H: Host> SessionManager<H> {
         let position: HashMap<IpNetwork, usize> =
             rows.iter().enumerate().map(|(i, row)| (row.network, i)).collect();
         for session in self.live_sessions() {
-            let Some(&i) = session.group.as_ref().and_then(|group| position.get(group)) else {
+            let Some(&i) = session.group().as_ref().and_then(|group| position.get(group)) else {
                 continue;
             };
             let state = lock(&session.state);

@@ -12,44 +12,55 @@ use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
+/// A mailbox in use: its outbox and the futures waiting on it.
+#[derive(Debug, Default)]
+struct Active {
+    outbox: Outbox,
+    deliver_waker: Option<Waker>,
+    close_wakers: Vec<Waker>,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// Allocated when something is first queued or a header is given, so
-    /// the mailbox of a session that never had a notification is a few
-    /// words (an [`Outbox`] is ~290 bytes).
-    outbox: Option<Box<Outbox>>,
-    /// Closed before the outbox was allocated (it is then never allocated).
+    /// Allocated when something is first queued, a header is given, or a
+    /// future first waits on the mailbox, so the mailbox of a session that
+    /// never had any is two words (an [`Outbox`] is ~290 bytes).
+    active: Option<Box<Active>>,
+    /// Closed before it was allocated (it is then never allocated).
     closed: bool,
-    deliver_waker: Option<Waker>,
-    close_wakers: crate::edge::session::Waiters,
 }
 
 impl State {
-    /// The outbox to queue into; `None` once closed (a closed outbox
-    /// queues nothing).
-    fn open(&mut self) -> Option<&mut Outbox> {
+    /// The mailbox to queue into or wait on, allocated if it was not;
+    /// `None` if it was closed before it was allocated.
+    fn open(&mut self) -> Option<&mut Active> {
         if self.closed {
             return None;
         }
-        Some(self.outbox.get_or_insert_default())
+        Some(self.active.get_or_insert_default())
     }
 
     /// The outbox, if it was ever needed.
-    fn existing(&mut self) -> Option<&mut Outbox> {
-        self.outbox.as_deref_mut()
+    fn outbox(&mut self) -> Option<&mut Outbox> {
+        self.active.as_deref_mut().map(|active| &mut active.outbox)
     }
 
     fn is_closed(&self) -> bool {
-        match &self.outbox {
-            Some(outbox) => outbox.is_closed(),
+        match &self.active {
+            Some(active) => active.outbox.is_closed(),
             None => self.closed,
         }
     }
 
-    fn close(&mut self) {
-        match self.existing() {
-            Some(outbox) => outbox.close(),
-            None => self.closed = true,
+    /// Queues with `push` (false: nothing queued, as into a closed
+    /// outbox); returns whether it queued and the delivery future to wake.
+    fn queue(&mut self, push: impl FnOnce(&mut Outbox) -> bool) -> (bool, Option<Waker>) {
+        match self.open() {
+            Some(active) => {
+                let queued = push(&mut active.outbox);
+                (queued, queued.then(|| active.deliver_waker.take()).flatten())
+            }
+            None => (false, None),
         }
     }
 }
@@ -71,13 +82,8 @@ impl Mailbox {
         header: Vec<u8>,
         now: Instant,
     ) -> bool {
-        let (queued, waker) = {
-            let mut state = lock(&self.state);
-            let queued = state
-                .open()
-                .is_some_and(|outbox| outbox.push_header(generation, hash, height, header, now));
-            (queued, queued.then(|| state.deliver_waker.take()).flatten())
-        };
+        let (queued, waker) =
+            lock(&self.state).queue(|outbox| outbox.push_header(generation, hash, height, header, now));
         waker.into_iter().for_each(Waker::wake);
         queued
     }
@@ -91,26 +97,16 @@ impl Mailbox {
         base: StatusPrint,
         now: Instant,
     ) {
-        let waker = {
-            let mut state = lock(&self.state);
-            let queued = state
-                .open()
-                .is_some_and(|outbox| outbox.push_status(key, payload, print, base, now));
-            queued.then(|| state.deliver_waker.take()).flatten()
-        };
+        let (_, waker) = lock(&self.state).queue(|outbox| outbox.push_status(key, payload, print, base, now));
         waker.into_iter().for_each(Waker::wake);
     }
 
     /// [`Outbox::push_pings`], waking the delivery future when queued.
     pub(crate) fn push_pings(&self, count: u32, padding: usize, now: Instant) -> bool {
-        let (queued, waker) = {
-            let mut state = lock(&self.state);
-            let queued = count > 0
-                && state
-                    .open()
-                    .is_some_and(|outbox| outbox.push_pings(count, padding, now));
-            (queued, queued.then(|| state.deliver_waker.take()).flatten())
-        };
+        if count == 0 {
+            return false;
+        }
+        let (queued, waker) = lock(&self.state).queue(|outbox| outbox.push_pings(count, padding, now));
         waker.into_iter().for_each(Waker::wake);
         queued
     }
@@ -129,49 +125,48 @@ impl Mailbox {
         height: Height,
         header: &[u8],
     ) {
-        if let Some(outbox) = lock(&self.state).open() {
-            outbox.header_given(generation, hash, height, header);
+        if let Some(active) = lock(&self.state).open() {
+            active.outbox.header_given(generation, hash, height, header);
         }
     }
 
     /// [`Outbox::status_given`].
     pub(crate) fn status_given(&self, key: StatusKey, payload: Payload, print: StatusPrint) {
         // Only a pending status changes: none without an outbox.
-        if let Some(outbox) = lock(&self.state).existing() {
+        if let Some(outbox) = lock(&self.state).outbox() {
             outbox.status_given(key, payload, print);
         }
     }
 
     /// [`Outbox::forget_header`].
     pub(crate) fn forget_header(&self) {
-        if let Some(outbox) = lock(&self.state).existing() {
+        if let Some(outbox) = lock(&self.state).outbox() {
             outbox.forget_header();
         }
     }
 
     /// [`Outbox::forget`].
     pub(crate) fn forget(&self, key: StatusKey) {
-        if let Some(outbox) = lock(&self.state).existing() {
+        if let Some(outbox) = lock(&self.state).outbox() {
             outbox.forget(key);
         }
     }
 
     /// [`Outbox::len`].
     pub(crate) fn len(&self) -> usize {
-        lock(&self.state).outbox.as_ref().map_or(0, |outbox| outbox.len())
+        lock(&self.state).outbox().map_or(0, |outbox| outbox.len())
     }
 
     /// [`Outbox::pending_since`].
     pub(crate) fn pending_since(&self) -> Option<Instant> {
         lock(&self.state)
-            .outbox
-            .as_ref()
+            .outbox()
             .and_then(|outbox| outbox.pending_since())
     }
 
     /// [`Outbox::acknowledge`].
     pub(crate) fn acknowledge(&self, taken: Taken, now: Instant) {
-        if let Some(outbox) = lock(&self.state).existing() {
+        if let Some(outbox) = lock(&self.state).outbox() {
             outbox.acknowledge(taken, now);
         }
     }
@@ -187,10 +182,13 @@ impl Mailbox {
             if state.is_closed() {
                 return Poll::Ready(None);
             }
-            match state.existing().and_then(Outbox::next) {
+            let Some(active) = state.open() else {
+                return Poll::Ready(None);
+            };
+            match active.outbox.next() {
                 Some(next) => Poll::Ready(Some(next)),
                 None => {
-                    state.deliver_waker = Some(cx.waker().clone());
+                    active.deliver_waker = Some(cx.waker().clone());
                     Poll::Pending
                 }
             }
@@ -202,11 +200,19 @@ impl Mailbox {
     pub(crate) fn close(&self) {
         let (deliver, close) = {
             let mut state = lock(&self.state);
-            state.close();
-            (
-                state.deliver_waker.take(),
-                std::mem::take(&mut state.close_wakers),
-            )
+            match state.active.as_deref_mut() {
+                Some(active) => {
+                    active.outbox.close();
+                    (
+                        active.deliver_waker.take(),
+                        std::mem::take(&mut active.close_wakers),
+                    )
+                }
+                None => {
+                    state.closed = true;
+                    (None, Vec::new())
+                }
+            }
         };
         deliver.into_iter().chain(close).for_each(Waker::wake);
     }
@@ -218,8 +224,10 @@ impl Mailbox {
             if state.is_closed() {
                 return Poll::Ready(());
             }
-            if !state.close_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                state.close_wakers.push(cx.waker().clone());
+            if let Some(active) = state.open()
+                && !active.close_wakers.iter().any(|w| w.will_wake(cx.waker()))
+            {
+                active.close_wakers.push(cx.waker().clone());
             }
             Poll::Pending
         })

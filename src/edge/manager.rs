@@ -175,6 +175,7 @@ impl<H: Host> SessionManager<H> {
             host,
             limits: RwLock::new(Arc::new(config.limits.clone())),
             epoch: started,
+            group_prefixes: (config.ipv4_group_prefix, config.ipv6_group_prefix),
         });
         Ok(SessionManager {
             inner: Arc::new(Inner {
@@ -324,6 +325,7 @@ impl<H: Host> SessionManager<H> {
             // inherits it): the new member sees it at once.
             (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0),
         ));
+        debug_assert_eq!(session.group(), group);
         sessions.insert(session.clone());
         let count = sessions.len();
         drop(sessions);
@@ -533,7 +535,7 @@ impl<H: Host> SessionManager<H> {
         }
         for session in &sessions {
             let group_cost = session
-                .group
+                .group()
                 .map_or(0.0, |group| self.inner.ctx.ledger().cost(group));
             session.retarget(group_cost);
         }
@@ -664,7 +666,7 @@ mod tests {
         for entry in manager.inner.ctx.ledger().entries() {
             let members: Vec<_> = sessions
                 .iter()
-                .filter(|s| s.group == Some(entry.network))
+                .filter(|s| s.group() == Some(entry.network))
                 .collect();
             prop_assert_eq!(entry.sessions, members.len());
             let reported: f64 = members.iter().map(|s| lock(&s.state).reported_cost).sum();
@@ -675,7 +677,7 @@ mod tests {
             );
         }
         for session in &sessions {
-            if let Some(group) = session.group {
+            if let Some(group) = session.group() {
                 prop_assert!(manager.inner.ctx.ledger().entry(group).is_some());
             }
         }
@@ -716,7 +718,7 @@ mod tests {
                         manager.recalculate();
                         for session in manager.live_sessions() {
                             let state = lock(&session.state);
-                            if session.group.is_some() {
+                            if session.group().is_some() {
                                 prop_assert_eq!(state.reported_cost, state.meter.cost());
                             }
                         }

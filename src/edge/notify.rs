@@ -275,7 +275,7 @@ impl<H: Host> SessionManager<H> {
     pub(crate) fn forget_subscriptions(&self, session: &SessionShared<H>) {
         let mut index = lock(&self.inner.index);
         let subs = std::mem::take(&mut lock(&session.state).subs);
-        index.remove_session(subs, session.id, session.group);
+        index.remove_session(subs, session.id, session.group());
     }
 
     /// (subscriptions, distinct scripts, distinct outpoints, header subscribers).
@@ -809,7 +809,7 @@ impl<H: Host> SessionHandle<H> {
             index.check_limits(
                 &lock(&session.state).subs,
                 session.id,
-                session.group,
+                session.group(),
                 &hashx,
                 limits,
             )?;
@@ -824,7 +824,7 @@ impl<H: Host> SessionHandle<H> {
                     index.subscribe(
                         subs,
                         session.clone(),
-                        session.group,
+                        session.group(),
                         hashx,
                         rest,
                         alias.clone(),
@@ -937,7 +937,7 @@ impl<H: Host> SessionHandle<H> {
         let remaining = {
             let mut index = lock(&self.manager.inner.index);
             let mut state = lock(&self.session.state);
-            index.unsubscribe(&mut state.subs, self.session.id, self.session.group, &hashx)
+            index.unsubscribe(&mut state.subs, self.session.id, self.session.group(), &hashx)
         };
         match remaining {
             Some(_) => {
@@ -993,7 +993,7 @@ impl<H: Host> SessionHandle<H> {
         let limits = manager.sub_limits();
         {
             let index = lock(&manager.inner.index);
-            index.check_outpoint_limits(&lock(&session.state).subs, session.group, &outpoint, limits)?;
+            index.check_outpoint_limits(&lock(&session.state).subs, session.group(), &outpoint, limits)?;
         }
         let (computed, deliveries) = self
             .subscribe_current(
@@ -1005,7 +1005,7 @@ impl<H: Host> SessionHandle<H> {
                     index.subscribe_outpoint(
                         subs,
                         session.clone(),
-                        session.group,
+                        session.group(),
                         outpoint,
                         computed.print(),
                         computed.mempool(),
@@ -1065,7 +1065,7 @@ impl<H: Host> SessionHandle<H> {
         let remaining = {
             let mut index = lock(&self.manager.inner.index);
             let mut state = lock(&self.session.state);
-            index.unsubscribe_outpoint(&mut state.subs, self.session.id, self.session.group, &outpoint)
+            index.unsubscribe_outpoint(&mut state.subs, self.session.id, self.session.group(), &outpoint)
         };
         match remaining {
             Some(_) => {

@@ -25,6 +25,8 @@ pub(crate) struct Context<H: Host> {
     pub(crate) host: H,
     pub(crate) limits: RwLock<Arc<Limits>>,
     pub(crate) epoch: Instant,
+    /// The group prefixes (`Config::ipv4_group_prefix`, `ipv6_…`).
+    pub(crate) group_prefixes: (u8, u8),
 }
 
 impl<H: Host> Context<H> {
@@ -238,7 +240,9 @@ impl SessionState {
 pub(crate) struct SessionShared<H: Host> {
     pub(crate) id: SessionId,
     pub(crate) peer: PeerInfo,
-    pub(crate) group: Option<IpNetwork>,
+    /// Whether the peer's address is in an exempt network (no group); else
+    /// [`SessionShared::group`] is derived from it.
+    exempt: bool,
     /// When the session started ([`Context::offset`]).
     started: u64,
     pub(crate) transport: Box<dyn Transport>,
@@ -274,7 +278,7 @@ impl<H: Host> SessionShared<H> {
         SessionShared {
             id,
             peer,
-            group,
+            exempt: group.is_none(),
             started: now_offset,
             transport,
             ctx,
@@ -301,6 +305,17 @@ impl<H: Host> SessionShared<H> {
             span: crate::edge::observe::SessionSpan::new(id, peer, group),
             queued_since_noise: AtomicU32::new(0),
         }
+    }
+
+    /// The session's group (subnet), `None` for an exempt address: as
+    /// `group_of` found it at admission, derived again from the peer's
+    /// address (the session does not keep it twice).
+    pub(crate) fn group(&self) -> Option<IpNetwork> {
+        if self.exempt {
+            return None;
+        }
+        let (v4, v6) = self.ctx.group_prefixes;
+        crate::core::groups::group_of(self.peer.addr.ip(), v4, v6, &[])
     }
 
     /// When the session started.
@@ -420,7 +435,7 @@ impl<H: Host> SessionShared<H> {
         state.meter.decay(now, subscriptions, &limits);
         self.grant(&mut state);
         let cost = state.meter.cost();
-        Some(match self.group {
+        Some(match self.group() {
             Some(group) => {
                 let delta = cost - state.reported_cost;
                 state.reported_cost = cost;
@@ -439,7 +454,7 @@ impl<H: Host> SessionShared<H> {
             if state.closed {
                 return;
             }
-            let extra = match self.group {
+            let extra = match self.group() {
                 Some(_) => (group_cost - state.reported_cost).max(0.0),
                 None => 0.0,
             };
@@ -480,7 +495,7 @@ impl<H: Host> SessionShared<H> {
             // The limits' read lock only around the arithmetic: no other
             // lock is taken while it is held.
             state.meter.decay(now, subscriptions, &read(&self.ctx.limits));
-            if let Some(group) = self.group {
+            if let Some(group) = self.group() {
                 let cost = state.meter.cost();
                 self.ctx.ledger().leave(group, state.reported_cost, cost);
                 state.reported_cost = cost;
@@ -847,7 +862,7 @@ impl<H: Host> SessionHandle<H> {
 
     /// The session's group (subnet), `None` for an exempt address.
     pub fn group(&self) -> Option<IpNetwork> {
-        self.session.group
+        self.session.group()
     }
 
     /// The session's `tracing` span (`session`, with fields `id`, `peer`,
@@ -1008,7 +1023,7 @@ impl<H: Host> SessionHandle<H> {
         };
         let retained = self
             .session
-            .group
+            .group()
             .and_then(|group| self.session.ctx.ledger().entry(group))
             .map_or(0.0, |entry| entry.retained_cost);
         SessionCost {
