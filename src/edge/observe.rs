@@ -282,23 +282,40 @@ pub fn describe_metrics() {
 
 /// The `tracing` span of one session (nothing without the feature).
 pub(crate) struct SessionSpan {
+    /// Boxed, and kept only when enabled: one word for a session no
+    /// subscriber wants a span of (a span created disabled stays so).
     #[cfg(feature = "tracing")]
-    pub(crate) span: tracing::Span,
+    span: Option<Box<tracing::Span>>,
 }
+
+/// The span of every session no subscriber wanted a span of.
+#[cfg(feature = "tracing")]
+static DISABLED: std::sync::LazyLock<tracing::Span> = std::sync::LazyLock::new(tracing::Span::none);
 
 impl SessionSpan {
     #[inline]
     pub(crate) fn new(id: SessionId, peer: PeerInfo, group: Option<IpNetwork>) -> Self {
-        SessionSpan {
-            #[cfg(feature = "tracing")]
-            span: tracing::info_span!(
+        #[cfg(feature = "tracing")]
+        {
+            let span = tracing::info_span!(
                 "session",
                 id = id.0,
                 peer = %peer.addr,
                 group = group.map(tracing::field::display),
                 kind = ?peer.kind,
-            ),
+            );
+            SessionSpan {
+                span: (!span.is_disabled()).then(|| Box::new(span)),
+            }
         }
+        #[cfg(not(feature = "tracing"))]
+        SessionSpan {}
+    }
+
+    /// The session's span (disabled when no subscriber wanted it).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn span(&self) -> &tracing::Span {
+        self.span.as_deref().unwrap_or(&DISABLED)
     }
 }
 
@@ -376,7 +393,7 @@ fn disconnect_reason(reason: Option<&DisconnectReason>) -> &'static str {
 #[inline]
 pub(crate) fn session_opened(span: &SessionSpan, sessions: usize) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(parent: &span.span, sessions, "session opened");
+    tracing::debug!(parent: span.span(), sessions, "session opened");
     #[cfg(feature = "metrics")]
     {
         counter!(SESSIONS_OPENED).increment(1);
@@ -403,7 +420,7 @@ pub(crate) fn session_closed(
 ) {
     #[cfg(feature = "tracing")]
     tracing::info!(
-        parent: &span.span,
+        parent: span.span(),
         reason = disconnect_reason(reason),
         detail = reason.map(tracing::field::display),
         requests = counters.requests,
@@ -424,7 +441,7 @@ pub(crate) fn session_closed(
 pub(crate) fn slow_consumer<H: crate::host::Host>(session: &crate::edge::session::SessionShared<H>) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        parent: &session.span.span,
+        parent: session.span.span(),
         reason = disconnect_reason(Some(&DisconnectReason::SendTimeout)),
         detail = %DisconnectReason::SendTimeout,
         pending = session.outbox.len(),
@@ -439,7 +456,7 @@ pub(crate) fn slow_consumer<H: crate::host::Host>(session: &crate::edge::session
 pub(crate) fn throttle_changed(span: &SessionSpan, before: u32, after: u32, cost: f64, extra: f64) {
     #[cfg(feature = "tracing")]
     tracing::info!(
-        parent: &span.span,
+        parent: span.span(),
         target_before = before,
         target = after,
         cost,
@@ -453,7 +470,7 @@ pub(crate) fn throttle_changed(span: &SessionSpan, before: u32, after: u32, cost
 pub(crate) fn excessive_cost(span: &SessionSpan, cost: f64, extra: f64) {
     #[cfg(feature = "tracing")]
     tracing::info!(
-        parent: &span.span,
+        parent: span.span(),
         code = crate::error::codes::EXCESSIVE_RESOURCE_USAGE,
         cost,
         group_extra_cost = extra,

@@ -871,7 +871,7 @@ impl<H: Host> SessionHandle<H> {
     /// (`tracing::Instrument`). Disabled when no subscriber wants `info`.
     #[cfg(feature = "tracing")]
     pub fn span(&self) -> &tracing::Span {
-        &self.session.span.span
+        self.session.span.span()
     }
 
     /// Whether the session has ended (closed by the manager or removed).
