@@ -134,9 +134,9 @@ pub(crate) struct Rare {
     log: bool,
 }
 
-/// Wakers of tasks waiting on a session (admissions waiting for a slot,
-/// futures waiting for its end): one word while none waits, as for most
-/// sessions.
+/// Admissions waiting for a slot: one word while none waits, as for most
+/// sessions (boxed on purpose: a `Vec` is three words).
+#[allow(clippy::box_collection)]
 #[derive(Debug, Default)]
 pub(crate) struct Waiters(Option<Box<Vec<Waker>>>);
 
