@@ -244,48 +244,82 @@ async fn packages_and_test_accepts_use_the_chains_mempool_rules() {
 /// requests on a raw socket; returns each read's (offset, length) and the
 /// replies, padding stripped.
 fn padded_exchange(addr: std::net::SocketAddr) -> (Vec<(usize, usize)>, Vec<Value>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(crate::support::TIMEOUT)).unwrap();
-    let request = |id: u64, method: &str, params: Value| {
-        let mut line = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
-        line.push('\n');
-        line
-    };
-    let mut requests = request(0, "server.version", json!(["padding test", "1.7"]));
-    requests += &request(1, "blockchain.block.headers", json!([0, 8]));
-    stream.write_all(requests.as_bytes()).unwrap();
     let mut reads = Vec::new();
     let mut received = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut read_replies =
-        |stream: &mut std::net::TcpStream, count: usize, reads: &mut Vec<(usize, usize)>| loop {
-            let replies: Vec<Value> = received
-                .split(|&byte| byte == b'\n')
-                .filter(|line: &&[u8]| !line.iter().all(u8::is_ascii_whitespace))
-                .map(|line| serde_json::from_slice(line).expect("padded replies are JSON"))
-                .collect();
-            if replies.len() >= count {
-                return replies;
-            }
-            let n = stream.read(&mut buf).expect("the replies arrive");
-            assert!(n > 0, "closed after {} replies", replies.len());
-            reads.push((received.len(), n));
-            received.extend_from_slice(&buf[..n]);
-        };
-    // The warm-up is answered first (and unpadded).
-    read_replies(&mut stream, 2, &mut reads);
+    warm_up(&mut stream, &mut reads, &mut received);
     let mut requests = String::new();
     for id in 2..7 {
-        requests += &request(id, "server.ping", json!([]));
+        requests += &request_line(id, "server.ping", json!([]));
     }
-    requests += &request(7, "blockchain.block.headers", json!([0, 20]));
+    requests += &request_line(7, "blockchain.block.headers", json!([0, 20]));
     for id in 8..11 {
-        requests += &request(id, "server.ping", json!([]));
+        requests += &request_line(id, "server.ping", json!([]));
     }
     stream.write_all(requests.as_bytes()).unwrap();
-    let replies = read_replies(&mut stream, 11, &mut reads);
+    let replies = read_replies(&mut stream, 11, &mut reads, &mut received);
     (reads, replies)
+}
+
+/// One line of JSON-RPC.
+fn request_line(id: u64, method: &str, params: Value) -> String {
+    let mut line = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
+    line.push('\n');
+    line
+}
+
+/// Sends the version and a header batch, more than the padding's warm-up
+/// in replies, and reads both replies.
+fn warm_up(stream: &mut std::net::TcpStream, reads: &mut Vec<(usize, usize)>, received: &mut Vec<u8>) {
+    use std::io::Write;
+    let mut requests = request_line(0, "server.version", json!(["padding test", "1.7"]));
+    requests += &request_line(1, "blockchain.block.headers", json!([0, 8]));
+    stream.write_all(requests.as_bytes()).unwrap();
+    read_replies(stream, 2, reads, received);
+}
+
+/// Reads until `count` replies have arrived in all; records each read as
+/// (bytes received before it, its length).
+fn read_replies(
+    stream: &mut std::net::TcpStream,
+    count: usize,
+    reads: &mut Vec<(usize, usize)>,
+    received: &mut Vec<u8>,
+) -> Vec<Value> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let replies: Vec<Value> = received
+            .split(|&byte| byte == b'\n')
+            .filter(|line: &&[u8]| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| serde_json::from_slice(line).expect("padded replies are JSON"))
+            .collect();
+        if replies.len() >= count {
+            return replies;
+        }
+        let n = stream.read(&mut buf).expect("the replies arrive");
+        assert!(n > 0, "closed after {} replies", replies.len());
+        reads.push((received.len(), n));
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// After the warm-up, one ping with nothing else in flight: the reads that
+/// bring its reply (so no other reply can share them).
+fn lone_ping_reads(addr: std::net::SocketAddr) -> Vec<usize> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(crate::support::TIMEOUT)).unwrap();
+    let (mut reads, mut received) = (Vec::new(), Vec::new());
+    warm_up(&mut stream, &mut reads, &mut received);
+    let before = reads.len();
+    stream
+        .write_all(request_line(2, "server.ping", json!([])).as_bytes())
+        .unwrap();
+    read_replies(&mut stream, 3, &mut reads, &mut received);
+    reads[before..].iter().map(|&(_, n)| n).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,13 +349,23 @@ async fn padding_leaves_no_packet_under_the_minimum_after_the_warm_up() {
     );
     server.shutdown().await;
 
-    // Without padding, the small replies go out as they are.
+    // A lone small reply is padded too.
+    let server = start(&["--blocks", "30", "--padding", "on"]).await;
+    let addr = server.listen_addr();
+    let reads = blocking(move || lone_ping_reads(addr)).await;
+    assert!(
+        reads.iter().all(|&n| n >= MIN_PACKET),
+        "padded lone ping: {reads:?}"
+    );
+    server.shutdown().await;
+
+    // Without padding, it goes out as it is.
     let server = start(&["--blocks", "30", "--padding", "off"]).await;
     let addr = server.listen_addr();
-    let (reads, _) = blocking(move || padded_exchange(addr)).await;
+    let reads = blocking(move || lone_ping_reads(addr)).await;
     assert!(
-        reads.iter().any(|&(at, n)| at >= WARMUP && n < MIN_PACKET),
-        "unpadded, some reply is small: {reads:?}"
+        reads.iter().sum::<usize>() < MIN_PACKET,
+        "unpadded, the lone ping's reply is small: {reads:?}"
     );
     server.shutdown().await;
 }
