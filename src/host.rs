@@ -191,6 +191,43 @@ pub trait Mempool: Send + Sync + 'static {
             operation: "mempool outpoint",
         }))
     }
+    /// The unconfirmed entries of several scripts, one result per script in
+    /// the order given, each as [`Mempool::entries`] returns it. A
+    /// notification pass asks for the scripts it must recompute in batches
+    /// of up to 256, each right after their [`Db::histories`] batch. An
+    /// `Err` for the whole call fails every script of the batch (they are
+    /// retried by the next `notify`); an `Err` for one script fails only it.
+    ///
+    /// The default calls [`Mempool::entries`] for each script, up to 32
+    /// calls at a time; a mempool that can answer many scripts at once (one
+    /// lock, one round trip) should override it.
+    ///
+    /// # Cancel safety
+    /// The manager may drop the future (its pass dropped, or past
+    /// `host_timeout`): the default then drops the `entries` calls under
+    /// way and returns nothing. The manager records nothing from an
+    /// unfinished call and recomputes those scripts at the next `notify`,
+    /// so an override must not rely on running to completion.
+    async fn entries_batch(
+        &self,
+        hashxs: &[HashX],
+    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
+        use futures::StreamExt;
+        let mut answers = Vec::with_capacity(hashxs.len());
+        let mut running = futures::stream::FuturesOrdered::new();
+        for hashx in hashxs {
+            if running.len() == 32
+                && let Some(answer) = running.next().await
+            {
+                answers.push(answer);
+            }
+            running.push_back(self.entries(*hashx));
+        }
+        while let Some(answer) = running.next().await {
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
 }
 
 /// Vets a raw transaction before the manager hands it to the node.
@@ -346,6 +383,12 @@ impl<T: Mempool + ?Sized> Mempool for Arc<T> {
     }
     async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
         (**self).outpoint(outpoint).await
+    }
+    async fn entries_batch(
+        &self,
+        hashxs: &[HashX],
+    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
+        (**self).entries_batch(hashxs).await
     }
 }
 

@@ -637,6 +637,39 @@ impl Mempool for MemoryMempool {
         Ok(lock(&self.entries).get(&hashx).cloned().unwrap_or_default())
     }
 
+    /// One lock for the whole batch while the host answers normally
+    /// (counted as one call per script, as [`MemoryMempool::calls`] says);
+    /// otherwise as the default method: one [`Mempool::entries`] call per
+    /// script, 32 at a time, each failing, hanging or yielding.
+    async fn entries_batch(
+        &self,
+        hashxs: &[HashX],
+    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
+        use futures::StreamExt;
+        if self.behaviour.mode() == HostBehaviour::Normal {
+            self.behaviour.calls.fetch_add(hashxs.len(), Ordering::SeqCst);
+            let entries = lock(&self.entries);
+            return Ok(hashxs
+                .iter()
+                .map(|hashx| Ok(entries.get(hashx).cloned().unwrap_or_default()))
+                .collect());
+        }
+        let mut answers = Vec::with_capacity(hashxs.len());
+        let mut running = futures::stream::FuturesOrdered::new();
+        for hashx in hashxs {
+            if running.len() == 32
+                && let Some(answer) = running.next().await
+            {
+                answers.push(answer);
+            }
+            running.push_back(self.entries(*hashx));
+        }
+        while let Some(answer) = running.next().await {
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
         self.behaviour.enter("fee histogram").await?;
         Ok(lock(&self.histogram).clone())
@@ -745,5 +778,81 @@ impl Daemon for MemoryDaemon {
     async fn raw_transaction(&self, txid: TxHash) -> Result<Option<Vec<u8>>, HostError> {
         self.behaviour.enter("getrawtransaction").await?;
         Ok(lock(&self.transactions).get(&txid).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    /// A mempool with only the required methods: `entries_batch` is the
+    /// trait's default, one `entries` call per script.
+    struct PerScript(MemoryMempool);
+
+    #[async_trait]
+    impl Mempool for PerScript {
+        async fn entries(&self, hashx: HashX) -> Result<Vec<MempoolEntry>, HostError> {
+            self.0.entries(hashx).await
+        }
+        async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
+            self.0.fee_histogram().await
+        }
+    }
+
+    fn answers(
+        result: Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError>,
+    ) -> Vec<Option<Vec<MempoolEntry>>> {
+        result
+            .expect("the call answers")
+            .into_iter()
+            .map(Result::ok)
+            .collect()
+    }
+
+    #[test]
+    fn the_batched_mempool_call_answers_as_the_default_does() {
+        let mempool = MemoryMempool::new();
+        let scripts: Vec<HashX> = (0..70u8).map(|n| HashX([n; crate::types::HASHX_LEN])).collect();
+        for (n, hashx) in scripts.iter().enumerate().filter(|(n, _)| n % 3 != 0) {
+            for k in 0..n % 4 {
+                let entry = MempoolEntry {
+                    txid: TxHash([(n * 4 + k) as u8; 32]),
+                    fee: n as u64 * 10 + k as u64,
+                    has_unconfirmed_inputs: k % 2 == 1,
+                };
+                mempool.add(*hashx, entry);
+            }
+        }
+        let default = PerScript(mempool.clone());
+        // Scripts repeated and out of order: one answer per script asked for.
+        let mut asked = scripts.clone();
+        asked.extend(scripts.iter().rev().step_by(7));
+        for behaviour in [
+            HostBehaviour::Normal,
+            HostBehaviour::Yielding,
+            HostBehaviour::Failing,
+        ] {
+            mempool.set_behaviour(behaviour);
+            let before = mempool.calls();
+            let ours = answers(block_on(mempool.entries_batch(&asked)));
+            let calls = mempool.calls() - before;
+            let theirs = answers(block_on(default.entries_batch(&asked)));
+            assert_eq!(ours, theirs, "{behaviour:?}");
+            assert_eq!(ours.len(), asked.len());
+            // Counted as one call per script either way.
+            assert_eq!(calls, asked.len(), "{behaviour:?}");
+            assert_eq!(mempool.calls() - before, 2 * asked.len(), "{behaviour:?}");
+            let expected: Vec<_> = asked
+                .iter()
+                .map(|hashx| block_on(default.entries(*hashx)).ok())
+                .collect();
+            assert_eq!(ours, expected, "{behaviour:?}");
+            if behaviour != HostBehaviour::Failing {
+                assert!(ours.iter().any(|a| a.as_ref().is_some_and(|e| e.len() == 3)));
+            } else {
+                assert!(ours.iter().all(Option::is_none));
+            }
+        }
     }
 }

@@ -397,43 +397,45 @@ impl<H: Host> SessionManager<H> {
             .collect()
     }
 
-    /// A `notify` pass's [`Mempool::entries`](crate::Mempool::entries)
-    /// call for `hashx`, not yet polled: [`Self::fresh_status_now`] takes
-    /// an answer given at the first poll, [`Self::fresh_status_after`] a
-    /// call that did not answer at once.
-    pub(crate) fn fresh_mempool_call(
-        &self,
-        hashx: HashX,
-    ) -> futures::future::BoxFuture<'_, std::result::Result<Vec<MempoolEntry>, HostError>> {
-        self.inner.mempool().entries(hashx)
+    /// The unconfirmed entries of scripts a `notify` pass recomputes, in
+    /// one [`Mempool::entries_batch`](crate::Mempool::entries_batch) call.
+    /// One result per script, in order.
+    pub(crate) async fn fresh_mempool_entries(&self, hashxs: &[HashX]) -> Vec<Result<Vec<MempoolEntry>>> {
+        let operation = "mempool entries";
+        let mempool = self.inner.mempool();
+        let answers = match self.host_call(operation, mempool.entries_batch(hashxs)).await {
+            Ok(answers) if answers.len() == hashxs.len() => answers,
+            Ok(answers) => {
+                let error = Error::host(
+                    operation,
+                    format!(
+                        "entries_batch returned {} results for {} scripts",
+                        answers.len(),
+                        hashxs.len()
+                    )
+                    .into(),
+                );
+                crate::edge::observe::host_error(operation, &error);
+                return hashxs.iter().map(|_| Err(error.clone())).collect();
+            }
+            Err(error) => return hashxs.iter().map(|_| Err(error.clone())).collect(),
+        };
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.map_err(|source| {
+                    let error = Error::host(operation, source);
+                    crate::edge::observe::host_error(operation, &error);
+                    error
+                })
+            })
+            .collect()
     }
 
     /// The status of a script from a history [`Self::fresh_histories`]
-    /// read and the mempool's answer (as [`Self::host_call`] reports a
-    /// failure).
-    pub(crate) fn fresh_status_now(
-        &self,
-        history: &[HistoryEntry],
-        answer: std::result::Result<Vec<MempoolEntry>, HostError>,
-    ) -> Result<ScriptStatus> {
-        let operation = "mempool entries";
-        let mempool = answer.map_err(|source| {
-            let error = Error::host(operation, source);
-            crate::edge::observe::host_error(operation, &error);
-            error
-        })?;
-        Ok(status_of(history, unconfirmed_of(history, mempool), Cost::ZERO))
-    }
-
-    /// As [`Self::fresh_status_now`], for a mempool call still running
-    /// (bounded by the host timeout from here).
-    pub(crate) async fn fresh_status_after(
-        &self,
-        history: &[HistoryEntry],
-        call: futures::future::BoxFuture<'_, std::result::Result<Vec<MempoolEntry>, HostError>>,
-    ) -> Result<ScriptStatus> {
-        let mempool = self.host_call("mempool entries", call).await?;
-        Ok(status_of(history, unconfirmed_of(history, mempool), Cost::ZERO))
+    /// read and its entries [`Self::fresh_mempool_entries`] read.
+    pub(crate) fn fresh_status(&self, history: &[HistoryEntry], mempool: Vec<MempoolEntry>) -> ScriptStatus {
+        status_of(history, unconfirmed_of(history, mempool), Cost::ZERO)
     }
 
     async fn status_from(&self, hashx: HashX, history: &[HistoryEntry], cost: Cost) -> Result<ScriptStatus> {

@@ -116,6 +116,12 @@ impl Mempool for DynMempool {
     async fn outpoint(&self, outpoint: OutPoint) -> Result<MempoolOutpoint, HostError> {
         self.0.outpoint(outpoint).await
     }
+    async fn entries_batch(
+        &self,
+        hashxs: &[HashX],
+    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
+        self.0.entries_batch(hashxs).await
+    }
 }
 
 impl Timer for DynTimer {

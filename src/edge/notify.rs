@@ -359,7 +359,7 @@ impl<H: Host> SessionManager<H> {
     ///
     /// Each status is computed once per event, whatever the number of
     /// subscribers: a script's from one [`crate::Db::histories`] batch entry
-    /// and one [`crate::Mempool::entries`] call, an outpoint's from one
+    /// and one [`crate::Mempool::entries_batch`] batch entry, an outpoint's from one
     /// [`crate::Db::outpoint`] and (unless confirmed spent) one
     /// [`crate::Mempool::outpoint`] call. On a tip change, every status that
     /// involved the mempool is computed again. With a [`crate::NoisePolicy`],
@@ -658,40 +658,37 @@ impl<H: Host> SessionManager<H> {
             )
         };
         report.statuses_computed = targets.len();
-        // The histories come in batches (one `Db::histories` call each);
-        // each script's mempool call is then polled once in place: a
-        // mempool that answers at once (in memory) costs no future of ours
-        // and no task bookkeeping; the calls that do not run concurrently,
-        // at most STATUS_CONCURRENCY at a time. A batch's
-        // statuses are recorded in the index under one lock, then queued.
+        // The histories come in batches (one `Db::histories` call each),
+        // then the batch's mempool entries (one `Mempool::entries_batch`
+        // call, for the scripts whose history was read). A batch's statuses
+        // are recorded in the index under one lock, then queued.
         let mut computed = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         let mut deliveries = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
+        let mut read = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         for (batch, slots) in targets.chunks(HISTORY_BATCH).zip(slots.chunks(HISTORY_BATCH)) {
             let histories = self.fresh_histories(batch).await;
-            let mut waiting = futures::stream::FuturesUnordered::new();
-            for (at, history) in histories.into_iter().enumerate() {
-                let history = match history {
-                    Ok(history) => history,
-                    Err(error) => {
-                        computed.push((at, Err(error)));
-                        continue;
+            let mut histories: Vec<_> = if histories.iter().all(Result::is_ok) {
+                read.extend_from_slice(batch);
+                histories.into_iter().enumerate().collect()
+            } else {
+                let mut left = Vec::with_capacity(histories.len());
+                for (at, history) in histories.into_iter().enumerate() {
+                    match history {
+                        Ok(history) => {
+                            read.push(batch[at]);
+                            left.push((at, Ok(history)));
+                        }
+                        Err(error) => computed.push((at, Err(error))),
                     }
-                };
-                let mut call = self.fresh_mempool_call(batch[at]);
-                match futures::poll!(call.as_mut()) {
-                    Poll::Ready(answer) => computed.push((at, self.fresh_status_now(&history, answer))),
-                    Poll::Pending => waiting.push(Box::pin(async move {
-                        (at, self.fresh_status_after(&history, call).await)
-                    })),
                 }
-                if waiting.len() >= STATUS_CONCURRENCY
-                    && let Some(done) = waiting.next().await
-                {
-                    computed.push(done);
-                }
-            }
-            while let Some(done) = waiting.next().await {
-                computed.push(done);
+                left
+            };
+            let mempools = self.fresh_mempool_entries(&read).await;
+            read.clear();
+            for ((at, history), mempool) in histories.drain(..).zip(mempools) {
+                let status =
+                    history.and_then(|history| mempool.map(|mempool| self.fresh_status(&history, mempool)));
+                computed.push((at, status));
             }
             self.apply_statuses(
                 batch,
