@@ -535,6 +535,8 @@ impl<H: Host> SessionManager<H> {
         }
         let now = self.now();
         let charge = crate::core::cost::status(0);
+        // Queued notifications are counted only for the noise policy.
+        let counting = self.inner.noise.is_some();
         let mut deliveries = deliveries.drain(..);
         for (count, status, print) in changed {
             report.statuses_changed += 1;
@@ -552,7 +554,9 @@ impl<H: Host> SessionManager<H> {
                     delivery.base,
                     now,
                 );
-                session.count_queued();
+                if counting {
+                    session.count_queued();
+                }
                 session.add_cost(charge);
             }
         }
