@@ -875,10 +875,22 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let mut hashxs = Vec::with_capacity(most);
         let mut slots = Vec::with_capacity(most);
         if touched.len() <= self.scripts.len() {
-            for hashx in touched {
-                if let Some(slot) = self.scripts.find(hashx) {
-                    hashxs.push(*hashx);
-                    slots.push(slot);
+            // In groups: each group's table lines and entries are read
+            // first (their cache misses overlap), then looked up.
+            const GROUP: usize = 64;
+            let mut group: Vec<(&HashX, u64)> = Vec::with_capacity(touched.len().min(GROUP));
+            let mut touched = touched.iter().peekable();
+            while touched.peek().is_some() {
+                group.clear();
+                group.extend(touched.by_ref().take(GROUP).map(|h| (h, self.scripts.hash_of(h))));
+                for &(_, hash) in &group {
+                    self.scripts.warm_find(hash);
+                }
+                for &(hashx, hash) in &group {
+                    if let Some(slot) = self.scripts.find_hashed(hashx, hash) {
+                        hashxs.push(*hashx);
+                        slots.push(slot);
+                    }
                 }
             }
         } else {

@@ -103,12 +103,32 @@ impl<S: Subscriber> Scripts<S> {
 
     /// The slot of `hashx`'s entry.
     pub(super) fn find(&self, hashx: &HashX) -> Option<u32> {
+        self.find_hashed(hashx, self.hash(hashx))
+    }
+
+    /// [`Self::find`] with the hash [`Self::hash_of`] gave.
+    pub(super) fn find_hashed(&self, hashx: &HashX, hash: u64) -> Option<u32> {
         let chunks = &self.chunks;
         self.table
-            .find(self.hash(hashx), |&slot| {
-                hashx_of(&at(chunks, slot).hash) == hashx.as_bytes()
-            })
+            .find(hash, |&slot| hashx_of(&at(chunks, slot).hash) == hashx.as_bytes())
             .copied()
+    }
+
+    /// The hash [`Self::find_hashed`] and [`Self::warm_find`] take.
+    pub(super) fn hash_of(&self, hashx: &HashX) -> u64 {
+        self.hash(hashx)
+    }
+
+    /// Reads what [`Self::find_hashed`] reads for `hash` (the table's
+    /// control bytes and buckets, and the entry of each candidate slot),
+    /// changing nothing: called for several scripts before finding them,
+    /// so that their cache misses overlap.
+    pub(super) fn warm_find(&self, hash: u64) {
+        let chunks = &self.chunks;
+        let _ = self.table.find(hash, |&slot| {
+            std::hint::black_box(at(chunks, slot).hash[0]);
+            false
+        });
     }
 
     /// `slot`, if it holds the live entry of `hashx` (a slot found
