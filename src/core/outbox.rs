@@ -21,7 +21,6 @@ use crate::core::subscriptions::{Alias, ScriptName};
 use crate::types::{
     BlockHash, ExtendedNotification, HashX, Height, Notification, OutPoint, OutpointStatus, encode_hex,
 };
-use hashbrown::hash_map::Entry;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -140,6 +139,99 @@ pub(crate) enum Taken {
     Ping,
 }
 
+/// Pending statuses this many or fewer are found by a linear scan of the
+/// queue (the common case: one or a few, in one or two cache lines, no
+/// hashing); past it, through an index by key.
+const SCAN: usize = 8;
+
+/// The pending statuses, in the order first queued, each found by its key.
+#[derive(Debug, Default)]
+struct Statuses {
+    /// In queue order, each with its sequence number (increasing along
+    /// the queue, so an index hit is found by binary search).
+    queue: VecDeque<(StatusKey, u64, PendingStatus)>,
+    next_seq: u64,
+    /// Key → sequence number, while the queue is longer than [`SCAN`]
+    /// (built past it, dropped again at half of it).
+    index: Option<HashMap<StatusKey, u64>>,
+}
+
+impl Statuses {
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn position(&self, key: &StatusKey) -> Option<usize> {
+        match &self.index {
+            None => self.queue.iter().position(|(k, _, _)| k == key),
+            Some(index) => {
+                let seq = *index.get(key)?;
+                self.queue.binary_search_by_key(&seq, |(_, s, _)| *s).ok()
+            }
+        }
+    }
+
+    fn contains_key(&self, key: &StatusKey) -> bool {
+        self.position(key).is_some()
+    }
+
+    fn get_mut(&mut self, key: &StatusKey) -> Option<&mut PendingStatus> {
+        let at = self.position(key)?;
+        self.queue.get_mut(at).map(|(_, _, pending)| pending)
+    }
+
+    fn front(&self) -> Option<(StatusKey, &PendingStatus)> {
+        self.queue.front().map(|(key, _, pending)| (*key, pending))
+    }
+
+    /// Queues a status for a key not queued.
+    fn push_back(&mut self, key: StatusKey, pending: PendingStatus) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push_back((key, seq, pending));
+        match &mut self.index {
+            Some(index) => {
+                index.insert(key, seq);
+            }
+            None if self.queue.len() > SCAN => {
+                self.index = Some(self.queue.iter().map(|(k, s, _)| (*k, *s)).collect());
+            }
+            None => {}
+        }
+    }
+
+    fn remove_at(&mut self, at: usize) {
+        if let Some((key, _, _)) = self.queue.remove(at)
+            && let Some(index) = &mut self.index
+        {
+            index.remove(&key);
+            if self.queue.len() <= SCAN / 2 {
+                self.index = None;
+            }
+        }
+    }
+
+    /// Removes `key`'s status; returns whether it was queued.
+    fn remove(&mut self, key: &StatusKey) -> bool {
+        match self.position(key) {
+            Some(at) => {
+                self.remove_at(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.index = None;
+    }
+}
+
 /// The pending notifications of one session, as plain data: the edge
 /// (`edge::mailbox`) puts it behind a lock and wakes the delivery future.
 #[derive(Debug, Default)]
@@ -149,8 +241,7 @@ pub(crate) struct Outbox {
     header_seen: TipGeneration,
     /// The block whose header the client has (sent or given in a reply).
     header_has: Option<BlockHash>,
-    order: VecDeque<StatusKey>,
-    statuses: HashMap<StatusKey, PendingStatus>,
+    statuses: Statuses,
     /// Noise pings to send after everything else, and their padding.
     pings: u32,
     ping_padding: usize,
@@ -165,7 +256,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.header.is_none() && self.order.is_empty() && self.pings == 0
+        self.header.is_none() && self.statuses.is_empty() && self.pings == 0
     }
 
     fn version(&mut self) -> u64 {
@@ -178,20 +269,15 @@ impl Outbox {
     }
 
     fn remove_status(&mut self, key: &StatusKey) {
-        if self.statuses.remove(key).is_some() {
-            self.remove_from_order(key);
-        } else if self.is_empty() {
+        self.statuses.remove(key);
+        if self.is_empty() {
             self.pending_since = None;
         }
     }
 
-    /// Drops `key` (no longer in `statuses`) from the order.
-    fn remove_from_order(&mut self, key: &StatusKey) {
-        if self.order.front() == Some(key) {
-            self.order.pop_front();
-        } else {
-            self.order.retain(|k| k != key);
-        }
+    /// Drops the status at `at` in the queue.
+    fn remove_status_at(&mut self, at: usize) {
+        self.statuses.remove_at(at);
         if self.is_empty() {
             self.pending_since = None;
         }
@@ -286,31 +372,32 @@ impl Outbox {
         }
         let version = self.version();
         let in_flight = self.is_in_flight(&key);
-        // One lookup: the key is hashed once.
-        match self.statuses.entry(key) {
-            // Back to what the client has, and not possibly on its way:
-            // nothing to send.
-            Entry::Occupied(pending) if pending.get().base == print && !in_flight => {
-                pending.remove();
-                self.remove_from_order(&key);
+        // One lookup.
+        match self.statuses.position(&key) {
+            Some(at) => {
+                let Some((_, _, pending)) = self.statuses.queue.get_mut(at) else {
+                    return false;
+                };
+                if pending.base == print && !in_flight {
+                    // Back to what the client has, and not possibly on its
+                    // way: nothing to send.
+                    self.remove_status_at(at);
+                } else {
+                    pending.payload = payload;
+                    pending.print = print;
+                    pending.version = version;
+                }
                 false
             }
-            Entry::Occupied(mut pending) => {
-                let pending = pending.get_mut();
-                pending.payload = payload;
-                pending.print = print;
-                pending.version = version;
-                false
-            }
-            Entry::Vacant(_) if base == print => false,
-            Entry::Vacant(vacant) => {
-                vacant.insert(PendingStatus {
+            None if base == print => false,
+            None => {
+                let pending = PendingStatus {
                     payload,
                     print,
                     base,
                     version,
-                });
-                self.order.push_back(key);
+                };
+                self.statuses.push_back(key, pending);
                 self.pending_since.get_or_insert(now);
                 true
             }
@@ -368,7 +455,7 @@ impl Outbox {
 
     /// Number of undelivered notifications.
     pub(crate) fn len(&self) -> usize {
-        self.order.len() + usize::from(self.header.is_some()) + self.pings as usize
+        self.statuses.len() + usize::from(self.header.is_some()) + self.pings as usize
     }
 
     /// When the oldest undelivered notification was queued.
@@ -408,26 +495,19 @@ impl Outbox {
             self.in_flight = Some(taken);
             return Some((taken, notification));
         }
-        while let Some(key) = self.order.front().copied() {
-            if self
-                .statuses
-                .get(&key)
-                .is_some_and(|pending| pending.print == pending.base)
-            {
-                self.remove_status(&key);
+        while let Some((key, pending)) = self.statuses.front() {
+            if pending.print == pending.base {
+                self.remove_status_at(0);
                 continue;
             }
-            if let Some(pending) = self.statuses.get(&key) {
-                let notification = pending.payload.to_message();
-                let taken = Taken::Status {
-                    key,
-                    version: pending.version,
-                    print: pending.print,
-                };
-                self.in_flight = Some(taken);
-                return Some((taken, notification));
-            }
-            self.order.pop_front();
+            let notification = pending.payload.to_message();
+            let taken = Taken::Status {
+                key,
+                version: pending.version,
+                print: pending.print,
+            };
+            self.in_flight = Some(taken);
+            return Some((taken, notification));
         }
         if self.pings > 0 {
             self.in_flight = Some(Taken::Ping);
@@ -478,7 +558,6 @@ impl Outbox {
     pub(crate) fn close(&mut self) {
         self.closed = true;
         self.header = None;
-        self.order.clear();
         self.statuses.clear();
         self.pings = 0;
         self.pending_since = None;
@@ -772,6 +851,53 @@ mod tests {
         assert!(outbox.next().is_none());
         outbox.forget(a);
         assert_eq!(outbox.len(), 0);
+    }
+
+    #[test]
+    fn many_pending_statuses_keep_their_order_and_coalesce() {
+        // Past SCAN pending statuses they are found through the index; the
+        // rules are the same either way.
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        let key = |n: u8| StatusKey::Script(hx(n));
+        for n in 0..20 {
+            assert!(outbox.push_status(key(n), script("a", Some("s1")), 1, 0, now));
+        }
+        assert!(outbox.statuses.index.is_some());
+        assert!(
+            !outbox.push_status(key(5), script("a", None), 0, 1, now),
+            "reverted"
+        );
+        assert!(
+            !outbox.push_status(key(15), script("a", Some("s2")), 2, 1, now),
+            "replaced"
+        );
+        outbox.forget(key(7));
+        assert!(
+            outbox.push_status(key(5), script("a", Some("s3")), 3, 0, now),
+            "queued again, last"
+        );
+        assert_eq!(outbox.len(), 19);
+        let mut sent = Vec::new();
+        while let Some((taken, _)) = outbox.next() {
+            let Taken::Status { key, print, .. } = taken else {
+                panic!("{taken:?}")
+            };
+            let StatusKey::Script(hashx) = key else { panic!() };
+            sent.push((hashx.0[0], print));
+            outbox.acknowledge(taken, now);
+            if outbox.len() <= SCAN / 2 {
+                assert!(outbox.statuses.index.is_none());
+            }
+        }
+        let mut expected: Vec<(u8, u64)> = (0..20)
+            .filter(|n| *n != 5 && *n != 7)
+            .map(|n| (n, if n == 15 { 2 } else { 1 }))
+            .collect();
+        expected.push((5, 3));
+        assert_eq!(sent, expected);
+        assert_eq!(outbox.len(), 0);
+        assert_eq!(outbox.pending_since(), None);
     }
 
     #[test]
