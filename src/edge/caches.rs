@@ -76,6 +76,9 @@ struct Stamps {
     slots: Box<[AtomicU64]>,
     /// Entries loaded before this generation are all stale.
     floor: AtomicU64,
+    /// A touch is running (checks that touches never overlap).
+    #[cfg(debug_assertions)]
+    touching: std::sync::atomic::AtomicBool,
 }
 
 impl Stamps {
@@ -84,6 +87,8 @@ impl Stamps {
             generation: AtomicU64::new(0),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             floor: AtomicU64::new(0),
+            #[cfg(debug_assertions)]
+            touching: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -96,16 +101,31 @@ impl Stamps {
     }
 
     /// Stamps the slots of `touched` (a few key bits each) with a new generation.
+    ///
+    /// One caller at a time: only a notify pass touches (`record_tip`), and
+    /// passes run one after another. So each slot is stamped with a plain
+    /// store, not a read-modify-write: no other stamp can land between the
+    /// generation taken here and the store, and the generation only grows
+    /// (checked under test).
     fn touch(&self, touched: impl Iterator<Item = usize> + Clone) {
+        #[cfg(debug_assertions)]
+        assert!(
+            !self.touching.swap(true, Ordering::AcqRel),
+            "Stamps::touch called concurrently"
+        );
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         // The slots are read first (plain loads): their cache misses then
-        // overlap, where each atomic update would wait for its own.
+        // overlap, where each store would wait in the store buffer for its own.
         for bits in touched.clone() {
             std::hint::black_box(self.slot(bits).load(Ordering::Relaxed));
         }
         for bits in touched {
-            self.slot(bits).fetch_max(generation, Ordering::AcqRel);
+            let slot = self.slot(bits);
+            debug_assert!(slot.load(Ordering::Relaxed) <= generation);
+            slot.store(generation, Ordering::Release);
         }
+        #[cfg(debug_assertions)]
+        self.touching.store(false, Ordering::Release);
     }
 
     fn is_current(&self, bits: usize, loaded_at: u64) -> bool {
