@@ -109,10 +109,16 @@ impl CostMeter {
 
     /// Applies the decay owed since the last decay. Returns the change in cost (≤ 0).
     pub fn decay(&mut self, now: Instant, subscriptions: usize, limits: &Limits) -> f64 {
+        self.decay_with(now, subscriptions, limits.cost_hard_limit)
+    }
+
+    /// [`Self::decay`] given only the limit it reads, `cost_hard_limit`.
+    pub(crate) fn decay_with(&mut self, now: Instant, subscriptions: usize, cost_hard_limit: f64) -> f64 {
         let elapsed = now.saturating_duration_since(self.decayed_at).as_secs_f64();
         self.decayed_at = now.max(self.decayed_at);
         let before = self.cost;
-        self.cost = (self.cost - elapsed * Self::decay_per_sec(limits, subscriptions)).max(0.0);
+        let per_sec = cost_hard_limit / (10000.0 + 5.0 * subscriptions as f64);
+        self.cost = (self.cost - elapsed * per_sec).max(0.0);
         self.cost - before
     }
 

@@ -254,8 +254,10 @@ impl<H: Host> SessionManager<H> {
     /// The manager's summary.
     pub fn info(&self) -> Info {
         let now = self.now();
-        let sessions = self.live_sessions();
-        let (mut counters, sessions_ended) = *lock(&self.inner.ended_counters);
+        let (sessions, (mut counters, sessions_ended)) = {
+            let table = lock(&self.inner.sessions);
+            (table.values().cloned().collect::<Vec<_>>(), table.ended)
+        };
         let (mut with_subs, mut in_flight, mut logged) = (0, 0u64, 0);
         for session in &sessions {
             let state = lock(&session.state);

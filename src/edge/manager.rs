@@ -5,11 +5,11 @@ use crate::config::{Config, Limits};
 use crate::core::bans::BanList;
 use crate::core::groups::{canonical_ip, group_of};
 use crate::core::hashing::MapHasher;
-use crate::core::sync::{lock, read, write};
+use crate::core::sync::lock;
 use crate::edge::builder::SessionManagerBuilder;
 use crate::edge::deadline::within;
 use crate::edge::listener::{ListenerEvents, ListenerState};
-use crate::edge::session::{Context, Counters, SessionHandle, SessionShared};
+use crate::edge::session::{Context, Counters, HotLimits, SessionHandle, SessionShared};
 use crate::edge::watch::WatchCell;
 use crate::error::{ConfigError, Error, Refusal, Result};
 use crate::host::{Host, Transport};
@@ -27,6 +27,9 @@ use std::time::Instant;
 pub(crate) struct SessionTable<H: Host> {
     table: hashbrown::HashTable<Arc<SessionShared<H>>>,
     hasher: MapHasher,
+    /// Counters of sessions that have ended, and how many ended: under the
+    /// table's lock, which a removal holds anyway.
+    pub(crate) ended: (Counters, u64),
 }
 
 impl<H: Host> Default for SessionTable<H> {
@@ -34,6 +37,7 @@ impl<H: Host> Default for SessionTable<H> {
         SessionTable {
             table: hashbrown::HashTable::new(),
             hasher: MapHasher::default(),
+            ended: (Counters::default(), 0),
         }
     }
 }
@@ -64,7 +68,7 @@ impl<H: Host> SessionTable<H> {
         self.table.find(self.hash(id), |s| s.id == id)
     }
 
-    fn values(&self) -> impl Iterator<Item = &Arc<SessionShared<H>>> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<SessionShared<H>>> {
         self.table.iter()
     }
 }
@@ -80,11 +84,12 @@ pub(crate) struct Inner<H: Host> {
     /// `shutdown`'s value, read without its lock by `add_session`.
     pub(crate) shut_down: AtomicBool,
     pub(crate) listener: WatchCell<ListenerState>,
+    /// Whether `listener` is `Paused`, set in its `update`s (under its
+    /// lock): a removal reads it without that lock.
+    listener_paused: AtomicBool,
     pub(crate) shutdown: WatchCell<bool>,
     next_id: AtomicU64,
     pub(crate) started: Instant,
-    /// Counters of sessions that have ended, and how many ended.
-    pub(crate) ended_counters: Mutex<(Counters, u64)>,
     pub(crate) caches: crate::edge::caches::Caches,
     pub(crate) index: Mutex<crate::edge::notify::Index<H>>,
     pub(crate) pending_events: Mutex<crate::edge::notify::PendingEvents>,
@@ -174,6 +179,7 @@ impl<H: Host> SessionManager<H> {
         let ctx = Arc::new(Context {
             host,
             limits: RwLock::new(Arc::new(config.limits.clone())),
+            hot: HotLimits::new(&config.limits),
             epoch: started,
             group_prefixes: (config.ipv4_group_prefix, config.ipv6_group_prefix),
         });
@@ -185,10 +191,10 @@ impl<H: Host> SessionManager<H> {
                 any_bans: AtomicBool::new(false),
                 shut_down: AtomicBool::new(false),
                 listener: WatchCell::new(ListenerState::Accepting),
+                listener_paused: AtomicBool::new(false),
                 shutdown: WatchCell::new(false),
                 next_id: AtomicU64::new(0),
                 started,
-                ended_counters: Mutex::new((Counters::default(), 0)),
                 caches: crate::edge::caches::Caches::new(&config),
                 index: Mutex::new(crate::edge::notify::Index::default()),
                 pending_events: Mutex::new(crate::edge::notify::PendingEvents::default()),
@@ -229,7 +235,7 @@ impl<H: Host> SessionManager<H> {
     pub fn set_limits(&self, limits: Limits) -> Result<(), ConfigError> {
         limits.validate()?;
         crate::edge::observe::limits_changed(&limits);
-        *write(&self.inner.ctx.limits) = Arc::new(limits);
+        self.inner.ctx.set_limits(limits);
         self.recalculate_all();
         self.update_listener();
         Ok(())
@@ -284,16 +290,14 @@ impl<H: Host> SessionManager<H> {
                 ban,
             });
         }
-        // Only what admission needs, under the limits' read lock alone.
-        let (max_sessions, max_per_group, soft_limit, initial_concurrent) = {
-            let limits = read(&inner.ctx.limits);
-            (
-                limits.max_sessions,
-                limits.max_sessions_per_group,
-                limits.cost_soft_limit,
-                limits.initial_concurrent,
-            )
-        };
+        // Only what admission needs, without the limits' lock.
+        let hot = &inner.ctx.hot;
+        let (max_sessions, max_per_group, soft_limit, initial_concurrent) = (
+            hot.max_sessions(),
+            hot.max_sessions_per_group(),
+            hot.cost_soft_limit(),
+            hot.initial_concurrent(),
+        );
         let group = group_of(
             peer.addr.ip(),
             inner.config.ipv4_group_prefix,
@@ -331,7 +335,7 @@ impl<H: Host> SessionManager<H> {
         drop(sessions);
         crate::edge::observe::session_opened(&session.span, count);
         if count >= max_sessions
-            && inner.listener.update(|state| match state {
+            && self.update_listener_state(|state| match state {
                 ListenerState::Accepting => ListenerState::Paused,
                 other => *other,
             })
@@ -362,10 +366,22 @@ impl<H: Host> SessionManager<H> {
         })
     }
 
+    /// Changes the listener state with `change` (under its lock), keeping
+    /// `listener_paused` in step. Returns whether it changed.
+    fn update_listener_state(&self, change: impl FnOnce(&ListenerState) -> ListenerState) -> bool {
+        self.inner.listener.update(|state| {
+            let next = change(state);
+            self.inner
+                .listener_paused
+                .store(next == ListenerState::Paused, Ordering::Release);
+            next
+        })
+    }
+
     fn update_listener(&self) {
         let count = self.session_count();
         let limits = self.limits();
-        let changed = self.inner.listener.update(|state| match state {
+        let changed = self.update_listener_state(|state| match state {
             ListenerState::Stopped => ListenerState::Stopped,
             _ if count >= limits.max_sessions => ListenerState::Paused,
             ListenerState::Paused if count <= limits.resume_at() => ListenerState::Accepting,
@@ -396,19 +412,16 @@ impl<H: Host> SessionManager<H> {
         let remaining = {
             let mut sessions = lock(&self.inner.sessions);
             sessions.remove(session.id);
+            sessions.ended.0 += counters;
+            sessions.ended.1 += 1;
             sessions.len()
         };
         if indexed {
             self.forget_subscriptions(session);
         }
         crate::edge::observe::session_closed(&session.span, reason, &counters, remaining);
-        {
-            let mut ended = lock(&self.inner.ended_counters);
-            ended.0 += counters;
-            ended.1 += 1;
-        }
         // A removal can only resume a paused listener.
-        if self.inner.listener.get() == ListenerState::Paused {
+        if self.inner.listener_paused.load(Ordering::Acquire) {
             self.update_listener();
         }
         true
@@ -599,7 +612,7 @@ impl<H: Host> SessionManager<H> {
     pub async fn shutdown(&self) -> usize {
         self.inner.shut_down.store(true, Ordering::Release);
         self.inner.shutdown.set(true);
-        if self.inner.listener.set(ListenerState::Stopped) {
+        if self.update_listener_state(|_| ListenerState::Stopped) {
             crate::edge::observe::listener_changed(
                 ListenerState::Stopped,
                 self.session_count(),

@@ -13,7 +13,7 @@ use crate::ledger::GroupLedger;
 use crate::timer::Timer;
 use crate::types::{Cost, DisconnectReason, PeerInfo, SessionId};
 use ipnetwork::IpNetwork;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -23,13 +23,88 @@ use std::time::{Duration, Instant};
 /// times as offsets from it).
 pub(crate) struct Context<H: Host> {
     pub(crate) host: H,
+    /// Changed only through [`Context::set_limits`], which keeps `hot` in step.
     pub(crate) limits: RwLock<Arc<Limits>>,
+    /// The limits every `add_session` and every session's end read, as
+    /// plain atomic loads instead of the `RwLock`'s two read-modify-writes.
+    pub(crate) hot: HotLimits,
     pub(crate) epoch: Instant,
     /// The group prefixes (`Config::ipv4_group_prefix`, `ipv6_…`).
     pub(crate) group_prefixes: (u8, u8),
 }
 
+/// Copies of the limits `add_session` and a session's end read (see
+/// [`Context::hot`]), written under the limits' write lock. A reader may
+/// see some fields of a change and not others, as it could admit a session
+/// under the old limits just before the change.
+pub(crate) struct HotLimits {
+    max_sessions: AtomicUsize,
+    /// `usize::MAX` for none.
+    max_sessions_per_group: AtomicUsize,
+    initial_concurrent: AtomicU32,
+    /// `f64` bits.
+    cost_soft_limit: AtomicU64,
+    /// `f64` bits.
+    cost_hard_limit: AtomicU64,
+}
+
+impl HotLimits {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let hot = HotLimits {
+            max_sessions: AtomicUsize::new(0),
+            max_sessions_per_group: AtomicUsize::new(0),
+            initial_concurrent: AtomicU32::new(0),
+            cost_soft_limit: AtomicU64::new(0),
+            cost_hard_limit: AtomicU64::new(0),
+        };
+        hot.store(limits);
+        hot
+    }
+
+    fn store(&self, limits: &Limits) {
+        self.max_sessions.store(limits.max_sessions, Ordering::Relaxed);
+        self.max_sessions_per_group.store(
+            limits.max_sessions_per_group.unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+        self.initial_concurrent
+            .store(limits.initial_concurrent, Ordering::Relaxed);
+        self.cost_soft_limit
+            .store(limits.cost_soft_limit.to_bits(), Ordering::Relaxed);
+        self.cost_hard_limit
+            .store(limits.cost_hard_limit.to_bits(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_sessions(&self) -> usize {
+        self.max_sessions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_sessions_per_group(&self) -> Option<usize> {
+        Some(self.max_sessions_per_group.load(Ordering::Relaxed)).filter(|&max| max != usize::MAX)
+    }
+
+    pub(crate) fn initial_concurrent(&self) -> u32 {
+        self.initial_concurrent.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn cost_soft_limit(&self) -> f64 {
+        f64::from_bits(self.cost_soft_limit.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn cost_hard_limit(&self) -> f64 {
+        f64::from_bits(self.cost_hard_limit.load(Ordering::Relaxed))
+    }
+}
+
 impl<H: Host> Context<H> {
+    /// Replaces the limits (and their [`HotLimits`] copies, under the
+    /// write lock).
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        let mut current = crate::core::sync::write(&self.limits);
+        self.hot.store(&limits);
+        *current = Arc::new(limits);
+    }
+
     /// `at` as nanoseconds since [`Context::epoch`] (0 before it; 584
     /// years fit).
     pub(crate) fn offset(&self, at: Instant) -> u64 {
@@ -492,9 +567,9 @@ impl<H: Host> SessionShared<H> {
             self.settle_taken(&mut state, taken);
             state.closed = true;
             let subscriptions = state.subscriptions();
-            // The limits' read lock only around the arithmetic: no other
-            // lock is taken while it is held.
-            state.meter.decay(now, subscriptions, &read(&self.ctx.limits));
+            state
+                .meter
+                .decay_with(now, subscriptions, self.ctx.hot.cost_hard_limit());
             if let Some(group) = self.group() {
                 let cost = state.meter.cost();
                 self.ctx.ledger().leave(group, state.reported_cost, cost);
