@@ -317,18 +317,22 @@ impl<H: Host> SessionManager<H> {
             None => 0.0,
         };
         let id = SessionId(inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let session = Arc::new(SessionShared::new(
-            id,
-            peer,
-            group,
-            transport,
-            inner.ctx.clone(),
-            now,
-            initial_concurrent,
-            // The group may already carry cost (a reconnecting client
-            // inherits it): the new member sees it at once.
-            (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0),
-        ));
+        // `new_cyclic` allocates first, so the session is built in place
+        // (`Arc::new` built it on the stack and copied its ~300 bytes twice).
+        let session = Arc::new_cyclic(|_| {
+            SessionShared::new(
+                id,
+                peer,
+                group,
+                transport,
+                inner.ctx.clone(),
+                now,
+                initial_concurrent,
+                // The group may already carry cost (a reconnecting client
+                // inherits it): the new member sees it at once.
+                (group_cost - crate::core::meter::CostMeter::INITIAL_COST).max(0.0),
+            )
+        });
         debug_assert_eq!(session.group(), group);
         sessions.insert(session.clone());
         let count = sessions.len();

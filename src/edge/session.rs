@@ -337,8 +337,10 @@ pub(crate) struct SessionShared<H: Host> {
 }
 
 impl<H: Host> SessionShared<H> {
-    // One call site (add_session), which has each of these at hand.
+    // One call site (add_session), which has each of these at hand;
+    // inlined there so the session is built in place, not moved.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn new(
         id: SessionId,
         peer: PeerInfo,
@@ -350,6 +352,7 @@ impl<H: Host> SessionShared<H> {
         extra_cost: f64,
     ) -> Self {
         let now_offset = ctx.offset(now);
+        let allowance = admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST);
         SessionShared {
             id,
             peer,
@@ -362,7 +365,7 @@ impl<H: Host> SessionShared<H> {
                 reported_cost: CostMeter::INITIAL_COST,
                 extra_cost,
                 sleep: Duration::ZERO,
-                granted: admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
+                granted: allowance,
                 waiters: Waiters::default(),
                 last_recv: now_offset,
                 counters: Traffic::default(),
@@ -371,10 +374,7 @@ impl<H: Host> SessionShared<H> {
                 rare: None,
                 closed: false,
             }),
-            requests: RequestWord::new(
-                initial_concurrent,
-                admission::allowance_for(CostMeter::RECALC_DRIFT, CostMeter::INITIAL_COST),
-            ),
+            requests: RequestWord::new(initial_concurrent, allowance),
             ended: AtomicBool::new(false),
             outbox: crate::edge::mailbox::Mailbox::default(),
             span: crate::edge::observe::SessionSpan::new(id, peer, group),
