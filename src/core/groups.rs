@@ -16,12 +16,13 @@ use crate::core::hashing::MapHasher;
 use crate::core::sync::lock;
 pub use crate::ledger::{GroupEntry, GroupFull, GroupLedger};
 use hashbrown::HashTable;
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 /// An address with IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned into IPv4.
+#[inline]
 pub fn canonical_ip(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -42,17 +43,30 @@ pub fn canonical_ip(addr: IpAddr) -> IpAddr {
 /// let mapped = group_of("::ffff:203.0.113.9".parse().unwrap(), 24, 48, &[]).unwrap();
 /// assert_eq!(mapped, group);
 /// ```
+#[inline]
 pub fn group_of(addr: IpAddr, v4_prefix: u8, v6_prefix: u8, exempt: &[IpNetwork]) -> Option<IpNetwork> {
     let addr = canonical_ip(addr);
     if exempt.iter().any(|net| net.contains(addr)) {
         return None;
     }
-    let prefix = match addr {
-        IpAddr::V4(_) => v4_prefix,
-        IpAddr::V6(_) => v6_prefix,
-    };
-    let net = IpNetwork::new(addr, prefix).ok()?;
-    IpNetwork::new(net.network(), prefix).ok()
+    // The address masked to the prefix, in one step (a prefix past the
+    // address's length is no group, as `IpNetwork::new` refuses it).
+    match addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32u32.checked_sub(u32::from(v4_prefix))?)
+                .unwrap_or(0);
+            let network = Ipv4Addr::from_bits(v4.to_bits() & mask);
+            Ipv4Network::new(network, v4_prefix).ok().map(IpNetwork::V4)
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128u32.checked_sub(u32::from(v6_prefix))?)
+                .unwrap_or(0);
+            let network = Ipv6Addr::from_bits(v6.to_bits() & mask);
+            Ipv6Network::new(network, v6_prefix).ok().map(IpNetwork::V6)
+        }
+    }
 }
 
 /// The ledger of one process: a map under one lock, O(1) per operation.
@@ -251,6 +265,29 @@ mod tests {
             group_of("127.0.0.1".parse().unwrap(), 24, 48, &[]),
             Some(net("127.0.0.0/24"))
         );
+    }
+
+    #[test]
+    fn group_of_masks_at_every_prefix() {
+        for (text, v4, v6) in [
+            ("203.0.113.77", 0, 48),
+            ("203.0.113.77", 1, 48),
+            ("203.0.113.77", 31, 48),
+            ("203.0.113.77", 32, 48),
+            ("203.0.113.77", 33, 48),
+            ("2001:db8:abcd:12::1", 24, 0),
+            ("2001:db8:abcd:12::1", 24, 1),
+            ("2001:db8:abcd:12::1", 24, 127),
+            ("2001:db8:abcd:12::1", 24, 128),
+            ("2001:db8:abcd:12::1", 24, 129),
+        ] {
+            let addr: IpAddr = text.parse().unwrap();
+            let prefix = if addr.is_ipv4() { v4 } else { v6 };
+            let expected = IpNetwork::new(addr, prefix)
+                .ok()
+                .and_then(|net| IpNetwork::new(net.network(), prefix).ok());
+            assert_eq!(group_of(addr, v4, v6, &[]), expected, "{text} /{prefix}");
+        }
     }
 
     #[test]

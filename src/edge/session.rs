@@ -327,7 +327,8 @@ pub(crate) struct SessionShared<H: Host> {
     /// admit, and the cost it may charge (see [`crate::core::admission`]).
     /// Changed without the lock only by admissions and releases.
     pub(crate) requests: RequestWord,
-    /// Set once the session has ended; checked without the lock.
+    /// Set once the session has ended (by `end`, under the state lock);
+    /// checked without the lock.
     pub(crate) ended: AtomicBool,
     pub(crate) outbox: crate::edge::mailbox::Mailbox,
     pub(crate) span: crate::edge::observe::SessionSpan,
@@ -558,11 +559,17 @@ impl<H: Host> SessionShared<H> {
     /// Returns its final counters and whether the subscription index may
     /// hold anything of it, or `None` if it had already ended.
     pub(crate) fn end(&self, now: Instant) -> Option<(Counters, bool)> {
-        if self.ended.swap(true, Ordering::AcqRel) {
+        if self.is_ended() {
             return None;
         }
         let (wakers, counters, indexed) = {
             let mut state = lock(&self.state);
+            // `ended` is set only here, under the lock (a store, not a
+            // swap: `closed` already says whether another end came first).
+            if state.closed {
+                return None;
+            }
+            self.ended.store(true, Ordering::Release);
             let taken = self.requests.close();
             self.settle_taken(&mut state, taken);
             state.closed = true;
