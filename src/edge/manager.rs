@@ -18,7 +18,7 @@ use crate::timer::Timer;
 use crate::types::{DisconnectReason, SessionId};
 use futures::future::{Either, join_all, select};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -30,6 +30,8 @@ pub(crate) struct SessionTable<H: Host> {
     /// Counters of sessions that have ended, and how many ended: under the
     /// table's lock, which a removal holds anyway.
     pub(crate) ended: (Counters, u64),
+    /// The next session's id (under the lock `add_session` holds anyway).
+    next_id: u64,
 }
 
 impl<H: Host> Default for SessionTable<H> {
@@ -38,6 +40,7 @@ impl<H: Host> Default for SessionTable<H> {
             table: hashbrown::HashTable::new(),
             hasher: MapHasher::default(),
             ended: (Counters::default(), 0),
+            next_id: 0,
         }
     }
 }
@@ -88,7 +91,6 @@ pub(crate) struct Inner<H: Host> {
     /// lock): a removal reads it without that lock.
     listener_paused: AtomicBool,
     pub(crate) shutdown: WatchCell<bool>,
-    next_id: AtomicU64,
     pub(crate) started: Instant,
     pub(crate) caches: crate::edge::caches::Caches,
     pub(crate) index: Mutex<crate::edge::notify::Index<H>>,
@@ -193,7 +195,6 @@ impl<H: Host> SessionManager<H> {
                 listener: WatchCell::new(ListenerState::Accepting),
                 listener_paused: AtomicBool::new(false),
                 shutdown: WatchCell::new(false),
-                next_id: AtomicU64::new(0),
                 started,
                 caches: crate::edge::caches::Caches::new(&config),
                 index: Mutex::new(crate::edge::notify::Index::default()),
@@ -316,7 +317,8 @@ impl<H: Host> SessionManager<H> {
                 .map_err(|full| Refusal::GroupFull { group, max: full.max })?,
             None => 0.0,
         };
-        let id = SessionId(inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = SessionId(sessions.next_id);
+        sessions.next_id += 1;
         // `new_cyclic` allocates first, so the session is built in place
         // (`Arc::new` built it on the stack and copied its ~300 bytes twice).
         let session = Arc::new_cyclic(|_| {
