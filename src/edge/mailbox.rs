@@ -198,22 +198,16 @@ impl Mailbox {
 
     /// Closes the outbox and wakes every future waiting on it.
     pub(crate) fn close(&self) {
-        let (deliver, close) = {
-            let mut state = lock(&self.state);
-            match state.active.as_deref_mut() {
-                Some(active) => {
-                    active.outbox.close();
-                    (
-                        active.deliver_waker.take(),
-                        std::mem::take(&mut active.close_wakers),
-                    )
-                }
-                None => {
-                    state.closed = true;
-                    (None, Vec::new())
-                }
-            }
+        let mut state = lock(&self.state);
+        // Never allocated (most sessions): nothing waits, nothing to wake.
+        let Some(active) = state.active.as_deref_mut() else {
+            state.closed = true;
+            return;
         };
+        active.outbox.close();
+        let deliver = active.deliver_waker.take();
+        let close = std::mem::take(&mut active.close_wakers);
+        drop(state);
         deliver.into_iter().chain(close).for_each(Waker::wake);
     }
 
