@@ -83,15 +83,25 @@ struct Groups {
     hasher: MapHasher,
 }
 
+/// A network's hash: its address and prefix as one integer (the derived
+/// `Hash` of `IpNetwork` feeds the hasher three times).
+#[inline]
+fn hash_network(hasher: &MapHasher, network: &IpNetwork) -> u64 {
+    match network {
+        IpNetwork::V4(net) => hasher.hash_one(u64::from(net.ip().to_bits()) << 8 | u64::from(net.prefix())),
+        IpNetwork::V6(net) => hasher.hash_one((net.ip().to_bits(), net.prefix())),
+    }
+}
+
 impl Groups {
     fn get(&self, network: &IpNetwork) -> Option<&Group> {
         self.table
-            .find(self.hasher.hash_one(network), |g| g.network == *network)
+            .find(hash_network(&self.hasher, network), |g| g.network == *network)
     }
 
     fn get_mut(&mut self, network: &IpNetwork) -> Option<&mut Group> {
         self.table
-            .find_mut(self.hasher.hash_one(network), |g| g.network == *network)
+            .find_mut(hash_network(&self.hasher, network), |g| g.network == *network)
     }
 
     /// The group of `network`, added empty if there was none.
@@ -99,9 +109,9 @@ impl Groups {
         let hasher = &self.hasher;
         self.table
             .entry(
-                hasher.hash_one(network),
+                hash_network(hasher, &network),
                 |g| g.network == network,
-                |g| hasher.hash_one(g.network),
+                |g| hash_network(hasher, &g.network),
             )
             .or_insert_with(|| Group {
                 network,

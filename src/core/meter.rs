@@ -113,6 +113,7 @@ impl CostMeter {
     }
 
     /// [`Self::decay`] given only the limit it reads, `cost_hard_limit`.
+    #[inline]
     pub(crate) fn decay_with(&mut self, now: Instant, subscriptions: usize, cost_hard_limit: f64) -> f64 {
         let elapsed = now.saturating_duration_since(self.decayed_at).as_secs_f64();
         self.decayed_at = now.max(self.decayed_at);
