@@ -154,21 +154,7 @@ pub trait Db: Send + Sync + 'static {
         hashxs: &[HashX],
         limit: usize,
     ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
-        use futures::StreamExt;
-        let mut answers = Vec::with_capacity(hashxs.len());
-        let mut running = futures::stream::FuturesOrdered::new();
-        for hashx in hashxs {
-            if running.len() == 32
-                && let Some(answer) = running.next().await
-            {
-                answers.push(answer);
-            }
-            running.push_back(self.history(*hashx, limit));
-        }
-        while let Some(answer) = running.next().await {
-            answers.push(answer);
-        }
-        Ok(answers)
+        Ok(one_by_one(hashxs, |hashx| self.history(hashx, limit)).await)
     }
 }
 
@@ -212,21 +198,7 @@ pub trait Mempool: Send + Sync + 'static {
         &self,
         hashxs: &[HashX],
     ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
-        use futures::StreamExt;
-        let mut answers = Vec::with_capacity(hashxs.len());
-        let mut running = futures::stream::FuturesOrdered::new();
-        for hashx in hashxs {
-            if running.len() == 32
-                && let Some(answer) = running.next().await
-            {
-                answers.push(answer);
-            }
-            running.push_back(self.entries(*hashx));
-        }
-        while let Some(answer) = running.next().await {
-            answers.push(answer);
-        }
-        Ok(answers)
+        Ok(one_by_one(hashxs, |hashx| self.entries(hashx)).await)
     }
 }
 
@@ -397,4 +369,32 @@ impl<T: TxValidator + ?Sized> TxValidator for Arc<T> {
     async fn validate(&self, raw: &[u8]) -> Result<(), String> {
         (**self).validate(raw).await
     }
+}
+
+/// How many single calls the default batch methods ([`Db::histories`],
+/// [`Mempool::entries_batch`]) keep running at once.
+const CALLS_AT_ONCE: usize = 32;
+
+/// `call` for each script, up to [`CALLS_AT_ONCE`] at a time, the answers
+/// in the scripts' order: the default of the batch methods (and what the
+/// test hosts do when told to misbehave).
+pub(crate) async fn one_by_one<T, F>(hashxs: &[HashX], call: impl Fn(HashX) -> F) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    let mut answers = Vec::with_capacity(hashxs.len());
+    let mut running = futures::stream::FuturesOrdered::new();
+    for hashx in hashxs {
+        if running.len() == CALLS_AT_ONCE
+            && let Some(answer) = running.next().await
+        {
+            answers.push(answer);
+        }
+        running.push_back(call(*hashx));
+    }
+    while let Some(answer) = running.next().await {
+        answers.push(answer);
+    }
+    answers
 }

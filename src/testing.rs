@@ -521,7 +521,6 @@ impl Db for MemoryDb {
         hashxs: &[HashX],
         limit: usize,
     ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
-        use futures::StreamExt;
         if self.behaviour.mode() == HostBehaviour::Normal {
             self.behaviour.calls.fetch_add(hashxs.len(), Ordering::SeqCst);
             let data = lock(&self.data);
@@ -530,20 +529,7 @@ impl Db for MemoryDb {
                 .map(|&hashx| Ok(history_of(&data, hashx, limit)))
                 .collect());
         }
-        let mut answers = Vec::with_capacity(hashxs.len());
-        let mut running = futures::stream::FuturesOrdered::new();
-        for hashx in hashxs {
-            if running.len() == 32
-                && let Some(answer) = running.next().await
-            {
-                answers.push(answer);
-            }
-            running.push_back(self.history(*hashx, limit));
-        }
-        while let Some(answer) = running.next().await {
-            answers.push(answer);
-        }
-        Ok(answers)
+        Ok(crate::host::one_by_one(hashxs, |hashx| self.history(hashx, limit)).await)
     }
 
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
@@ -645,7 +631,6 @@ impl Mempool for MemoryMempool {
         &self,
         hashxs: &[HashX],
     ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
-        use futures::StreamExt;
         if self.behaviour.mode() == HostBehaviour::Normal {
             self.behaviour.calls.fetch_add(hashxs.len(), Ordering::SeqCst);
             let entries = lock(&self.entries);
@@ -654,20 +639,7 @@ impl Mempool for MemoryMempool {
                 .map(|hashx| Ok(entries.get(hashx).cloned().unwrap_or_default()))
                 .collect());
         }
-        let mut answers = Vec::with_capacity(hashxs.len());
-        let mut running = futures::stream::FuturesOrdered::new();
-        for hashx in hashxs {
-            if running.len() == 32
-                && let Some(answer) = running.next().await
-            {
-                answers.push(answer);
-            }
-            running.push_back(self.entries(*hashx));
-        }
-        while let Some(answer) = running.next().await {
-            answers.push(answer);
-        }
-        Ok(answers)
+        Ok(crate::host::one_by_one(hashxs, |hashx| self.entries(hashx)).await)
     }
 
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
