@@ -117,10 +117,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Debian's Chromium (`apt-get install -y chromium`; `scripts/test.sh` installs it).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Headless Chromium that loads `url` with a fresh profile in `profile`,
-/// runs its scripts for `virtual_ms` of virtual time (which stands still
-/// while a fetch is pending), then prints the DOM on stdout (piped).
-pub fn chromium_dumping_dom(url: &str, profile: &std::path::Path, virtual_ms: u32) -> std::process::Child {
+/// Headless Chromium with a fresh profile in `profile`, loading `url`;
+/// `extra` adds flags (the mode: `--dump-dom`, a virtual time budget).
+fn chromium(url: &str, profile: &std::path::Path, extra: &[String]) -> std::process::Child {
     assert!(
         std::path::Path::new(CHROMIUM).exists(),
         "this test drives headless Chromium, and {CHROMIUM} is missing: \
@@ -136,13 +135,107 @@ pub fn chromium_dumping_dom(url: &str, profile: &std::path::Path, virtual_ms: u3
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--dump-dom",
         ])
-        .arg(format!("--virtual-time-budget={virtual_ms}"))
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starts chromium")
+}
+
+/// Headless Chromium that loads `url` with a fresh profile in `profile`,
+/// runs its scripts for `virtual_ms` of virtual time (which stands still
+/// while a fetch is pending, but not while a WebSocket waits), then
+/// prints the DOM on stdout (piped).
+pub fn chromium_dumping_dom(url: &str, profile: &std::path::Path, virtual_ms: u32) -> std::process::Child {
+    chromium(
+        url,
+        profile,
+        &["--dump-dom".into(), format!("--virtual-time-budget={virtual_ms}")],
+    )
+}
+
+/// Headless Chromium that loads `url` with a fresh profile in `profile`
+/// and runs it in real time until killed: for a page that reports back
+/// itself (see [`PageReport`]).
+pub fn chromium_running(url: &str, profile: &std::path::Path) -> std::process::Child {
+    chromium(url, profile, &[])
+}
+
+/// A loopback HTTP endpoint a page POSTs its results to (a `no-cors`
+/// `fetch` with a text body, so no preflight): the test waits for what
+/// the page saw rather than guessing when it is done.
+pub struct PageReport {
+    listener: std::net::TcpListener,
+}
+
+impl PageReport {
+    pub fn bind() -> PageReport {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds a loopback port");
+        listener.set_nonblocking(true).expect("non-blocking");
+        PageReport { listener }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// The body of the first POST, answered 204; `None` when `running`
+    /// turns false or `patience` passes first.
+    pub fn wait(&self, patience: Duration, mut running: impl FnMut() -> bool) -> Option<String> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if let Some(body) = Self::read_post(stream) {
+                        return Some(body);
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !running() || std::time::Instant::now() > deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => panic!("accepting the page's report: {error}"),
+            }
+        }
+    }
+
+    /// A POST's body, or `None` for another request (a browser may open
+    /// a connection it does not use).
+    fn read_post(stream: TcpStream) -> Option<String> {
+        stream.set_nonblocking(false).ok()?;
+        stream.set_read_timeout(Some(TIMEOUT)).ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).ok()?;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            match line.split_once(':') {
+                Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                    length = value.trim().parse().ok()?;
+                }
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        let _ = reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        request_line
+            .starts_with("POST ")
+            .then(|| String::from_utf8_lossy(&body).into_owned())
+    }
 }
