@@ -285,6 +285,41 @@ fn permit_charges_recalculate_past_a_drift_of_100_as_direct_charges_do() {
     assert_eq!(fx.manager.sessions()[0].in_flight, 0);
 }
 
+#[test]
+fn tenth_charges_sum_as_locked_charges_and_recalculate_past_a_drift_of_100() {
+    // Charges of 0.1 (a ping, a notification) are not whole 1/256 units;
+    // they take the lock-free path all the same, and the cost they add is
+    // what adding 0.1 one at a time gives.
+    let mut config = Config::default();
+    config.limits.cost_soft_limit = 5000.0;
+    let fx = Fixture::new(config);
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(Cost::constant(1000.0)); // recalculated at 1005
+    fx.timer.advance(Duration::from_secs(10));
+    let mut expected = 1005.0_f64;
+    for i in 0..1000 {
+        if i % 2 == 0 {
+            session.charge(Cost::constant(0.1));
+        } else {
+            let mut permit = session.admit().now_or_never().unwrap().unwrap();
+            permit.charge(Cost::constant(0.1));
+        }
+        expected += 0.1;
+        assert_eq!(session.cost().own, expected, "after {} tenths", i + 1);
+    }
+    // Drift 99.9999…: not yet. The 1,001st tenth passes 100: the meter
+    // decays 10 s (10.0) and retargets, as for any charge.
+    session.charge(Cost::constant(0.1));
+    expected += 0.1;
+    assert!(
+        (session.cost().own - (expected - 10.0)).abs() < 1e-9,
+        "{:?}",
+        session.cost()
+    );
+    assert_eq!(fx.manager.sessions()[0].counters.requests, 500);
+    assert_eq!(fx.manager.sessions()[0].in_flight, 0);
+}
+
 mod concurrent {
     use super::*;
     use proptest::prelude::*;

@@ -417,7 +417,7 @@ impl<H: Host> SessionShared<H> {
     pub(crate) fn add_cost(&self, amount: Cost) {
         let amount = amount.get();
         crate::edge::observe::cost_charged(amount);
-        if admission::units(amount).is_some_and(|units| self.requests.try_charge(units)) {
+        if admission::FastCharge::of(amount).is_some_and(|charge| self.requests.try_charge(charge)) {
             return;
         }
         let due = {
@@ -440,10 +440,10 @@ impl<H: Host> SessionShared<H> {
     }
 
     /// [`Self::settle`] with what was taken from the word.
-    fn settle_taken(&self, state: &mut SessionState, (left, admitted): (u64, u64)) -> bool {
-        state.counters.requests += admitted;
-        let pending = std::mem::take(&mut state.granted).saturating_sub(left);
-        pending > 0 && state.meter.charge(admission::cost_of(pending))
+    fn settle_taken(&self, state: &mut SessionState, taken: admission::Taken) -> bool {
+        state.counters.requests += taken.admitted;
+        let granted = std::mem::take(&mut state.granted);
+        taken.settle(granted, &mut state.meter)
     }
 
     /// Opens the lock-free path to the meter's current throttle (after
@@ -468,16 +468,16 @@ impl<H: Host> SessionShared<H> {
     /// The session's own cost: the meter's and what the lock-free path
     /// charged since it last settled (under the lock).
     pub(crate) fn own_cost(&self, state: &SessionState) -> f64 {
-        let (left, _) = self.requests.pending();
-        state.meter.cost() + admission::cost_of(state.granted.saturating_sub(left))
+        self.requests
+            .pending()
+            .added_to(state.granted, state.meter.cost())
     }
 
     /// The session's counters, with the requests the lock-free path
     /// admitted since it last settled (under the lock).
     pub(crate) fn counters(&self, state: &SessionState) -> Counters {
-        let (_, admitted) = self.requests.pending();
         Counters {
-            requests: state.counters.requests + admitted,
+            requests: state.counters.requests + self.requests.pending().admitted,
             ..state.all_counters()
         }
     }
@@ -595,7 +595,7 @@ impl<H: Host> SessionShared<H> {
     /// no admission waits and the charge fits the allowance.
     #[inline]
     fn release(&self, pending_charge: f64) {
-        if admission::units(pending_charge).is_some_and(|units| self.requests.try_release(units)) {
+        if admission::FastCharge::of(pending_charge).is_some_and(|charge| self.requests.try_release(charge)) {
             crate::edge::observe::cost_charged(pending_charge);
             return;
         }
@@ -806,11 +806,12 @@ impl Slot {
 /// that outlives the borrow (a spawned task).
 ///
 /// Admitting and dropping take no lock while the session is unthrottled,
-/// no admission waits, and the charge is a multiple of 2⁻⁸ (1/256) that keeps
-/// the session short of its next recalculation (100 cost units past the
-/// last); otherwise they take the session's lock. Either way the charge
-/// counts exactly once, and [`SessionHandle::cost`] includes it as soon as
-/// the permit is dropped.
+/// no admission waits, and the charge is a multiple of 2⁻⁸ (1/256) or
+/// exactly 0.1 (a ping's cost) that keeps the session short of its next
+/// recalculation (100 cost units past the last); otherwise they take the
+/// session's lock. Either way the charge counts exactly once, adds to the
+/// cost what the locked path would add, and [`SessionHandle::cost`]
+/// includes it as soon as the permit is dropped.
 #[must_use = "the request slot is released when the permit is dropped"]
 pub struct Permit<'a, H: Host> {
     session: &'a SessionShared<H>,
