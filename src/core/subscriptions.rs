@@ -939,6 +939,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
     /// [`Self::update`] for a script [`Self::targets_at`] found at `slot`
     /// (checked again, and looked up if it no longer holds the script),
     /// appending the deliveries to `out`. Returns how many it appended.
+    #[cfg(test)]
     pub(crate) fn update_at(
         &mut self,
         hashx: &HashX,
@@ -947,32 +948,55 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         mempool: bool,
         out: &mut Vec<Delivery<S>>,
     ) -> usize {
-        let Some(slot) = self
-            .scripts
-            .check(slot, hashx)
-            .or_else(|| self.scripts.find(hashx))
-        else {
+        let Some((slot, base)) = self.record_at(hashx, slot, status, mempool) else {
             return 0;
         };
-        mark(&mut self.mempool_scripts, *hashx, mempool);
-        let entry = self.scripts.get_mut(slot);
-        if entry.status == status {
-            return 0;
-        }
-        let base = entry.status;
-        entry.status = status;
         let start = out.len();
-        out.reserve(self.scripts.subscriber_count(slot));
-        self.scripts.for_each_subscriber(slot, |s| {
+        self.for_each_delivery(slot, hashx, |subscriber, name| {
             out.push(Delivery {
-                subscriber: s.clone(),
+                subscriber: subscriber.clone(),
                 hashx: *hashx,
-                name: ScriptName::Canonical([0; 32]),
+                name,
                 base,
             })
         });
-        self.fill_aliases(slot, hashx, &mut out[start..]);
         out.len() - start
+    }
+
+    /// Records a newly computed status of a script [`Self::targets_at`]
+    /// found at `slot` (checked again, and looked up if it no longer holds
+    /// the script). If it differs from the entry's, the entry takes it and
+    /// this returns the entry's slot and the status it held (what the
+    /// subscribers were sent last), for [`Self::for_each_delivery`].
+    pub(crate) fn record_at(
+        &mut self,
+        hashx: &HashX,
+        slot: u32,
+        status: StatusPrint,
+        mempool: bool,
+    ) -> Option<(u32, StatusPrint)> {
+        let slot = self
+            .scripts
+            .check(slot, hashx)
+            .or_else(|| self.scripts.find(hashx))?;
+        mark(&mut self.mempool_scripts, *hashx, mempool);
+        let entry = self.scripts.get_mut(slot);
+        if entry.status == status {
+            return None;
+        }
+        let base = entry.status;
+        entry.status = status;
+        Some((slot, base))
+    }
+
+    /// Calls `f` with each subscriber of `hashx`'s entry at `slot` (as
+    /// [`Self::record_at`] gave it) and the name it subscribed under.
+    pub(crate) fn for_each_delivery(&self, slot: u32, hashx: &HashX, mut f: impl FnMut(&S, ScriptName)) {
+        let hash = self.scripts.get(slot).scripthash();
+        let unusual = self.scripts.unusual(slot);
+        self.scripts.for_each_subscriber(slot, |subscriber| {
+            f(subscriber, self.name_in(unusual, subscriber.id(), hashx, hash))
+        });
     }
 
     /// As [`Self::update`], for an outpoint.
@@ -1005,17 +1029,24 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         deliveries
     }
 
-    /// Sets each delivery's name: the script's canonical scripthash (its
-    /// text is built at delivery), unless some subscriber of the script
-    /// used another spelling (then each session's own).
+    /// Sets each delivery's name, as [`Self::for_each_delivery`] names
+    /// them.
     fn fill_aliases(&self, slot: u32, hashx: &HashX, deliveries: &mut [Delivery<S>]) {
         let hash = self.scripts.get(slot).scripthash();
         let unusual = self.scripts.unusual(slot);
         for delivery in deliveries {
-            delivery.name = match unusual {
-                true => self.name_of(delivery.subscriber.id(), hashx, hash),
-                false => ScriptName::Canonical(hash),
-            };
+            delivery.name = self.name_in(unusual, delivery.subscriber.id(), hashx, hash);
+        }
+    }
+
+    /// The name a subscriber gets `hashx` (scripthash `hash`) under: the
+    /// canonical scripthash (its text is built at delivery), unless some
+    /// subscriber of the script used another spelling (`unusual`), then
+    /// session `id`'s own.
+    fn name_in(&self, unusual: bool, id: SessionId, hashx: &HashX, hash: [u8; 32]) -> ScriptName {
+        match unusual {
+            true => self.name_of(id, hashx, hash),
+            false => ScriptName::Canonical(hash),
         }
     }
 

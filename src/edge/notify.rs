@@ -493,71 +493,61 @@ impl<H: Host> SessionManager<H> {
 
     /// Records the statuses computed for `batch` (each `(position in
     /// batch, result)`; `slots`: where the index found each script) under
-    /// one index lock, then queues each changed one to the subscribers
-    /// whose status differs. `computed` is drained; `deliveries` is a
-    /// buffer kept between batches.
+    /// one index lock, queueing each changed one to its subscribers as it
+    /// goes (under the lock: the subscribers are borrowed from the index,
+    /// not cloned out of it). `computed` is drained.
+    ///
+    /// Lock order: the index, then a session's state (its charge) or its
+    /// mailbox, as everywhere else.
     fn apply_statuses(
         &self,
         batch: &[HashX],
         slots: &[u32],
         computed: &mut Vec<(usize, Result<ScriptStatus>)>,
-        deliveries: &mut Vec<Delivery<Arc<SessionShared<H>>>>,
         report: &mut NotifyReport,
         failed: &mut Changes,
     ) {
-        // Each changed status: its subscribers (how many deliveries), the
-        // status and its fingerprint.
-        let mut changed = Vec::with_capacity(computed.len());
-        {
-            let mut index = lock(&self.inner.index);
-            // Every entry and subscriber first (plain loads): with many
-            // sessions they are cold, and their misses then overlap.
-            for (at, result) in computed.iter() {
-                if result.is_ok() {
-                    index.warm(&batch[*at], slots[*at]);
-                }
-            }
-            for (at, result) in computed.drain(..) {
-                let Ok(status) = result else {
-                    report.failures += 1;
-                    failed.add_script(batch[at]);
-                    continue;
-                };
-                let print = status.print();
-                let count = index.update_at(&batch[at], slots[at], print, status.mempool, deliveries);
-                if count > 0 {
-                    changed.push((count, status.status, print));
-                }
-            }
-        }
-        if changed.is_empty() {
-            return;
-        }
         let now = self.now();
         let charge = crate::core::cost::status(0);
         // Queued notifications are counted only for the noise policy.
         let counting = self.inner.noise.is_some();
-        let mut deliveries = deliveries.drain(..);
-        for (count, status, print) in changed {
-            report.statuses_changed += 1;
-            report.status_notifications += count;
-            for delivery in deliveries.by_ref().take(count) {
+        let mut index = lock(&self.inner.index);
+        // Every entry and subscriber first (plain loads): with many
+        // sessions they are cold, and their misses then overlap.
+        for (at, result) in computed.iter() {
+            if result.is_ok() {
+                index.warm(&batch[*at], slots[*at]);
+            }
+        }
+        for (at, result) in computed.drain(..) {
+            let Ok(status) = result else {
+                report.failures += 1;
+                failed.add_script(batch[at]);
+                continue;
+            };
+            let hashx = batch[at];
+            let print = status.print();
+            let Some((slot, base)) = index.record_at(&hashx, slots[at], print, status.mempool) else {
+                continue;
+            };
+            let mut count = 0;
+            index.for_each_delivery(slot, &hashx, |session, name| {
                 let payload = Payload::Script {
-                    name: delivery.name,
-                    status,
+                    name,
+                    status: status.status,
                 };
-                let session = delivery.subscriber;
-                session.outbox.push_status(
-                    StatusKey::Script(delivery.hashx),
-                    payload,
-                    print,
-                    delivery.base,
-                    now,
-                );
+                session
+                    .outbox
+                    .push_status(StatusKey::Script(hashx), payload, print, base, now);
                 if counting {
                     session.count_queued();
                 }
                 session.add_cost(charge);
+                count += 1;
+            });
+            if count > 0 {
+                report.statuses_changed += 1;
+                report.status_notifications += count;
             }
         }
     }
@@ -667,7 +657,6 @@ impl<H: Host> SessionManager<H> {
         // call, for the scripts whose history was read). A batch's statuses
         // are recorded in the index under one lock, then queued.
         let mut computed = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
-        let mut deliveries = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         let mut read = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         for (batch, slots) in targets.chunks(HISTORY_BATCH).zip(slots.chunks(HISTORY_BATCH)) {
             let histories = self.fresh_histories(batch).await;
@@ -694,14 +683,7 @@ impl<H: Host> SessionManager<H> {
                     history.and_then(|history| mempool.map(|mempool| self.fresh_status(&history, mempool)));
                 computed.push((at, status));
             }
-            self.apply_statuses(
-                batch,
-                slots,
-                &mut computed,
-                &mut deliveries,
-                &mut report,
-                &mut failed,
-            );
+            self.apply_statuses(batch, slots, &mut computed, &mut report, &mut failed);
         }
         self.notify_outpoints(&outpoint_targets, &mut report, &mut failed)
             .await;

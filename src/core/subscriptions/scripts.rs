@@ -288,6 +288,7 @@ impl<S: Subscriber> Scripts<S> {
         }
     }
 
+    #[cfg(test)]
     pub(super) fn subscriber_count(&self, slot: u32) -> usize {
         match &self.get(slot).one {
             Some(_) => 1,
