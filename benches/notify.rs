@@ -27,6 +27,13 @@
 //! event, one mempool entry, and its SHA-256) and its hex. `SUMMARY` gives
 //! ours / floor at each size.
 //!
+//! A second floor, measured at each size on the same host and chain as
+//! ours: the whole event with nothing but the unavoidable work — all
+//! 1,000 touched scripts probed in a map of the N × 10 subscriptions, the
+//! 500 subscribed ones' histories and mempool entries read from the host
+//! (one call each), their statuses hashed, and each written into its
+//! subscriber's own heap block (one cache line per subscriber).
+//!
 //! `cargo bench --features test-util --bench notify`
 //! (`NOTIFY_SIZES=1000,10000` to run only some sizes; `NOTIFY_BASELINE_MAX`
 //! caps the sizes the baseline runs at, default 1,000,000).
@@ -398,6 +405,49 @@ fn bench_size(c: &mut Criterion, n: usize, baseline_max: usize) {
         started.elapsed().as_secs_f64()
     );
 
+    // The whole event's floor, on the same host and chain: every touched
+    // script probed in a map of the N × 10 subscriptions (to its one
+    // subscriber), the subscribed ones' histories and mempool entries read
+    // in one call each, their statuses hashed, and each status written
+    // into its subscriber's own heap block (one cache line per
+    // subscriber). Nothing else: no throttling, coalescing or ordering.
+    let whole_id = format!("floor_whole_{}", label(n));
+    {
+        let owners: HashMap<HashX, u32> = (0..n as u64 * SUBS)
+            .map(|id| (hashx(id), (id / SUBS) as u32))
+            .collect();
+        let mut blocks: Vec<Box<[u8; 64]>> = (0..n).map(|_| Box::new([0u8; 64])).collect();
+        group.bench_function(whole_id.as_str(), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    chain.next(&subscribed);
+                    let start = Instant::now();
+                    let mut found = Vec::with_capacity(TOUCHED_SUBSCRIBED as usize);
+                    let mut subscribers = Vec::with_capacity(TOUCHED_SUBSCRIBED as usize);
+                    for hashx in &event.touched {
+                        if let Some(&owner) = owners.get(hashx) {
+                            found.push(*hashx);
+                            subscribers.push(owner as usize);
+                        }
+                    }
+                    let histories = block_on(fx.db.histories(&found, usize::MAX)).expect("histories");
+                    let mempools = block_on(fx.mempool.entries_batch(&found)).expect("mempool entries");
+                    for ((history, mempool), &owner) in histories.iter().zip(&mempools).zip(&subscribers) {
+                        let (Ok(history), Ok(mempool)) = (history, mempool) else {
+                            panic!("the host failed");
+                        };
+                        let status = electrum_status(history, mempool).expect("a history");
+                        blocks[owner][..32].copy_from_slice(&status);
+                    }
+                    total += start.elapsed();
+                    assert_eq!(found.len(), TOUCHED_SUBSCRIBED as usize);
+                }
+                total
+            })
+        });
+    }
+
     let base_id = format!("baseline_{}", label(n));
     if n <= baseline_max {
         let started = Instant::now();
@@ -483,8 +533,20 @@ fn main() {
     println!("load average before: {}", common::load());
     for n in sizes("NOTIFY_SIZES", &[1000, 10_000, 100_000, 1_000_000]) {
         bench_size(&mut c, n, baseline_max);
-        if let (Some(floor), Some(ours)) = (floor, common::median_ns("notify", &format!("ours_{}", label(n))))
-        {
+        let ours = common::median_ns("notify", &format!("ours_{}", label(n)));
+        let whole = common::median_ns("notify", &format!("floor_whole_{}", label(n)));
+        if let (Some(whole), Some(ours)) = (whole, ours) {
+            println!(
+                "SUMMARY notify whole-event floor ({} sessions): 1,000 probes of the N × 10 subscriptions + the \
+                 host's 500 histories and mempool entries + 500 statuses + one line per subscriber median {}; \
+                 ours {} = {:.2}× the floor",
+                label(n),
+                common::fmt_ns(whole),
+                common::fmt_ns(ours),
+                ours / whole
+            );
+        }
+        if let (Some(floor), Some(ours)) = (floor, ours) {
             println!(
                 "SUMMARY notify floor ({} sessions): 500 × (map probe + status SHA-256 + hex) median {}; ours {} = \
                  {:.2}× the floor",
