@@ -6,8 +6,8 @@ mod common;
 use common::Fixture;
 use futures::FutureExt;
 use futures::executor::block_on;
-use indexer_sessions::Cost;
-use indexer_sessions::{Config, CostMeter, Error, Limits};
+use indexer_sessions::testing::MemoryHost;
+use indexer_sessions::{Config, Cost, CostMeter, Error, Limits, SessionHandle};
 use std::time::Duration;
 
 #[test]
@@ -262,15 +262,21 @@ fn traffic_and_errors_cost_as_configured() {
     assert_eq!(row.counters.errors, 2);
 }
 
-#[test]
-fn permit_charges_recalculate_past_a_drift_of_100_as_direct_charges_do() {
-    // Under the soft limit: no throttle sleep, so admission is immediate.
+/// A session recalculated at cost 1005, 10 s ago, under the soft limit (no
+/// throttle sleep, so admission is immediate).
+fn recalculated_at_1005_ten_seconds_ago() -> (Fixture, SessionHandle<MemoryHost>) {
     let mut config = Config::default();
     config.limits.cost_soft_limit = 5000.0;
     let fx = Fixture::new(config);
     let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(Cost::constant(1000.0)); // recalculated at 1005
+    session.charge(Cost::constant(1000.0));
     fx.timer.advance(Duration::from_secs(10));
+    (fx, session)
+}
+
+#[test]
+fn permit_charges_recalculate_past_a_drift_of_100_as_direct_charges_do() {
+    let (fx, session) = recalculated_at_1005_ten_seconds_ago();
     for _ in 0..400 {
         let mut permit = session.admit().now_or_never().unwrap().unwrap();
         permit.charge(Cost::constant(0.25));
@@ -290,12 +296,7 @@ fn tenth_charges_sum_as_locked_charges_and_recalculate_past_a_drift_of_100() {
     // Charges of 0.1 (a ping, a notification) are not whole 1/256 units;
     // they take the lock-free path all the same, and the cost they add is
     // what adding 0.1 one at a time gives.
-    let mut config = Config::default();
-    config.limits.cost_soft_limit = 5000.0;
-    let fx = Fixture::new(config);
-    let (session, _) = fx.connect("203.0.113.1:1000");
-    session.charge(Cost::constant(1000.0)); // recalculated at 1005
-    fx.timer.advance(Duration::from_secs(10));
+    let (fx, session) = recalculated_at_1005_ten_seconds_ago();
     let mut expected = 1005.0_f64;
     for i in 0..1000 {
         if i % 2 == 0 {
