@@ -106,6 +106,76 @@ fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
     assert_eq!(common::poll_once(&mut accepting), Some(ListenerState::Accepting));
 }
 
+/// A session added at the maximum and another removed at the same moment,
+/// on two threads, over and over: whenever both are done the count is back
+/// at 95 %, so the listener must be accepting. (A pause decided on the
+/// count read before the removal, and applied after the removal looked for
+/// a pause to undo, left it paused with no removal to come.)
+#[test]
+fn a_removal_racing_the_pause_at_the_maximum_leaves_the_listener_accepting() {
+    use std::sync::Barrier;
+    let fx = Fixture::new(Config {
+        limits: Limits {
+            max_sessions: 20,
+            ..Limits::default()
+        },
+        ..Config::default()
+    });
+    let events = fx.manager.listener_state();
+    let _resident: Vec<_> = (0..18)
+        .map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i)))
+        .collect();
+    let start = Barrier::new(3);
+    let done = Barrier::new(3);
+    let rounds = 20_000;
+    std::thread::scope(|scope| {
+        let (fx, start, done) = (&fx, &start, &done);
+        // Adds the 20th session each round, and drops it after the check.
+        scope.spawn(move || {
+            for _ in 0..rounds {
+                start.wait();
+                let added = fx.connect("127.0.0.1:3000");
+                done.wait();
+                done.wait();
+                drop(added);
+                done.wait();
+            }
+        });
+        // Holds the 19th session and drops it as the 20th comes.
+        scope.spawn(move || {
+            let mut held = Some(fx.connect("127.0.0.1:3001"));
+            for _ in 0..rounds {
+                start.wait();
+                held = None;
+                done.wait();
+                done.wait();
+                held = held.or_else(|| Some(fx.connect("127.0.0.1:3001")));
+                done.wait();
+            }
+            drop(held);
+        });
+        // Checked after the threads end (a panic here would leave them
+        // waiting at the barrier).
+        let mut paused_rounds = Vec::new();
+        for round in 0..rounds {
+            start.wait();
+            done.wait();
+            let count = fx.manager.session_count();
+            if count != 19 || events.current() != ListenerState::Accepting {
+                paused_rounds.push((round, count, events.current()));
+            }
+            done.wait();
+            done.wait();
+        }
+        assert!(
+            paused_rounds.is_empty(),
+            "{} of {rounds} rounds ended paused (or miscounted) at 95 %: {:?}",
+            paused_rounds.len(),
+            &paused_rounds[..paused_rounds.len().min(5)]
+        );
+    });
+}
+
 #[test]
 fn banned_networks_are_refused_and_their_sessions_closed() {
     let fx = Fixture::new(Config::default());

@@ -340,9 +340,10 @@ impl<H: Host> SessionManager<H> {
         let count = sessions.len();
         drop(sessions);
         crate::edge::observe::session_opened(&session.span, count);
+        // The count is read again with the pause (see `update_listener_state`).
         if count >= max_sessions
-            && self.update_listener_state(|state| match state {
-                ListenerState::Accepting => ListenerState::Paused,
+            && self.update_listener_state(|state, count| match state {
+                ListenerState::Accepting if count >= max_sessions => ListenerState::Paused,
                 other => *other,
             })
         {
@@ -372,11 +373,19 @@ impl<H: Host> SessionManager<H> {
         })
     }
 
-    /// Changes the listener state with `change` (under its lock), keeping
-    /// `listener_paused` in step. Returns whether it changed.
-    fn update_listener_state(&self, change: impl FnOnce(&ListenerState) -> ListenerState) -> bool {
+    /// Changes the listener state with `change`, given the session count,
+    /// keeping `listener_paused` in step. Returns whether it changed.
+    ///
+    /// Under the listener's lock the count is read, and `listener_paused`
+    /// written, under the session table's lock: a removal, which reads
+    /// `listener_paused` under that lock too, either comes before (and is
+    /// in the count) or sees the pause and updates the listener after it.
+    /// A pause decided on a count read earlier could land after a removal
+    /// had looked for one to undo, and stay with no removal to come.
+    fn update_listener_state(&self, change: impl FnOnce(&ListenerState, usize) -> ListenerState) -> bool {
         self.inner.listener.update(|state| {
-            let next = change(state);
+            let sessions = lock(&self.inner.sessions);
+            let next = change(state, sessions.len());
             self.inner
                 .listener_paused
                 .store(next == ListenerState::Paused, Ordering::Release);
@@ -385,16 +394,19 @@ impl<H: Host> SessionManager<H> {
     }
 
     fn update_listener(&self) {
-        let count = self.session_count();
         let limits = self.limits();
-        let changed = self.update_listener_state(|state| match state {
-            ListenerState::Stopped => ListenerState::Stopped,
-            _ if count >= limits.max_sessions => ListenerState::Paused,
-            ListenerState::Paused if count <= limits.resume_at() => ListenerState::Accepting,
-            other => *other,
+        let mut seen = 0;
+        let changed = self.update_listener_state(|state, count| {
+            seen = count;
+            match state {
+                ListenerState::Stopped => ListenerState::Stopped,
+                _ if count >= limits.max_sessions => ListenerState::Paused,
+                ListenerState::Paused if count <= limits.resume_at() => ListenerState::Accepting,
+                other => *other,
+            }
         });
         if changed {
-            crate::edge::observe::listener_changed(self.inner.listener.get(), count, limits.max_sessions);
+            crate::edge::observe::listener_changed(self.inner.listener.get(), seen, limits.max_sessions);
         }
     }
 
@@ -415,19 +427,20 @@ impl<H: Host> SessionManager<H> {
         let Some((counters, indexed)) = session.end(now) else {
             return false;
         };
-        let remaining = {
+        let (remaining, paused) = {
             let mut sessions = lock(&self.inner.sessions);
             sessions.remove(session.id);
             sessions.ended.0 += counters;
             sessions.ended.1 += 1;
-            sessions.len()
+            // Read under the table's lock (see `update_listener_state`).
+            (sessions.len(), self.inner.listener_paused.load(Ordering::Acquire))
         };
         if indexed {
             self.forget_subscriptions(session);
         }
         crate::edge::observe::session_closed(&session.span, reason, &counters, remaining);
         // A removal can only resume a paused listener.
-        if self.inner.listener_paused.load(Ordering::Acquire) {
+        if paused {
             self.update_listener();
         }
         true
@@ -618,7 +631,7 @@ impl<H: Host> SessionManager<H> {
     pub async fn shutdown(&self) -> usize {
         self.inner.shut_down.store(true, Ordering::Release);
         self.inner.shutdown.set(true);
-        if self.update_listener_state(|_| ListenerState::Stopped) {
+        if self.update_listener_state(|_, _| ListenerState::Stopped) {
             crate::edge::observe::listener_changed(
                 ListenerState::Stopped,
                 self.session_count(),
