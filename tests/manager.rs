@@ -64,15 +64,20 @@ fn housekeeping_sweeps_every_interval_and_stops_at_shutdown() {
     );
 }
 
-#[test]
-fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
-    let fx = Fixture::new(Config {
+/// A manager that admits at most `max_sessions` sessions.
+fn with_max_sessions(max_sessions: usize) -> Fixture {
+    Fixture::new(Config {
         limits: Limits {
-            max_sessions: 20,
+            max_sessions,
             ..Limits::default()
         },
         ..Config::default()
-    });
+    })
+}
+
+#[test]
+fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
+    let fx = with_max_sessions(20);
     let mut events = fx.manager.listener_state();
     let mut sessions: Vec<_> = (0..19)
         .map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i)))
@@ -86,13 +91,7 @@ fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
     assert_eq!(events.changed().now_or_never(), Some(ListenerState::Accepting));
 
     // With a larger maximum, 96 % stays paused and 95 % resumes.
-    let fx = Fixture::new(Config {
-        limits: Limits {
-            max_sessions: 100,
-            ..Limits::default()
-        },
-        ..Config::default()
-    });
+    let fx = with_max_sessions(100);
     let mut events = fx.manager.listener_state();
     let mut sessions: Vec<_> = (0..100)
         .map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i)))
@@ -114,13 +113,7 @@ fn the_listener_pauses_at_max_and_resumes_at_95_percent() {
 #[test]
 fn a_removal_racing_the_pause_at_the_maximum_leaves_the_listener_accepting() {
     use std::sync::Barrier;
-    let fx = Fixture::new(Config {
-        limits: Limits {
-            max_sessions: 20,
-            ..Limits::default()
-        },
-        ..Config::default()
-    });
+    let fx = with_max_sessions(20);
     let events = fx.manager.listener_state();
     let _resident: Vec<_> = (0..18)
         .map(|i| fx.connect(&format!("127.0.0.1:{}", 1000 + i)))
