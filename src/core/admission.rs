@@ -128,27 +128,31 @@ impl Taken {
     }
 
     /// The cost the fast path charged against a grant of `granted` units,
-    /// added to `cost` as [`Self::settle`] adds it to a meter: the whole
-    /// units in one addition, then 0.1 per tenth.
+    /// added to `cost` by the same additions [`Self::settle`] makes to a
+    /// meter.
     pub(crate) fn added_to(&self, granted: u64, mut cost: f64) -> f64 {
-        let (units, tenths) = self.charged(granted);
-        if units > 0 {
-            cost += cost_of(units);
-        }
-        for _ in 0..tenths {
-            cost += TENTH;
-        }
+        self.each_charge(granted, |amount| {
+            cost += amount;
+            false
+        });
         cost
     }
 
     /// Charges `meter` what the fast path charged against a grant of
-    /// `granted` units (see [`Self::added_to`]). Returns whether a
-    /// recalculation is due.
+    /// `granted` units. Returns whether a recalculation is due.
     pub(crate) fn settle(&self, granted: u64, meter: &mut crate::core::meter::CostMeter) -> bool {
+        self.each_charge(granted, |amount| meter.charge(amount))
+    }
+
+    /// Calls `charge` with what the fast path charged against a grant of
+    /// `granted` units, as the locked path would have charged it: the
+    /// whole units in one addition, then 0.1 per tenth. Returns whether
+    /// any call returned true.
+    fn each_charge(&self, granted: u64, mut charge: impl FnMut(f64) -> bool) -> bool {
         let (units, tenths) = self.charged(granted);
-        let mut due = units > 0 && meter.charge(cost_of(units));
+        let mut due = units > 0 && charge(cost_of(units));
         for _ in 0..tenths {
-            due |= meter.charge(TENTH);
+            due |= charge(TENTH);
         }
         due
     }
