@@ -340,14 +340,10 @@ impl<H: Host> SessionManager<H> {
         let count = sessions.len();
         drop(sessions);
         crate::edge::observe::session_opened(&session.span, count);
-        // The count is read again with the pause (see `update_listener_state`).
-        if count >= max_sessions
-            && self.update_listener_state(|state, count| match state {
-                ListenerState::Accepting if count >= max_sessions => ListenerState::Paused,
-                other => *other,
-            })
-        {
-            crate::edge::observe::listener_changed(ListenerState::Paused, count, max_sessions);
+        // At the maximum: the listener's rule decides, on the count read
+        // again with the pause (see `update_listener_state`).
+        if count >= max_sessions {
+            self.update_listener();
         }
         if group_cost > soft_limit {
             session.recalculate(now);

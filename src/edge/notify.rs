@@ -132,10 +132,10 @@ impl<H: Host> Subscriber for Arc<SessionShared<H>> {
         self.id
     }
 
-    /// The reference count (cloned for the delivery), the outbox lock, the
-    /// request word (charged) and the queued count, each read once.
+    /// The outbox lock, the request word (charged) and the queued count,
+    /// each read once. (A pass borrows the subscriber from the index, so
+    /// its reference count is not touched.)
     fn warm(&self) {
-        std::hint::black_box(Arc::strong_count(self));
         std::hint::black_box(self.outbox.warm());
         std::hint::black_box(self.requests.in_flight());
         std::hint::black_box(self.queued_since_noise.load(std::sync::atomic::Ordering::Relaxed));
@@ -655,7 +655,7 @@ impl<H: Host> SessionManager<H> {
         // The histories come in batches (one `Db::histories` call each),
         // then the batch's mempool entries (one `Mempool::entries_batch`
         // call, for the scripts whose history was read). A batch's statuses
-        // are recorded in the index under one lock, then queued.
+        // are recorded in the index, and queued, under one lock.
         let mut computed = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         let mut read = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
         for (batch, slots) in targets.chunks(HISTORY_BATCH).zip(slots.chunks(HISTORY_BATCH)) {
