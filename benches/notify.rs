@@ -53,7 +53,7 @@ use indexer_sessions::status::{electrum_status, status_hex};
 use indexer_sessions::testing::MemoryHost;
 use indexer_sessions::testing::{MemoryDb, MemoryMempool};
 use indexer_sessions::{
-    Db, HashX, Height, HistoryEntry, Mempool, MempoolEntry, SessionHandle, Tip, TxHash, encode_hex,
+    Answers, Db, HashX, Height, HistoryEntry, Mempool, MempoolEntry, SessionHandle, Tip, TxHash, encode_hex,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -417,6 +417,8 @@ fn bench_size(c: &mut Criterion, n: usize, baseline_max: usize) {
             .map(|id| (hashx(id), (id / SUBS) as u32))
             .collect();
         let mut blocks: Vec<Box<[u8; 64]>> = (0..n).map(|_| Box::new([0u8; 64])).collect();
+        let mut histories = Answers::new();
+        let mut mempools = Answers::new();
         group.bench_function(bare_id.as_str(), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -431,10 +433,13 @@ fn bench_size(c: &mut Criterion, n: usize, baseline_max: usize) {
                             subscribers.push(owner as usize);
                         }
                     }
-                    let histories = block_on(fx.db.histories(&found, usize::MAX)).expect("histories");
-                    let mempools = block_on(fx.mempool.entries_batch(&found)).expect("mempool entries");
-                    for ((history, mempool), &owner) in histories.iter().zip(&mempools).zip(&subscribers) {
-                        let (Ok(history), Ok(mempool)) = (history, mempool) else {
+                    histories.clear();
+                    mempools.clear();
+                    block_on(fx.db.histories(&found, usize::MAX, &mut histories)).expect("histories");
+                    block_on(fx.mempool.entries_batch(&found, &mut mempools)).expect("mempool entries");
+                    for (at, &owner) in subscribers.iter().enumerate() {
+                        let (Some(Ok(history)), Some(Ok(mempool))) = (histories.get(at), mempools.get(at))
+                        else {
                             panic!("the host failed");
                         };
                         let status = electrum_status(history, mempool).expect("a history");

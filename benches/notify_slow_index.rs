@@ -13,8 +13,8 @@ use common::{Target, Zst, report, set_peer};
 use criterion::SamplingMode;
 use indexer_sessions::testing::{ManualTimer, MemoryDaemon, MemoryDb, MemoryMempool};
 use indexer_sessions::{
-    Db, HashX, Height, HistoryEntry, Host, HostError, HostParts, MempoolEntry, SessionHandle, SessionManager,
-    Tip, TxHash, encode_hex,
+    Answers, Db, HashX, Height, HistoryEntry, Host, HostError, HostParts, MempoolEntry, SessionHandle,
+    SessionManager, Tip, TxHash, encode_hex,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,13 +104,13 @@ impl Db for BatchedIndex {
         &self,
         hashxs: &[HashX],
         limit: usize,
-    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
+        answers: &mut Answers<HistoryEntry>,
+    ) -> Result<(), HostError> {
         round_trip(&self.0.calls).await;
-        let mut out = Vec::with_capacity(hashxs.len());
         for hashx in hashxs {
-            out.push(self.0.inner.history(*hashx, limit).await);
+            answers.push(self.0.inner.history(*hashx, limit).await);
         }
-        Ok(out)
+        Ok(())
     }
 }
 

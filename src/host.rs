@@ -9,6 +9,7 @@
 //! [`HostError`]; the manager turns it into [`crate::Error::Host`] and never
 //! caches or records anything from a failed call.
 
+use crate::answers::Answers;
 use crate::error::{HostError, Unsupported};
 use crate::ledger::GroupLedger;
 use crate::timer::Timer;
@@ -132,29 +133,70 @@ pub trait Db: Send + Sync + 'static {
             operation: "outpoint",
         }))
     }
-    /// The confirmed histories of several scripts, one result per script in
-    /// the order given, each as [`Db::history`] returns it. A notification
-    /// pass asks for the scripts it must recompute in batches of up to 256.
-    /// An `Err` for the whole call fails every script of the batch (they are
-    /// retried by the next `notify`); an `Err` for one script fails only it.
+    /// The confirmed histories of several scripts, each as [`Db::history`]
+    /// returns it, written into `answers` (which arrives empty): one
+    /// answer per script, in the order given ([`Answers::answer`], or
+    /// [`Answers::fail`] to fail that script alone). A notification pass
+    /// asks for the scripts it must recompute in batches of up to 256, and
+    /// hands the same `answers` back for each batch, so an index answering
+    /// from memory, or decoding rows straight into it, allocates nothing per
+    /// script. An `Err` for the whole call, or a count of answers other than
+    /// the scripts', fails every script of the batch (they are retried by
+    /// the next `notify`).
     ///
     /// The default calls [`Db::history`] for each script, up to 32 calls
     /// at a time, so the calls overlap but do not flood the index; an index
     /// that can answer many scripts in one round trip (one query, one disk
     /// pass) should override it.
     ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use indexer_sessions::{Answers, HashX, HistoryEntry, HostError};
+    /// # use indexer_sessions::{Db, Height, Tip, TxHash};
+    ///
+    /// struct Index(std::collections::HashMap<HashX, Vec<HistoryEntry>>);
+    ///
+    /// #[async_trait]
+    /// impl Db for Index {
+    ///     async fn histories(
+    ///         &self,
+    ///         hashxs: &[HashX],
+    ///         limit: usize,
+    ///         answers: &mut Answers<HistoryEntry>,
+    ///     ) -> Result<(), HostError> {
+    ///         for hashx in hashxs {
+    ///             let history = self.0.get(hashx).map_or(&[][..], |h| &h[..h.len().min(limit)]);
+    ///             answers.answer(history.iter().copied());
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     // …
+    /// #   async fn tip(&self) -> Result<Tip, HostError> { Ok(Tip::default()) }
+    /// #   async fn header(&self, _: Height) -> Result<Option<Vec<u8>>, HostError> { Ok(None) }
+    /// #   async fn headers(&self, _: Height, _: u32) -> Result<Vec<Vec<u8>>, HostError> { Ok(vec![]) }
+    /// #   async fn history(&self, hashx: HashX, limit: usize) -> Result<Vec<HistoryEntry>, HostError> {
+    /// #       Ok(self.0.get(&hashx).map_or(vec![], |h| h[..h.len().min(limit)].to_vec()))
+    /// #   }
+    /// #   async fn block_txids(&self, _: Height) -> Result<Option<Vec<TxHash>>, HostError> { Ok(None) }
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     /// The manager may drop the future (its pass dropped, or past
     /// `host_timeout`): the default then drops the `history` calls under
-    /// way and returns nothing. The manager records nothing from an
-    /// unfinished call and recomputes those scripts at the next `notify`,
-    /// so an override must not rely on running to completion.
+    /// way. The manager records nothing from an unfinished call and
+    /// recomputes those scripts at the next `notify`, so an override must
+    /// not rely on running to completion.
     async fn histories(
         &self,
         hashxs: &[HashX],
         limit: usize,
-    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
-        Ok(one_by_one(hashxs, |hashx| self.history(hashx, limit)).await)
+        answers: &mut Answers<HistoryEntry>,
+    ) -> Result<(), HostError> {
+        for answer in one_by_one(hashxs, |hashx| self.history(hashx, limit)).await {
+            answers.push(answer);
+        }
+        Ok(())
     }
 }
 
@@ -177,12 +219,14 @@ pub trait Mempool: Send + Sync + 'static {
             operation: "mempool outpoint",
         }))
     }
-    /// The unconfirmed entries of several scripts, one result per script in
-    /// the order given, each as [`Mempool::entries`] returns it. A
-    /// notification pass asks for the scripts it must recompute in batches
-    /// of up to 256, each right after their [`Db::histories`] batch. An
-    /// `Err` for the whole call fails every script of the batch (they are
-    /// retried by the next `notify`); an `Err` for one script fails only it.
+    /// The unconfirmed entries of several scripts, each as
+    /// [`Mempool::entries`] returns it, written into `answers` (which
+    /// arrives empty) as [`Db::histories`] writes histories: one answer per
+    /// script, in the order given. A notification pass asks for the scripts
+    /// it must recompute in batches of up to 256, each right after their
+    /// [`Db::histories`] batch. An `Err` for the whole call, or a count of
+    /// answers other than the scripts', fails every script of the batch
+    /// (they are retried by the next `notify`).
     ///
     /// The default calls [`Mempool::entries`] for each script, up to 32
     /// calls at a time; a mempool that can answer many scripts at once (one
@@ -191,14 +235,18 @@ pub trait Mempool: Send + Sync + 'static {
     /// # Cancel safety
     /// The manager may drop the future (its pass dropped, or past
     /// `host_timeout`): the default then drops the `entries` calls under
-    /// way and returns nothing. The manager records nothing from an
-    /// unfinished call and recomputes those scripts at the next `notify`,
-    /// so an override must not rely on running to completion.
+    /// way. The manager records nothing from an unfinished call and
+    /// recomputes those scripts at the next `notify`, so an override must
+    /// not rely on running to completion.
     async fn entries_batch(
         &self,
         hashxs: &[HashX],
-    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
-        Ok(one_by_one(hashxs, |hashx| self.entries(hashx)).await)
+        answers: &mut Answers<MempoolEntry>,
+    ) -> Result<(), HostError> {
+        for answer in one_by_one(hashxs, |hashx| self.entries(hashx)).await {
+            answers.push(answer);
+        }
+        Ok(())
     }
 }
 
@@ -340,8 +388,9 @@ impl<T: Db + ?Sized> Db for Arc<T> {
         &self,
         hashxs: &[HashX],
         limit: usize,
-    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
-        (**self).histories(hashxs, limit).await
+        answers: &mut Answers<HistoryEntry>,
+    ) -> Result<(), HostError> {
+        (**self).histories(hashxs, limit, answers).await
     }
 }
 
@@ -359,8 +408,9 @@ impl<T: Mempool + ?Sized> Mempool for Arc<T> {
     async fn entries_batch(
         &self,
         hashxs: &[HashX],
-    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
-        (**self).entries_batch(hashxs).await
+        answers: &mut Answers<MempoolEntry>,
+    ) -> Result<(), HostError> {
+        (**self).entries_batch(hashxs, answers).await
     }
 }
 

@@ -289,6 +289,7 @@
 //
 // `testing` (feature `test-util`) is a user of the crate, not a layer.
 
+mod answers;
 mod config;
 pub mod core;
 pub mod edge;
@@ -305,6 +306,7 @@ pub use edge::{admin, caches, fees};
 
 pub use crate::core::meter::{CostMeter, Throttle};
 pub use admin::{BanRow, GroupRow, Info, Selector, SessionRow};
+pub use answers::Answers;
 pub use config::{Config, Limits, NoisePolicy, default_exempt_networks};
 pub use edge::builder::{
     DynHost, DynSessionManager, HostParts, NoDaemon, NoDb, NoMempool, NoTimer, SessionManagerBuilder,

@@ -22,6 +22,7 @@
 //! assert_eq!(manager.session_count(), 0);
 //! ```
 
+use crate::answers::Answers;
 use crate::core::hashing::HashMap;
 use crate::core::sync::lock;
 use crate::error::HostError;
@@ -513,23 +514,32 @@ impl Db for MemoryDb {
     }
 
     /// One lock for the whole batch while the host answers normally
-    /// (counted as one call per script, as [`MemoryDb::calls`] says);
-    /// otherwise as the default method: one [`Db::history`] call per
-    /// script, 32 at a time, each failing, hanging or yielding.
+    /// (counted as one call per script, as [`MemoryDb::calls`] says), the
+    /// entries copied straight into `answers`; otherwise as the default
+    /// method: one [`Db::history`] call per script, 32 at a time, each
+    /// failing, hanging or yielding.
     async fn histories(
         &self,
         hashxs: &[HashX],
         limit: usize,
-    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
+        answers: &mut Answers<HistoryEntry>,
+    ) -> Result<(), HostError> {
         if self.behaviour.mode() == HostBehaviour::Normal {
             self.behaviour.calls.fetch_add(hashxs.len(), Ordering::SeqCst);
             let data = lock(&self.data);
-            return Ok(hashxs
-                .iter()
-                .map(|&hashx| Ok(history_of(&data, hashx, limit)))
-                .collect());
+            for hashx in hashxs {
+                let history = data
+                    .history
+                    .get(hashx)
+                    .map_or(&[][..], |h| &h[..h.len().min(limit)]);
+                answers.answer(history.iter().copied());
+            }
+            return Ok(());
         }
-        Ok(crate::host::one_by_one(hashxs, |hashx| self.history(hashx, limit)).await)
+        for answer in crate::host::one_by_one(hashxs, |hashx| self.history(hashx, limit)).await {
+            answers.push(answer);
+        }
+        Ok(())
     }
 
     async fn block_txids(&self, height: Height) -> Result<Option<Vec<TxHash>>, HostError> {
@@ -624,22 +634,27 @@ impl Mempool for MemoryMempool {
     }
 
     /// One lock for the whole batch while the host answers normally
-    /// (counted as one call per script, as [`MemoryMempool::calls`] says);
-    /// otherwise as the default method: one [`Mempool::entries`] call per
-    /// script, 32 at a time, each failing, hanging or yielding.
+    /// (counted as one call per script, as [`MemoryMempool::calls`] says),
+    /// the entries copied straight into `answers`; otherwise as the default
+    /// method: one [`Mempool::entries`] call per script, 32 at a time, each
+    /// failing, hanging or yielding.
     async fn entries_batch(
         &self,
         hashxs: &[HashX],
-    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
+        answers: &mut Answers<MempoolEntry>,
+    ) -> Result<(), HostError> {
         if self.behaviour.mode() == HostBehaviour::Normal {
             self.behaviour.calls.fetch_add(hashxs.len(), Ordering::SeqCst);
             let entries = lock(&self.entries);
-            return Ok(hashxs
-                .iter()
-                .map(|hashx| Ok(entries.get(hashx).cloned().unwrap_or_default()))
-                .collect());
+            for hashx in hashxs {
+                answers.answer(entries.get(hashx).into_iter().flatten().copied());
+            }
+            return Ok(());
         }
-        Ok(crate::host::one_by_one(hashxs, |hashx| self.entries(hashx)).await)
+        for answer in crate::host::one_by_one(hashxs, |hashx| self.entries(hashx)).await {
+            answers.push(answer);
+        }
+        Ok(())
     }
 
     async fn fee_histogram(&self) -> Result<Vec<(f64, u64)>, HostError> {
@@ -772,13 +787,12 @@ mod tests {
         }
     }
 
-    fn answers(
-        result: Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError>,
-    ) -> Vec<Option<Vec<MempoolEntry>>> {
-        result
-            .expect("the call answers")
-            .into_iter()
-            .map(Result::ok)
+    /// One `entries_batch` call's answers, a failed one as `None`.
+    fn batch(mempool: &impl Mempool, asked: &[HashX]) -> Vec<Option<Vec<MempoolEntry>>> {
+        let mut answers = Answers::new();
+        block_on(mempool.entries_batch(asked, &mut answers)).expect("the call answers");
+        (0..answers.len())
+            .map(|at| answers.get(at).and_then(Result::ok).map(<[_]>::to_vec))
             .collect()
     }
 
@@ -807,9 +821,9 @@ mod tests {
         ] {
             mempool.set_behaviour(behaviour);
             let before = mempool.calls();
-            let ours = answers(block_on(mempool.entries_batch(&asked)));
+            let ours = batch(&mempool, &asked);
             let calls = mempool.calls() - before;
-            let theirs = answers(block_on(default.entries_batch(&asked)));
+            let theirs = batch(&default, &asked);
             assert_eq!(ours, theirs, "{behaviour:?}");
             assert_eq!(ours.len(), asked.len());
             // Counted as one call per script either way.

@@ -522,22 +522,24 @@ impl indexer_sessions::Db for BatchIndex {
         &self,
         hashxs: &[HashX],
         limit: usize,
-    ) -> Result<Vec<Result<Vec<HistoryEntry>, indexer_sessions::HostError>>, indexer_sessions::HostError>
-    {
+        answers: &mut indexer_sessions::Answers<HistoryEntry>,
+    ) -> Result<(), indexer_sessions::HostError> {
         self.calls.lock().unwrap().push(hashxs.len());
         let failing = *self.failing.lock().unwrap();
-        let mut out = Vec::new();
-        for hashx in hashxs {
-            out.push(if Some(*hashx) == failing {
-                Err("this script's index page is unreadable".into())
+        // A short answer leaves the last script unanswered.
+        let answered = if self.short.load(std::sync::atomic::Ordering::SeqCst) {
+            hashxs.len().saturating_sub(1)
+        } else {
+            hashxs.len()
+        };
+        for hashx in &hashxs[..answered] {
+            if Some(*hashx) == failing {
+                answers.fail("this script's index page is unreadable".into());
             } else {
-                self.inner.history(*hashx, limit).await
-            });
+                answers.push(self.inner.history(*hashx, limit).await);
+            }
         }
-        if self.short.load(std::sync::atomic::Ordering::SeqCst) {
-            out.pop();
-        }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 //! request, each charging the calling session what ElectrumX charges for it
 //! (see [`crate::core::cost`]).
 
+use crate::answers::Answers;
 use crate::core::cost;
 use crate::core::merkle::{MIN_TXS_FOR_LEVELS, merkle_branch};
 use crate::core::status;
@@ -190,29 +191,68 @@ fn unconfirmed_height(has_unconfirmed_inputs: bool) -> i64 {
 /// Mempool entries minus those already in `history`, in status order
 /// ([`status::sort_mempool`]).
 fn unconfirmed_of(history: &[HistoryEntry], mut mempool: Vec<MempoolEntry>) -> Vec<MempoolEntry> {
-    if !mempool.is_empty() && !history.is_empty() {
-        // A short history is scanned; a set is built only for a long one.
-        if history.len().saturating_mul(mempool.len()) <= 256 {
-            mempool.retain(|entry| !history.iter().any(|e| e.txid == entry.txid));
-        } else {
-            let confirmed: crate::core::hashing::HashSet<_> = history.iter().map(|e| e.txid).collect();
-            mempool.retain(|entry| !confirmed.contains(&entry.txid));
-        }
-    }
-    status::sort_mempool(&mut mempool);
+    let kept = keep_unconfirmed(history, &mut mempool);
+    mempool.truncate(kept);
     mempool
 }
 
+/// Moves the entries of `mempool` not already in `history` to its front,
+/// sorted in status order ([`status::sort_mempool`]), and returns how many
+/// there are.
+fn keep_unconfirmed(history: &[HistoryEntry], mempool: &mut [MempoolEntry]) -> usize {
+    let mut kept = mempool.len();
+    if !mempool.is_empty() && !history.is_empty() {
+        // A short history is scanned; a set is built only for a long one.
+        let confirmed: Option<crate::core::hashing::HashSet<_>> =
+            (history.len().saturating_mul(mempool.len()) > 256)
+                .then(|| history.iter().map(|e| e.txid).collect());
+        let is_confirmed = |entry: &MempoolEntry| match &confirmed {
+            Some(confirmed) => confirmed.contains(&entry.txid),
+            None => history.iter().any(|e| e.txid == entry.txid),
+        };
+        kept = 0;
+        for at in 0..mempool.len() {
+            if !is_confirmed(&mempool[at]) {
+                mempool.swap(kept, at);
+                kept += 1;
+            }
+        }
+    }
+    status::sort_mempool(&mut mempool[..kept]);
+    kept
+}
+
 /// The status of a script from its history and its unconfirmed entries
-/// ([`unconfirmed_of`]); `cost`: what reading them cost.
-fn status_of(history: &[HistoryEntry], mempool: Vec<MempoolEntry>, mut cost: Cost) -> ScriptStatus {
+/// ([`keep_unconfirmed`]); `cost`: what reading them cost.
+fn status_of(history: &[HistoryEntry], mempool: &[MempoolEntry], mut cost: Cost) -> ScriptStatus {
     let preimage_len = (history.len() + mempool.len()) * 68;
     cost += cost::status(preimage_len);
     ScriptStatus {
-        status: status::electrum_status(history, &mempool),
+        status: status::electrum_status(history, mempool),
         mempool: !mempool.is_empty(),
         cost,
     }
+}
+
+/// The error of a batch whose host call gave `answered` answers for
+/// `asked` scripts (none when they match).
+fn answer_count(operation: &'static str, method: &str, answered: usize, asked: usize) -> Result<()> {
+    if answered == asked {
+        return Ok(());
+    }
+    let error = Error::host(
+        operation,
+        format!("{method} returned {answered} results for {asked} scripts").into(),
+    );
+    crate::edge::observe::host_error(operation, &error);
+    Err(error)
+}
+
+/// A batch answer's error for one script, observed.
+fn host_answer_error(operation: &'static str, source: HostError) -> Error {
+    let error = Error::host(operation, source);
+    crate::edge::observe::host_error(operation, &error);
+    error
 }
 
 /// A 64-bit fingerprint of a status (0 for none).
@@ -355,92 +395,83 @@ impl<H: Host> SessionManager<H> {
     }
 
     /// The confirmed histories of scripts a `notify` found touched, read
-    /// from the `Db` directly in one [`Db::histories`] call: their cached
-    /// histories (if any) are stale, and filling the cache on every event
-    /// would cost a cache insertion per changed script. The next client
-    /// lookup reloads a history into the cache (and pays for the miss).
-    /// One result per script, in order.
-    pub(crate) async fn fresh_histories(&self, hashxs: &[HashX]) -> Vec<Result<Vec<HistoryEntry>>> {
+    /// from the `Db` directly into `answers` in one [`Db::histories`] call:
+    /// their cached histories (if any) are stale, and filling the cache on
+    /// every event would cost a cache insertion per changed script. The
+    /// next client lookup reloads a history into the cache (and pays for
+    /// the miss). On return `answers` holds one answer per script, in order
+    /// (read each with [`Self::fresh_history`]); an `Err` fails the whole
+    /// batch.
+    pub(crate) async fn fresh_histories(
+        &self,
+        hashxs: &[HashX],
+        answers: &mut Answers<HistoryEntry>,
+    ) -> Result<()> {
+        answers.clear();
         let limit = self.inner.config.max_history_len();
         let db = self.inner.db();
-        let answers = match self.host_call("history", db.histories(hashxs, limit)).await {
-            Ok(answers) if answers.len() == hashxs.len() => answers,
-            Ok(answers) => {
-                let error = Error::host(
-                    "history",
-                    format!(
-                        "histories returned {} results for {} scripts",
-                        answers.len(),
-                        hashxs.len()
-                    )
-                    .into(),
-                );
-                crate::edge::observe::host_error("history", &error);
-                return hashxs.iter().map(|_| Err(error.clone())).collect();
-            }
-            Err(error) => return hashxs.iter().map(|_| Err(error.clone())).collect(),
-        };
-        answers
-            .into_iter()
-            .map(|answer| match answer {
-                Ok(entries) if entries.len() >= limit => Err(Error::HistoryTooLarge {
-                    len: entries.len(),
-                    limit,
-                }),
-                Ok(entries) => Ok(entries),
-                Err(source) => {
-                    let error = Error::host("history", source);
-                    crate::edge::observe::host_error("history", &error);
-                    Err(error)
-                }
-            })
-            .collect()
+        self.host_call("history", db.histories(hashxs, limit, answers))
+            .await?;
+        answer_count("history", "histories", answers.len(), hashxs.len())
     }
 
-    /// The unconfirmed entries of scripts a `notify` pass recomputes, in
-    /// one [`Mempool::entries_batch`](crate::Mempool::entries_batch) call.
-    /// One result per script, in order.
-    pub(crate) async fn fresh_mempool_entries(&self, hashxs: &[HashX]) -> Vec<Result<Vec<MempoolEntry>>> {
+    /// The answer [`Self::fresh_histories`] read for its `at`th script.
+    pub(crate) fn fresh_history<'a>(
+        &self,
+        answers: &'a mut Answers<HistoryEntry>,
+        at: usize,
+    ) -> Result<&'a [HistoryEntry]> {
+        let limit = self.inner.config.max_history_len();
+        match answers.take(at) {
+            Some(Ok(entries)) if entries.len() >= limit => Err(Error::HistoryTooLarge {
+                len: entries.len(),
+                limit,
+            }),
+            Some(Ok(entries)) => Ok(entries),
+            Some(Err(source)) => Err(host_answer_error("history", source)),
+            None => Err(host_answer_error("history", "no answer".into())),
+        }
+    }
+
+    /// The unconfirmed entries of scripts a `notify` pass recomputes, read
+    /// into `answers` in one
+    /// [`Mempool::entries_batch`](crate::Mempool::entries_batch) call, as
+    /// [`Self::fresh_histories`].
+    pub(crate) async fn fresh_mempool_entries(
+        &self,
+        hashxs: &[HashX],
+        answers: &mut Answers<MempoolEntry>,
+    ) -> Result<()> {
         let operation = "mempool entries";
+        answers.clear();
         let mempool = self.inner.mempool();
-        let answers = match self.host_call(operation, mempool.entries_batch(hashxs)).await {
-            Ok(answers) if answers.len() == hashxs.len() => answers,
-            Ok(answers) => {
-                let error = Error::host(
-                    operation,
-                    format!(
-                        "entries_batch returned {} results for {} scripts",
-                        answers.len(),
-                        hashxs.len()
-                    )
-                    .into(),
-                );
-                crate::edge::observe::host_error(operation, &error);
-                return hashxs.iter().map(|_| Err(error.clone())).collect();
-            }
-            Err(error) => return hashxs.iter().map(|_| Err(error.clone())).collect(),
-        };
-        answers
-            .into_iter()
-            .map(|answer| {
-                answer.map_err(|source| {
-                    let error = Error::host(operation, source);
-                    crate::edge::observe::host_error(operation, &error);
-                    error
-                })
-            })
-            .collect()
+        self.host_call(operation, mempool.entries_batch(hashxs, answers))
+            .await?;
+        answer_count(operation, "entries_batch", answers.len(), hashxs.len())
     }
 
-    /// The status of a script from a history [`Self::fresh_histories`]
-    /// read and its entries [`Self::fresh_mempool_entries`] read.
-    pub(crate) fn fresh_status(&self, history: &[HistoryEntry], mempool: Vec<MempoolEntry>) -> ScriptStatus {
-        status_of(history, unconfirmed_of(history, mempool), Cost::ZERO)
+    /// The status of a script from its history [`Self::fresh_history`] read
+    /// and its `at`th answer of [`Self::fresh_mempool_entries`] (left out of
+    /// the status if already confirmed, and sorted, in place).
+    pub(crate) fn fresh_status(
+        &self,
+        history: &[HistoryEntry],
+        mempool: &mut Answers<MempoolEntry>,
+        at: usize,
+    ) -> Result<ScriptStatus> {
+        match mempool.take(at) {
+            Some(Ok(entries)) => {
+                let kept = keep_unconfirmed(history, entries);
+                Ok(status_of(history, &entries[..kept], Cost::ZERO))
+            }
+            Some(Err(source)) => Err(host_answer_error("mempool entries", source)),
+            None => Err(host_answer_error("mempool entries", "no answer".into())),
+        }
     }
 
     async fn status_from(&self, hashx: HashX, history: &[HistoryEntry], cost: Cost) -> Result<ScriptStatus> {
         let mempool = self.unconfirmed(hashx, history).await?;
-        Ok(status_of(history, mempool, cost))
+        Ok(status_of(history, &mempool, cost))
     }
 
     /// The confirmed state of `outpoint` through the outpoint cache, and
@@ -994,5 +1025,43 @@ impl<H: Host> SessionHandle<H> {
         };
         self.session.add_cost(txids_cost + merkle_cost);
         Ok(TxAtPosition { txid, branch })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn txid(n: u8) -> TxHash {
+        TxHash([n; 32])
+    }
+
+    proptest! {
+        /// The entries kept are those of the mempool not in the history, in
+        /// status order, whether the history is scanned (short) or put in a
+        /// set (long).
+        #[test]
+        fn the_unconfirmed_entries_are_kept_in_status_order(
+            history in proptest::collection::vec(0u8..40, 0..60),
+            mempool in proptest::collection::vec((0u8..40, any::<bool>()), 0..20),
+        ) {
+            let history: Vec<HistoryEntry> = history
+                .into_iter()
+                .map(|n| HistoryEntry { txid: txid(n), height: Height(1) })
+                .collect();
+            let mut entries: Vec<MempoolEntry> = mempool
+                .into_iter()
+                .map(|(n, has_unconfirmed_inputs)| MempoolEntry { txid: txid(n), fee: u64::from(n), has_unconfirmed_inputs })
+                .collect();
+            let mut expected: Vec<MempoolEntry> = entries
+                .iter()
+                .filter(|entry| !history.iter().any(|e| e.txid == entry.txid))
+                .copied()
+                .collect();
+            status::sort_mempool(&mut expected);
+            let kept = keep_unconfirmed(&history, &mut entries);
+            prop_assert_eq!(&entries[..kept], &expected[..]);
+        }
     }
 }

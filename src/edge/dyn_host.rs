@@ -10,6 +10,7 @@
 //! manager's type; `tests/runtimes.rs` spawns every public future of the
 //! dynamic form on tokio.
 
+use crate::answers::Answers;
 use crate::error::HostError;
 use crate::host::{BroadcastFailure, Daemon, Db, FeeMode, Mempool, TxValidator};
 use crate::ledger::{GroupEntry, GroupFull, GroupLedger, SharedBan};
@@ -84,8 +85,9 @@ impl Db for DynDb {
         &self,
         hashxs: &[HashX],
         limit: usize,
-    ) -> Result<Vec<Result<Vec<HistoryEntry>, HostError>>, HostError> {
-        self.0.histories(hashxs, limit).await
+        answers: &mut Answers<HistoryEntry>,
+    ) -> Result<(), HostError> {
+        self.0.histories(hashxs, limit, answers).await
     }
 }
 
@@ -119,8 +121,9 @@ impl Mempool for DynMempool {
     async fn entries_batch(
         &self,
         hashxs: &[HashX],
-    ) -> Result<Vec<Result<Vec<MempoolEntry>, HostError>>, HostError> {
-        self.0.entries_batch(hashxs).await
+        answers: &mut Answers<MempoolEntry>,
+    ) -> Result<(), HostError> {
+        self.0.entries_batch(hashxs, answers).await
     }
 }
 

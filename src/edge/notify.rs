@@ -7,6 +7,7 @@
 //! session's delivery future ([`SessionHandle::deliver`]) drains its outbox.
 //! Calls that arrive while one is running are merged into the next pass.
 
+use crate::answers::Answers;
 use crate::core::hashing::HashSet;
 use crate::core::outbox::{Outgoing, Payload, StatusKey, StatusPrint};
 use crate::core::subscriptions::{
@@ -654,34 +655,44 @@ impl<H: Host> SessionManager<H> {
         report.statuses_computed = targets.len();
         // The histories come in batches (one `Db::histories` call each),
         // then the batch's mempool entries (one `Mempool::entries_batch`
-        // call, for the scripts whose history was read). A batch's statuses
-        // are recorded in the index, and queued, under one lock.
-        let mut computed = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
-        let mut read = Vec::with_capacity(targets.len().min(HISTORY_BATCH));
+        // call, for the scripts whose history was read), both into buffers
+        // kept from batch to batch. A batch's statuses are recorded in the
+        // index, and queued, under one lock.
+        let batch_len = targets.len().min(HISTORY_BATCH);
+        let mut computed = Vec::with_capacity(batch_len);
+        let mut histories = Answers::new();
+        let mut mempools = Answers::new();
+        // The positions in the batch whose history was read, and their scripts.
+        let mut read = Vec::with_capacity(batch_len);
+        let mut read_scripts = Vec::with_capacity(batch_len);
         for (batch, slots) in targets.chunks(HISTORY_BATCH).zip(slots.chunks(HISTORY_BATCH)) {
-            let histories = self.fresh_histories(batch).await;
-            let mut histories: Vec<_> = if histories.iter().all(Result::is_ok) {
-                read.extend_from_slice(batch);
-                histories.into_iter().enumerate().collect()
-            } else {
-                let mut left = Vec::with_capacity(histories.len());
-                for (at, history) in histories.into_iter().enumerate() {
-                    match history {
-                        Ok(history) => {
-                            read.push(batch[at]);
-                            left.push((at, Ok(history)));
+            read.clear();
+            read_scripts.clear();
+            match self.fresh_histories(batch, &mut histories).await {
+                Ok(()) => {
+                    for (at, hashx) in batch.iter().enumerate() {
+                        match self.fresh_history(&mut histories, at) {
+                            Ok(_) => {
+                                read.push(at);
+                                read_scripts.push(*hashx);
+                            }
+                            Err(error) => computed.push((at, Err(error))),
                         }
-                        Err(error) => computed.push((at, Err(error))),
                     }
                 }
-                left
-            };
-            let mempools = self.fresh_mempool_entries(&read).await;
-            read.clear();
-            for ((at, history), mempool) in histories.drain(..).zip(mempools) {
-                let status =
-                    history.and_then(|history| mempool.map(|mempool| self.fresh_status(&history, mempool)));
-                computed.push((at, status));
+                Err(error) => computed.extend((0..batch.len()).map(|at| (at, Err(error.clone())))),
+            }
+            if !read.is_empty() {
+                let mempools_read = self.fresh_mempool_entries(&read_scripts, &mut mempools).await;
+                for (k, &at) in read.iter().enumerate() {
+                    let status = match &mempools_read {
+                        Ok(()) => self
+                            .fresh_history(&mut histories, at)
+                            .and_then(|history| self.fresh_status(history, &mut mempools, k)),
+                        Err(error) => Err(error.clone()),
+                    };
+                    computed.push((at, status));
+                }
             }
             self.apply_statuses(batch, slots, &mut computed, &mut report, &mut failed);
         }
