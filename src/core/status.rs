@@ -106,61 +106,34 @@ fn write_item(item: &mut [u8; MAX_ITEM], txid: &crate::TxHash, height: i64) -> u
     len + 1
 }
 
-/// The preimage on its way out: items are written in place into a
-/// block-aligned buffer on the stack, handed to `flush` whenever the next
-/// one might not fit, and at the end. Most statuses (a few entries) are
-/// flushed once; none allocates.
-struct Preimage<F: FnMut(&[u8])> {
-    buffer: [u8; 8 * 64],
-    len: usize,
-    flush: F,
-}
-
-impl<F: FnMut(&[u8])> Preimage<F> {
-    fn new(flush: F) -> Self {
-        Preimage {
-            buffer: [0; 8 * 64],
-            len: 0,
-            flush,
-        }
+/// Writes the preimage, item by item, to `out`: each item is written in
+/// place on the stack and handed over whole (the hasher buffers its own
+/// blocks). Nothing allocates unless the mempool is out of
+/// [`sort_mempool`] order (the manager passes it sorted): it is then
+/// copied and sorted.
+fn write_items(confirmed: &[HistoryEntry], mempool: &[MempoolEntry], mut out: impl FnMut(&[u8])) {
+    let mut item = [0u8; MAX_ITEM];
+    for entry in confirmed {
+        let len = write_item(&mut item, &entry.txid, i64::from(entry.height.0));
+        out(&item[..len]);
     }
-
-    fn push(&mut self, txid: &crate::TxHash, height: i64) {
-        if self.len + MAX_ITEM > self.buffer.len() {
-            (self.flush)(&self.buffer[..self.len]);
-            self.len = 0;
-        }
-        let room = &mut self.buffer[self.len..self.len + MAX_ITEM];
-        if let Ok(item) = <&mut [u8; MAX_ITEM]>::try_from(room) {
-            self.len += write_item(item, txid, height);
-        }
-    }
-
-    /// Writes every item, in order, and flushes. The mempool is copied and
-    /// sorted only when it is not in [`sort_mempool`] order already (the
-    /// manager passes it sorted).
-    fn write(mut self, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {
-        for entry in confirmed {
-            self.push(&entry.txid, i64::from(entry.height.0));
-        }
-        let sorted;
-        let mempool = if mempool.is_sorted_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0)) {
-            mempool
-        } else {
-            let mut copy = mempool.to_vec();
-            sort_mempool(&mut copy);
-            sorted = copy;
-            &sorted[..]
-        };
-        for entry in mempool {
-            self.push(&entry.txid, i64::from(mempool_height(entry)));
-        }
-        (self.flush)(&self.buffer[..self.len]);
+    let sorted;
+    let mempool = if mempool.is_sorted_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0)) {
+        mempool
+    } else {
+        let mut copy = mempool.to_vec();
+        sort_mempool(&mut copy);
+        sorted = copy;
+        &sorted[..]
+    };
+    for entry in mempool {
+        let len = write_item(&mut item, &entry.txid, i64::from(mempool_height(entry)));
+        out(&item[..len]);
     }
 }
 
 fn write_preimage(out: &mut Vec<u8>, confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) {
-    Preimage::new(|bytes: &[u8]| out.extend_from_slice(bytes)).write(confirmed, mempool);
+    write_items(confirmed, mempool, |item| out.extend_from_slice(item));
 }
 
 /// The status: SHA-256 of [`status_preimage`], `None` when both lists are
@@ -170,7 +143,7 @@ pub fn electrum_status(confirmed: &[HistoryEntry], mempool: &[MempoolEntry]) -> 
         return None;
     }
     let mut hasher = Sha256::new();
-    Preimage::new(|bytes: &[u8]| hasher.update(bytes)).write(confirmed, mempool);
+    write_items(confirmed, mempool, |item| hasher.update(item));
     Some(hasher.finalize().into())
 }
 
