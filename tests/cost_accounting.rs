@@ -193,6 +193,43 @@ fn a_request_queued_and_slept_past_the_timeout_is_server_busy_and_charged() {
 }
 
 #[test]
+fn a_request_that_waited_has_only_the_rest_of_its_timeout_to_run() {
+    let timeout = Duration::from_secs(2);
+    let config = Config {
+        limits: Limits {
+            request_timeout: timeout,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let fx = Fixture::new(config);
+    let (session, _) = fx.connect("203.0.113.1:1000");
+    session.charge(Cost::constant(5495.0)); // a sleep of about 1.25 s, inside the 2 s
+    let step = Duration::from_millis(50);
+    let mut admit = Box::pin(session.admit());
+    let mut waited = Duration::ZERO;
+    let mut permit = loop {
+        if let Some(admitted) = common::poll_once(&mut admit) {
+            break admitted.expect("admitted once it slept");
+        }
+        assert!(waited < timeout, "still waiting at the timeout");
+        fx.timer.advance(step);
+        waited += step;
+    };
+    assert!(waited >= Duration::from_secs(1), "slept {waited:?}");
+    let mut run = Box::pin(permit.run(futures::future::pending::<()>()));
+    assert!(common::poll_once(&mut run).is_none());
+    // The handler has what the wait left of the timeout, not a new one.
+    fx.timer.advance(timeout - waited - step);
+    assert!(common::poll_once(&mut run).is_none());
+    fx.timer.advance(step);
+    assert!(matches!(
+        common::poll_once(&mut run),
+        Some(Err(Error::ServerBusy(_)))
+    ));
+}
+
+#[test]
 fn a_handler_past_the_timeout_is_server_busy() {
     let config = Config {
         limits: Limits {

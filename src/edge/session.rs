@@ -705,7 +705,7 @@ impl<H: Host> SessionShared<H> {
         let permit = Permit {
             session: self,
             slot: Slot {
-                deadline: Some(deadline),
+                deadline: self.ctx.offset(deadline).max(1),
                 charge: 0.0,
             },
         };
@@ -727,8 +727,8 @@ impl<H: Host> SessionShared<H> {
         let timer = self.ctx.timer();
         let limits = self.ctx.limits();
         let remaining = match slot.deadline {
-            Some(deadline) => deadline.saturating_duration_since(timer.now()),
-            None => limits.request_timeout,
+            0 => limits.request_timeout,
+            deadline => self.ctx.instant(deadline).saturating_duration_since(timer.now()),
         };
         let stopwatch = crate::edge::observe::Stopwatch::start(timer, false);
         let result = within(timer, remaining, handler).await;
@@ -783,8 +783,11 @@ impl<'a, H: Host> std::future::Future for Admission<'a, H> {
 /// What a permit holds besides its session.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// Set when admission waited or slept: the request's deadline.
-    deadline: Option<Instant>,
+    /// When admission waited or slept, the request's deadline as an offset
+    /// ([`Context::offset`], at least 1); 0 when admitted at once. (Not an
+    /// `Option<Instant>`: a permit of two words and a float moves in
+    /// registers.)
+    deadline: u64,
     /// Charged when the permit is dropped.
     charge: f64,
 }
@@ -792,7 +795,7 @@ struct Slot {
 impl Slot {
     /// Admitted at once: the whole request timeout is left.
     const IMMEDIATE: Slot = Slot {
-        deadline: None,
+        deadline: 0,
         charge: 0.0,
     };
 }
