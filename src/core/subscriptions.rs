@@ -995,7 +995,13 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let hash = self.scripts.get(slot).scripthash();
         let unusual = self.scripts.unusual(slot);
         self.scripts.for_each_subscriber(slot, |subscriber| {
-            f(subscriber, self.name_in(unusual, subscriber.id(), hashx, hash))
+            // The subscriber's id (a read of its state, likely a cache
+            // miss) only for an entry with unusual spellings.
+            let name = match unusual {
+                true => self.name_of(subscriber.id(), hashx, hash),
+                false => ScriptName::Canonical(hash),
+            };
+            f(subscriber, name)
         });
     }
 
