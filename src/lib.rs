@@ -58,8 +58,10 @@
 //! - **Subscriptions and notifications.** [`SessionHandle::subscribe`]
 //!   returns a script's status; [`SessionManager::notify`] takes the new tip
 //!   and the scripts a block or mempool refresh touched, computes each
-//!   affected status once, and queues it for each subscriber whose status
-//!   differs. Each session's outbox coalesces (one pending status per script,
+//!   affected status once (its histories and mempool entries read in
+//!   batches, [`Db::histories`] and [`Mempool::entries_batch`], written
+//!   into [`Answers`] buffers the pass reuses), and queues it for each
+//!   subscriber whose status differs. Each session's outbox coalesces (one pending status per script,
 //!   one header) and is drained in order by [`SessionHandle::deliver`], a
 //!   future the host runs beside its read loop: a client that stops reading
 //!   delays nobody and is disconnected after `max_send_delay`.
