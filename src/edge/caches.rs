@@ -72,7 +72,8 @@ const OUTPOINT_STAMP_SLOTS: usize = 1 << 16;
 struct Stamps {
     /// Moved by every event.
     generation: AtomicU64,
-    /// Per slot, the generation of the last touch.
+    /// Per slot, the generation of the last touch (a power of two of
+    /// them, so a key's slot is a mask of its bits, not a division).
     slots: Box<[AtomicU64]>,
     /// Entries loaded before this generation are all stale.
     floor: AtomicU64,
@@ -83,6 +84,7 @@ struct Stamps {
 
 impl Stamps {
     fn new(slots: usize) -> Self {
+        assert!(slots.is_power_of_two(), "stamp slots must be a power of two");
         Stamps {
             generation: AtomicU64::new(0),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
@@ -97,7 +99,7 @@ impl Stamps {
     }
 
     fn slot(&self, bits: usize) -> &AtomicU64 {
-        &self.slots[bits % self.slots.len()]
+        &self.slots[bits & (self.slots.len() - 1)]
     }
 
     /// Stamps the slots of `touched` (a few key bits each) with a new generation.
