@@ -193,9 +193,7 @@ pub trait Db: Send + Sync + 'static {
         limit: usize,
         answers: &mut Answers<HistoryEntry>,
     ) -> Result<(), HostError> {
-        for answer in one_by_one(hashxs, |hashx| self.history(hashx, limit)).await {
-            answers.push(answer);
-        }
+        one_by_one(hashxs, |hashx| self.history(hashx, limit), answers).await;
         Ok(())
     }
 }
@@ -243,9 +241,7 @@ pub trait Mempool: Send + Sync + 'static {
         hashxs: &[HashX],
         answers: &mut Answers<MempoolEntry>,
     ) -> Result<(), HostError> {
-        for answer in one_by_one(hashxs, |hashx| self.entries(hashx)).await {
-            answers.push(answer);
-        }
+        one_by_one(hashxs, |hashx| self.entries(hashx), answers).await;
         Ok(())
     }
 }
@@ -425,15 +421,14 @@ impl<T: TxValidator + ?Sized> TxValidator for Arc<T> {
 /// [`Mempool::entries_batch`]) keep running at once.
 const CALLS_AT_ONCE: usize = 32;
 
-/// `call` for each script, up to [`CALLS_AT_ONCE`] at a time, the answers
-/// in the scripts' order: the default of the batch methods (and what the
-/// test hosts do when told to misbehave).
-pub(crate) async fn one_by_one<T, F>(hashxs: &[HashX], call: impl Fn(HashX) -> F) -> Vec<T>
+/// `call` for each script, up to [`CALLS_AT_ONCE`] at a time, each answer
+/// written into `answers` in the scripts' order: the default of the batch
+/// methods (and what the test hosts do when told to misbehave).
+pub(crate) async fn one_by_one<T, F>(hashxs: &[HashX], call: impl Fn(HashX) -> F, answers: &mut Answers<T>)
 where
-    F: std::future::Future<Output = T>,
+    F: std::future::Future<Output = Result<Vec<T>, HostError>>,
 {
     use futures::StreamExt;
-    let mut answers = Vec::with_capacity(hashxs.len());
     let mut running = futures::stream::FuturesOrdered::new();
     for hashx in hashxs {
         if running.len() == CALLS_AT_ONCE
@@ -446,5 +441,4 @@ where
     while let Some(answer) = running.next().await {
         answers.push(answer);
     }
-    answers
 }

@@ -536,9 +536,7 @@ impl Db for MemoryDb {
             }
             return Ok(());
         }
-        for answer in crate::host::one_by_one(hashxs, |hashx| self.history(hashx, limit)).await {
-            answers.push(answer);
-        }
+        crate::host::one_by_one(hashxs, |hashx| self.history(hashx, limit), answers).await;
         Ok(())
     }
 
@@ -651,9 +649,7 @@ impl Mempool for MemoryMempool {
             }
             return Ok(());
         }
-        for answer in crate::host::one_by_one(hashxs, |hashx| self.entries(hashx)).await {
-            answers.push(answer);
-        }
+        crate::host::one_by_one(hashxs, |hashx| self.entries(hashx), answers).await;
         Ok(())
     }
 
