@@ -995,13 +995,7 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let hash = self.scripts.get(slot).scripthash();
         let unusual = self.scripts.unusual(slot);
         self.scripts.for_each_subscriber(slot, |subscriber| {
-            // The subscriber's id (a read of its state, likely a cache
-            // miss) only for an entry with unusual spellings.
-            let name = match unusual {
-                true => self.name_of(subscriber.id(), hashx, hash),
-                false => ScriptName::Canonical(hash),
-            };
-            f(subscriber, name)
+            f(subscriber, self.name_in(unusual, subscriber, hashx, hash))
         });
     }
 
@@ -1041,17 +1035,18 @@ impl<S: Subscriber> SubscriptionIndex<S> {
         let hash = self.scripts.get(slot).scripthash();
         let unusual = self.scripts.unusual(slot);
         for delivery in deliveries {
-            delivery.name = self.name_in(unusual, delivery.subscriber.id(), hashx, hash);
+            delivery.name = self.name_in(unusual, &delivery.subscriber, hashx, hash);
         }
     }
 
-    /// The name a subscriber gets `hashx` (scripthash `hash`) under: the
+    /// The name `subscriber` gets `hashx` (scripthash `hash`) under: the
     /// canonical scripthash (its text is built at delivery), unless some
-    /// subscriber of the script used another spelling (`unusual`), then
-    /// session `id`'s own.
-    fn name_in(&self, unusual: bool, id: SessionId, hashx: &HashX, hash: [u8; 32]) -> ScriptName {
+    /// subscriber of the script used another spelling (`unusual`), then the
+    /// subscriber's own. Its id (a read of its state, likely a cache miss
+    /// in a notification pass) is read only then.
+    fn name_in(&self, unusual: bool, subscriber: &S, hashx: &HashX, hash: [u8; 32]) -> ScriptName {
         match unusual {
-            true => self.name_of(id, hashx, hash),
+            true => self.name_of(subscriber.id(), hashx, hash),
             false => ScriptName::Canonical(hash),
         }
     }
