@@ -58,7 +58,12 @@ pub fn mempool_height(entry: &MempoolEntry) -> i32 {
 /// inputs (height 0) first, then those with (height −1), each group by txid
 /// in internal byte order. Equal keys keep their relative order.
 pub fn sort_mempool(entries: &mut [MempoolEntry]) {
-    entries.sort_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0));
+    entries.sort_by_key(status_order);
+}
+
+/// The key [`sort_mempool`] sorts by.
+fn status_order(entry: &MempoolEntry) -> (bool, [u8; 32]) {
+    (entry.has_unconfirmed_inputs, entry.txid.0)
 }
 
 /// The status preimage: `"{txid}:{height}:"` for each confirmed entry in the
@@ -112,13 +117,8 @@ fn write_item(item: &mut [u8; MAX_ITEM], txid: &crate::TxHash, height: i64) -> u
 /// [`sort_mempool`] order (the manager passes it sorted): it is then
 /// copied and sorted.
 fn write_items(confirmed: &[HistoryEntry], mempool: &[MempoolEntry], mut out: impl FnMut(&[u8])) {
-    let mut item = [0u8; MAX_ITEM];
-    for entry in confirmed {
-        let len = write_item(&mut item, &entry.txid, i64::from(entry.height.0));
-        out(&item[..len]);
-    }
     let sorted;
-    let mempool = if mempool.is_sorted_by_key(|entry| (entry.has_unconfirmed_inputs, entry.txid.0)) {
+    let mempool = if mempool.is_sorted_by_key(status_order) {
         mempool
     } else {
         let mut copy = mempool.to_vec();
@@ -126,8 +126,15 @@ fn write_items(confirmed: &[HistoryEntry], mempool: &[MempoolEntry], mut out: im
         sorted = copy;
         &sorted[..]
     };
-    for entry in mempool {
-        let len = write_item(&mut item, &entry.txid, i64::from(mempool_height(entry)));
+    let confirmed = confirmed
+        .iter()
+        .map(|entry| (&entry.txid, i64::from(entry.height.0)));
+    let unconfirmed = mempool
+        .iter()
+        .map(|entry| (&entry.txid, i64::from(mempool_height(entry))));
+    let mut item = [0u8; MAX_ITEM];
+    for (txid, height) in confirmed.chain(unconfirmed) {
+        let len = write_item(&mut item, txid, height);
         out(&item[..len]);
     }
 }
@@ -235,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn the_status_hashes_the_preimage_across_buffer_flushes() {
+    fn the_status_hashes_its_preimage_text_however_long() {
         for confirmed_len in [1usize, 5, 6, 7, 20, 100] {
             let history: Vec<HistoryEntry> = (0..confirmed_len)
                 .map(|i| HistoryEntry {
