@@ -616,3 +616,53 @@ fn a_pass_reads_histories_in_batches_and_a_failing_script_fails_alone() {
     let report = block_on(manager.notify(index.inner.current_tip(), &[]));
     assert_eq!((report.failures, report.status_notifications), (0, 600));
 }
+
+#[test]
+fn a_history_grown_past_the_limit_fails_its_script_alone_in_a_pass() {
+    let config = Config {
+        max_send: 100_000,
+        ..Config::default()
+    };
+    let limit = config.max_history_len();
+    let fx = Fixture::new(config);
+    start(&fx);
+    let (session, log) = fx.connect("203.0.113.1:1");
+    let mut deliver: Delivery = Box::pin(session.deliver());
+    for n in 1..=3 {
+        assert_eq!(block_on(session.subscribe(&alias(n))).unwrap(), None);
+    }
+    // Script 2's history reaches the limit; 1 and 3 gain one entry each.
+    let entry = |n: u32| HistoryEntry {
+        txid: txid(n),
+        height: Height(1),
+    };
+    fx.db.add_history(hashx(1), entry(1));
+    fx.db
+        .set_history(hashx(2), (0..limit as u32).map(|n| entry(10_000 + n)).collect());
+    fx.db.add_history(hashx(3), entry(3));
+    let report = block_on(fx.manager.notify(new_block(&fx), &[hashx(1), hashx(2), hashx(3)]));
+    assert_eq!(
+        (
+            report.statuses_computed,
+            report.failures,
+            report.status_notifications
+        ),
+        (3, 1, 2)
+    );
+    // Sent in the order of the pass's scripts, which is not theirs.
+    let mut sent = statuses(&drain(&mut deliver, &log));
+    sent.sort();
+    let mut expected = vec![(alias(1), true_status(&fx, 1)), (alias(3), true_status(&fx, 3))];
+    expected.sort();
+    assert_eq!(sent, expected);
+
+    // Back under the limit (a reorg took entries away): the failed script
+    // is retried by the next notify, whatever it touches.
+    fx.db.set_history(hashx(2), vec![entry(2)]);
+    let report = block_on(fx.manager.notify(fx.db.current_tip(), &[]));
+    assert_eq!((report.failures, report.status_notifications), (0, 1));
+    assert_eq!(
+        statuses(&drain(&mut deliver, &log)),
+        vec![(alias(2), true_status(&fx, 2))]
+    );
+}

@@ -685,10 +685,10 @@ impl<H: Host> SessionManager<H> {
             if !read.is_empty() {
                 let mempools_read = self.fresh_mempool_entries(&read_scripts, &mut mempools).await;
                 for (k, &at) in read.iter().enumerate() {
+                    // Checked above: each of `read` is a history.
+                    let history = histories.get(at).and_then(Result::ok).unwrap_or_default();
                     let status = match &mempools_read {
-                        Ok(()) => self
-                            .fresh_history(&mut histories, at)
-                            .and_then(|history| self.fresh_status(history, &mut mempools, k)),
+                        Ok(()) => self.fresh_status(history, &mut mempools, k),
                         Err(error) => Err(error.clone()),
                     };
                     computed.push((at, status));
