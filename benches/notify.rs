@@ -158,6 +158,26 @@ impl Chain {
     }
 }
 
+/// `iters` events: each moves the chain on (untimed), runs `event` on the
+/// new tip (timed), then `check`s its result (untimed).
+fn timed_events<R>(
+    iters: u64,
+    chain: &mut Chain,
+    subscribed: &[HashX],
+    mut event: impl FnMut(Tip) -> R,
+    mut check: impl FnMut(R),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let tip = chain.next(subscribed);
+        let start = Instant::now();
+        let result = event(tip);
+        total += start.elapsed();
+        check(result);
+    }
+    total
+}
+
 type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Our side at one size: the manager, N sessions with 10 subscriptions each,
@@ -383,21 +403,21 @@ fn bench_size(c: &mut Criterion, n: usize, baseline_max: usize) {
     let ours_id = format!("ours_{}", label(n));
     group.bench_function(ours_id.as_str(), |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let tip = chain.next(&subscribed);
-                let start = Instant::now();
-                let report = block_on(fx.manager.notify(tip, &event.touched));
-                total += start.elapsed();
-                assert_eq!(
-                    report.status_notifications, TOUCHED_SUBSCRIBED as usize,
-                    "{report:?}"
-                );
-                for delivery in &mut ours.deliveries {
-                    assert!(delivery.as_mut().now_or_never().is_none());
-                }
-            }
-            total
+            timed_events(
+                iters,
+                &mut chain,
+                &subscribed,
+                |tip| block_on(fx.manager.notify(tip, &event.touched)),
+                |report| {
+                    assert_eq!(
+                        report.status_notifications, TOUCHED_SUBSCRIBED as usize,
+                        "{report:?}"
+                    );
+                    for delivery in &mut ours.deliveries {
+                        assert!(delivery.as_mut().now_or_never().is_none());
+                    }
+                },
+            )
         })
     });
     assert!(ours.sessions.iter().all(|s| s.pending_notifications() == 0));
@@ -421,34 +441,36 @@ fn bench_size(c: &mut Criterion, n: usize, baseline_max: usize) {
         let mut mempools = Answers::new();
         group.bench_function(bare_id.as_str(), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    chain.next(&subscribed);
-                    let start = Instant::now();
-                    let mut found = Vec::with_capacity(TOUCHED_SUBSCRIBED as usize);
-                    let mut subscribers = Vec::with_capacity(TOUCHED_SUBSCRIBED as usize);
-                    for hashx in &event.touched {
-                        if let Some(&owner) = owners.get(hashx) {
-                            found.push(*hashx);
-                            subscribers.push(owner as usize);
+                timed_events(
+                    iters,
+                    &mut chain,
+                    &subscribed,
+                    |_tip| {
+                        let mut found = Vec::with_capacity(TOUCHED_SUBSCRIBED as usize);
+                        let mut subscribers = Vec::with_capacity(TOUCHED_SUBSCRIBED as usize);
+                        for hashx in &event.touched {
+                            if let Some(&owner) = owners.get(hashx) {
+                                found.push(*hashx);
+                                subscribers.push(owner as usize);
+                            }
                         }
-                    }
-                    histories.clear();
-                    mempools.clear();
-                    block_on(fx.db.histories(&found, usize::MAX, &mut histories)).expect("histories");
-                    block_on(fx.mempool.entries_batch(&found, &mut mempools)).expect("mempool entries");
-                    for (at, &owner) in subscribers.iter().enumerate() {
-                        let (Some(Ok(history)), Some(Ok(mempool))) = (histories.get(at), mempools.get(at))
-                        else {
-                            panic!("the host failed");
-                        };
-                        let status = electrum_status(history, mempool).expect("a history");
-                        blocks[owner][..32].copy_from_slice(&status);
-                    }
-                    total += start.elapsed();
-                    assert_eq!(found.len(), TOUCHED_SUBSCRIBED as usize);
-                }
-                total
+                        histories.clear();
+                        mempools.clear();
+                        block_on(fx.db.histories(&found, usize::MAX, &mut histories)).expect("histories");
+                        block_on(fx.mempool.entries_batch(&found, &mut mempools)).expect("mempool entries");
+                        for (at, &owner) in subscribers.iter().enumerate() {
+                            let (Some(Ok(history)), Some(Ok(mempool))) =
+                                (histories.get(at), mempools.get(at))
+                            else {
+                                panic!("the host failed");
+                            };
+                            let status = electrum_status(history, mempool).expect("a history");
+                            blocks[owner][..32].copy_from_slice(&status);
+                        }
+                        found.len()
+                    },
+                    |found| assert_eq!(found, TOUCHED_SUBSCRIBED as usize),
+                )
             })
         });
     }
