@@ -34,9 +34,9 @@
 //! subscriptions (to the one subscriber), the 500 subscribed ones'
 //! histories and mempool entries read from the host (one call each), their
 //! statuses hashed, each written into its subscriber's own heap block (one
-//! cache line per subscriber). It is a yardstick, not a floor: it makes its
-//! lookups one after another, so at 1M sessions, where they miss the
-//! cache, ours (which overlaps them) is faster than it.
+//! cache line per subscriber). It is a yardstick, not a floor: it keeps
+//! none of the manager's guarantees, and it can take less than the floor
+//! (which also writes each status's hex).
 //!
 //! `cargo bench --features test-util --bench notify`
 //! (`NOTIFY_SIZES=1000,10000` to run only some sizes; `NOTIFY_BASELINE_MAX`
